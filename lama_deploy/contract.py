@@ -1,0 +1,68 @@
+"""The deployment contract: one place for I/O names, dynamic dims, the size rule and metadata keys.
+
+Everything that writes or reads an exported model (exporter, rule checker, engine builder, runtime,
+server, Triton repository, tests) imports these names from here. This module is pure Python so the
+edge runtime can import it without torch or onnx.
+"""
+
+from __future__ import annotations
+
+IMAGE = "image"
+MASK = "mask"
+OUTPUT = "inpainted"
+INPUT_NAMES: tuple[str, ...] = (IMAGE, MASK)
+OUTPUT_NAMES: tuple[str, ...] = (OUTPUT,)
+
+#: channels of each tensor; the other dims are (N, C, H, W) with N, H, W dynamic.
+CHANNELS = {IMAGE: 3, MASK: 1, OUTPUT: 3}
+
+# Symbolic dim names written into the ONNX graph.
+DIM_BATCH = "N"
+DIM_HEIGHT = "H"
+DIM_WIDTH = "W"
+DYNAMIC_AXES = {name: {0: DIM_BATCH, 2: DIM_HEIGHT, 3: DIM_WIDTH} for name in INPUT_NAMES + OUTPUT_NAMES}
+
+#: Three stride-2 downsamplings: H and W must be multiples of 2**3.
+SIZE_MULTIPLE = 8
+SIZE_RULE = f"H and W must be multiples of {SIZE_MULTIPLE}; pad symmetrically (bottom/right) and crop back"
+#: Smallest side the generator accepts: the 7x7 reflect-padded stem and the 1/8 feature map need
+#: at least 2 pixels after downsampling for reflect padding of the 3x3 convs.
+MIN_SIDE = 16
+
+DEFAULT_OPSET = 17
+#: TensorRT 8.5/8.6 (JetPack 5 / 6.0) import ONNX up to opset 17.
+MAX_TRT8_OPSET = 17
+
+# Keys of the ONNX metadata_props and of the engine sidecar.
+META_CONFIG = "lama.config"
+META_FOURIER = "lama.fourier"
+META_PRECISION = "lama.precision"
+META_OPSET = "lama.opset"
+META_CHECKPOINT_SHA256 = "lama.checkpoint_sha256"
+META_WEIGHTS = "lama.weights"
+META_EXPORTER = "lama.exporter"
+META_SIZE_RULE = "lama.size_rule"
+META_SIZE_MULTIPLE = "lama.size_multiple"
+META_MIN_SIDE = "lama.min_side"
+META_IO = "lama.io"
+
+RANDOM_WEIGHTS_LABEL = "random weights (seeded, BatchNorm-calibrated) - NOT the trained LaMa; output is a plumbing demo"
+
+
+def round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
+    """Smallest multiple of `multiple` that is >= value."""
+    return -(-int(value) // multiple) * multiple
+
+
+def is_valid_size(height: int, width: int) -> bool:
+    return height % SIZE_MULTIPLE == 0 and width % SIZE_MULTIPLE == 0 and min(height, width) >= MIN_SIDE
+
+
+def input_shapes(batch: int, height: int, width: int) -> dict[str, tuple[int, int, int, int]]:
+    """Shapes of every input for one (N, H, W)."""
+    return {name: (batch, CHANNELS[name], height, width) for name in INPUT_NAMES}
+
+
+def shape_spec(batch: int, height: int, width: int, sep: str = "x") -> str:
+    """`image:1x3x512x512,mask:1x1x512x512` as trtexec and ORT-TRT want it."""
+    return ",".join(f"{name}:{sep.join(str(d) for d in shape)}" for name, shape in input_shapes(batch, height, width).items())
