@@ -1,0 +1,241 @@
+"""Export an InpaintingModel to dynamic-shape ONNX with DFT-as-matmul Fourier units.
+
+The TorchScript-based exporter (`torch.onnx.export(dynamo=False)`) is used on purpose: it emits opset 17
+natively and plain `Shape` + `Gather` for every size (the dynamo exporter emits `Shape(start, end)`, which
+TensorRT 8.5/8.6 mis-parse, and builds at opset 18). Sizes are traced as graph values, so the DFT bases are
+computed from the runtime H and W. After export the file is checked: symbolic N/H/W on every input and
+output, `onnx.checker` (full), and the TensorRT rule checker (`export.onnx_rules`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from lama_deploy import contract as C
+from lama_model import InpaintingModel, set_fourier_mode
+
+#: Size used to trace; any multiple of 8 works, the graph does not depend on it (dims are symbolic).
+TRACE_SIZE = (64, 96)
+EXPORTER = f"torch {torch.__version__} torch.onnx (TorchScript exporter)"
+
+
+class ExportError(RuntimeError):
+    """The exported graph broke a rule of the contract."""
+
+
+def _example_inputs(batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    h, w = TRACE_SIZE
+    image = torch.rand(batch, 3, h, w, generator=generator)
+    mask = (torch.rand(batch, 1, h, w, generator=generator) > 0.5).float()
+    return image, mask
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The TorchScript exporter warns about its own deprecation and traced sizes; keep that off users' terminals."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+def dynamic_axes(dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
+    axes = {name: dict(dims) for name, dims in C.DYNAMIC_AXES.items()}
+    if not dynamic_batch:
+        for dims in axes.values():
+            dims.pop(0)
+    return axes
+
+
+def trace_to_onnx(model: InpaintingModel, path: Path, opset: int = C.DEFAULT_OPSET, dynamic_batch: bool = True,
+                  batch: int = 1, keep_fourier: bool = False) -> onnx.ModelProto:
+    """Raw export of `model` (switched to matmul mode unless `keep_fourier`); returns the loaded ModelProto."""
+    if opset < 13 or opset > C.MAX_TRT8_OPSET:
+        raise ValueError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
+                         f"(TensorRT 8.5/8.6 on JetPack 5/6.0 import up to opset {C.MAX_TRT8_OPSET})")
+    if not keep_fourier:
+        set_fourier_mode(model, "matmul")
+    model.eval()
+    with torch.no_grad(), _quiet_exporter():
+        torch.onnx.export(
+            model, _example_inputs(batch), str(path), dynamo=False, opset_version=opset,
+            input_names=list(C.INPUT_NAMES), output_names=list(C.OUTPUT_NAMES),
+            dynamic_axes=dynamic_axes(dynamic_batch), do_constant_folding=True,
+        )
+    return onnx.load(str(path))
+
+
+def symbolic_dims(model: onnx.ModelProto) -> dict[str, list[str | int]]:
+    """Dims of every graph input and output: names for symbolic dims, ints for fixed ones."""
+    result = {}
+    for value in list(model.graph.input) + list(model.graph.output):
+        result[value.name] = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+    return result
+
+
+def assert_dynamic_io(model: onnx.ModelProto, dynamic_batch: bool = True) -> None:
+    """The exporter can silently specialise a dim to a constant: check every I/O dim is as declared."""
+    dims = symbolic_dims(model)
+    expected_names = set(C.INPUT_NAMES + C.OUTPUT_NAMES)
+    if set(dims) != expected_names:
+        raise ExportError(f"graph I/O is {sorted(dims)}, expected {sorted(expected_names)}")
+    for name, shape in dims.items():
+        want: list[str | int] = [C.DIM_BATCH if dynamic_batch else shape[0], C.CHANNELS[name], C.DIM_HEIGHT, C.DIM_WIDTH]
+        if shape != want:
+            raise ExportError(f"{name} has dims {shape}, expected {want}: the export specialised a dynamic dim")
+
+
+def name_output_dims(model: onnx.ModelProto, dynamic_batch: bool = True) -> None:
+    """Give the outputs the contract's dim names where the exporter left generated ones.
+
+    Shape inference through custom ops (the DFT symbolic) cannot always tell the channel count or that
+    the output's H/W equal the input's; a fixed value that differs from the contract is left alone so
+    that `assert_dynamic_io` reports it.
+    """
+    for value in model.graph.output:
+        want = [C.DIM_BATCH if dynamic_batch else None, C.CHANNELS[value.name], C.DIM_HEIGHT, C.DIM_WIDTH]
+        for dim, expected in zip(value.type.tensor_type.shape.dim, want):
+            if expected is None or dim.HasField("dim_value"):
+                continue
+            if isinstance(expected, int):
+                dim.dim_value = expected
+            else:
+                dim.dim_param = expected
+
+
+def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in entries.items():
+        if key in existing:
+            existing[key].value = str(value)
+        else:
+            model.metadata_props.add(key=key, value=str(value))
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Save, with weights in a side file only when the protobuf would pass 2 GB."""
+    if model.ByteSize() < 2_000_000_000:
+        onnx.save(model, str(path))
+    else:  # pragma: no cover - no released LaMa comes near this
+        onnx.save(model, str(path), save_as_external_data=True, location=os.path.basename(path) + ".data")
+
+
+# --- the whole export job ---------------------------------------------------------------------------------
+
+import hashlib  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass, field  # noqa: E402
+
+from lama_model import describe_random_weights, load_inpainting_model, random_model  # noqa: E402
+from lama_model.checkpoint import config_name  # noqa: E402
+
+FFT_MODES = ("matmul", "dft")
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass
+class ExportResult:
+    path: str
+    config: str
+    fft: str
+    precision: str
+    opset: int
+    weights: str
+    checkpoint_sha256: str
+    seconds: float
+    peak_rss_mb: float
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def load_model(checkpoint: str | None, config: str | None, seed: int = 0,
+               trained_like: bool = False) -> tuple[InpaintingModel, str, str, str]:
+    """(model, config name, weights description, checkpoint sha256 or '')."""
+    if checkpoint:
+        model = load_inpainting_model(checkpoint, config=config)
+        return model, config or config_name(model.generator.config), f"checkpoint {Path(checkpoint).name}", \
+            file_sha256(checkpoint)
+    name = config or "big-lama"
+    return random_model(name, seed=seed, trained_like=trained_like), name, describe_random_weights(seed, trained_like), ""
+
+
+def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, config: str | None = None,
+                           opset: int = C.DEFAULT_OPSET, fft: str = "matmul", precision: str = "fp32",
+                           dynamic_batch: bool = True, seed: int = 0, trained_like: bool = False,
+                           model: InpaintingModel | None = None) -> ExportResult:
+    """Export, check and atomically write the inpainting ONNX model; the one function behind every caller.
+
+    `model` skips loading (tests pass a model they already built); `checkpoint=None` exports seeded
+    random weights and says so in the metadata.
+    """
+    from lama_deploy.errors import atomic_output
+
+    from .dft_ops import export_with_dft_ops
+    from .fp16 import convert_to_mixed_fp16, fold_batchnorm
+    from .onnx_rules import check_tensorrt_compatible
+
+    if fft not in FFT_MODES:
+        raise ValueError(f"unknown --fft {fft!r}; choose one of {FFT_MODES}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown --precision {precision!r}; choose one of {PRECISIONS}")
+    if fft == "dft" and precision == "fp16":
+        raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
+    start = time.perf_counter()
+    if model is None:
+        model, config, weights, sha = load_model(checkpoint, config, seed, trained_like)
+    else:
+        config = config or config_name(model.generator.config)
+        weights, sha = "in-memory model", ""
+    notes: list[str] = []
+    output = Path(output)
+    with atomic_output(output) as tmp:
+        if precision == "fp16":
+            fold_batchnorm(model)
+        if fft == "dft":
+            onnx_model = export_with_dft_ops(model, tmp, opset=opset, dynamic_batch=dynamic_batch)
+            notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
+        else:
+            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch)
+        name_output_dims(onnx_model, dynamic_batch)
+        assert_dynamic_io(onnx_model, dynamic_batch)
+        if precision == "fp16":
+            onnx_model = convert_to_mixed_fp16(onnx_model)
+        set_metadata(onnx_model, {
+            C.META_CONFIG: config, C.META_FOURIER: fft, C.META_PRECISION: precision, C.META_OPSET: str(opset),
+            C.META_CHECKPOINT_SHA256: sha, C.META_WEIGHTS: weights, C.META_EXPORTER: EXPORTER,
+            C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
+            C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
+        })
+        onnx.checker.check_model(onnx_model, full_check=True)
+        if fft == "matmul":
+            check_tensorrt_compatible(onnx_model)
+        save_model(onnx_model, tmp)
+    return ExportResult(str(output), config, fft, precision, opset, weights, sha,
+                        round(time.perf_counter() - start, 2), round(peak_rss_mb(), 1), notes)

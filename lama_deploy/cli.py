@@ -1,0 +1,45 @@
+"""`lama-deploy <command>`: one console script over the project's thin command modules.
+
+Each command lives in its own module with a `main(argv) -> int`; they are imported only when called,
+so `lama-deploy inpaint` on an edge box never imports torch or the exporter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("lama_deploy.demo", "export, validate and inpaint a sample on the embedded random-weights model"),
+    "export": ("export.to_onnx", "export LaMa to dynamic-shape ONNX (DFT-as-matmul)"),
+    "validate": ("export.validate", "check an ONNX export against PyTorch with Polygraphy"),
+    "build": ("export.build_engine", "build a dynamic-shape TensorRT engine"),
+    "inpaint": ("runtime.cli", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
+    "serve": ("runtime.server", "serve POST /inpaint over HTTP"),
+    "triton-repo": ("runtime.triton", "write a Triton Inference Server model repository"),
+    "bench": ("scripts.benchmark", "benchmark the deployment paths side by side"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: lama-deploy <command> [options]", "", "commands:"]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines.append("\n`lama-deploy <command> -h` shows a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"lama-deploy: unknown command '{command}'; run `lama-deploy --help` for the list", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

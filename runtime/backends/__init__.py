@@ -1,0 +1,50 @@
+"""Inference backends behind one interface (`Backend`): ONNX Runtime, TensorRT, PyTorch.
+
+`create_backend(path)` picks one from the file suffix: `.engine`/`.plan` -> TensorRT, `.onnx` -> ONNX
+Runtime, `.ckpt`/`.pt`/`.pth` -> PyTorch. Each backend module imports its framework only when a backend
+is created, so importing this package costs numpy only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .base import Backend, BackendError, Profile, io_problem, is_random_weights, profile_from_override
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime",
+                   ".ckpt": "torch", ".pt": "torch", ".pth": "torch"}
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend", "io_problem",
+           "is_random_weights", "profile_from_override"]
+
+
+def backend_for_path(path: str | Path, backend: str = "auto") -> str:
+    """The backend name for a model file (`backend` other than "auto" is checked and returned)."""
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+        return backend
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIX_BACKENDS:
+        raise ValueError(f"cannot tell the backend of {Path(path).name}: use a .engine/.plan (TensorRT), .onnx "
+                         f"(ONNX Runtime) or .ckpt/.pt/.pth (PyTorch) file, or pass --backend")
+    return SUFFIX_BACKENDS[suffix]
+
+
+def create_backend(path: str | Path, backend: str = "auto", device: str | None = None,
+                   providers: Sequence[Any] | None = None) -> Backend:
+    """An (inactive) backend for `path`; importing its framework happens here, not at package import."""
+    name = backend_for_path(path, backend)
+    if name == "tensorrt":
+        from .trt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, device=device)
+    if name == "onnxruntime":
+        from .ort_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, device=device, providers=providers)
+    from .torch_backend import TorchBackend
+
+    return TorchBackend.from_checkpoint(path, device=device)

@@ -1,0 +1,139 @@
+"""ONNX Runtime backend: TensorRT EP, then CUDA EP, then CPU EP, whichever this onnxruntime build has.
+
+Imports only `onnxruntime` (lazily, on activation); the exported model's metadata (`lama.*` keys) is read
+through ONNX Runtime's own model-metadata API, so neither `onnx` nor torch is needed on the edge box.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lama_deploy import contract as C
+from lama_deploy.errors import missing_dependency
+
+from .base import Backend, BackendError, Profile, io_problem
+
+#: Preferred order; only the providers this onnxruntime build offers are used.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_GPU_PROVIDERS = PREFERRED_PROVIDERS[:2]
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise missing_dependency("onnxruntime", "pip install onnxruntime (CPU) or pip install onnxruntime-gpu") from None
+    return onnxruntime
+
+
+def choose_providers(available: Sequence[str], device: str | None = None,
+                     requested: Sequence[Any] | None = None) -> list[Any]:
+    """Providers to ask for, in order. `requested` wins; else the preferred ones that are available.
+
+    device "cpu" keeps only the CPU EP; device "cuda" requires a GPU provider.
+    """
+    if requested:
+        names = [p[0] if isinstance(p, (tuple, list)) else p for p in requested]
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise BackendError(f"onnxruntime here has no {', '.join(unknown)}; available: {', '.join(available)}")
+        return list(requested)
+    chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device is not None and device.startswith("cuda"):
+        if not any(p in available for p in _GPU_PROVIDERS):
+            raise BackendError("this onnxruntime has no CUDA or TensorRT provider; install onnxruntime-gpu "
+                               "(pip install onnxruntime-gpu) or use --device cpu")
+        index = device.partition(":")[2]
+        if index:
+            chosen = [(p, {"device_id": int(index)}) if p in _GPU_PROVIDERS else p for p in chosen]
+    return chosen
+
+
+def _dim(value: Any) -> int | None:
+    """A static dim as int, a symbolic/unknown one as None."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class OnnxRuntimeBackend(Backend):
+    """An `onnxruntime.InferenceSession` over an exported LaMa ONNX file."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str | None = None, providers: Sequence[Any] | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.device = device
+        self.requested_providers = providers
+        self.threads = threads
+        self.session = None
+        self._metadata: dict[str, str] = {}
+        self._dtypes: dict[str, Any] = {}
+        self._profile = Profile()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file {self.path} does not exist; pass an exported .onnx with --model")
+
+    def activate_impl(self) -> None:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # ORT's per-node warnings are noise for users of a finished model
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers = choose_providers(ort.get_available_providers(), self.device, self.requested_providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"cannot load ONNX model {self.path}: {first}; re-export it with `lama-deploy export`") from None
+        self._check_io()
+        self._metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._profile = self._profile_from_session()
+
+    def _check_io(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        problem = io_problem(inputs, outputs)
+        if problem:
+            raise BackendError(f"{self.path} cannot be used: {problem}")
+        numpy_types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+        for arg in self.session.get_inputs():
+            self._dtypes[arg.name] = numpy_types.get(arg.type, np.float32)
+
+    def _profile_from_session(self) -> Profile:
+        image = next(i for i in self.session.get_inputs() if i.name == C.IMAGE)
+        n, _, h, w = (list(image.shape) + [None] * 4)[:4]
+        multiple = int(self._metadata.get(C.META_SIZE_MULTIPLE, C.SIZE_MULTIPLE) or C.SIZE_MULTIPLE)
+        min_side = int(self._metadata.get(C.META_MIN_SIDE, C.MIN_SIDE) or C.MIN_SIDE)
+        return Profile(min_batch=_dim(n) or 1, max_batch=_dim(n),
+                       min_height=_dim(h) or min_side, min_width=_dim(w) or min_side,
+                       max_height=_dim(h), max_width=_dim(w), size_multiple=multiple)
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        typed = {name: array.astype(self._dtypes.get(name, np.float32), copy=False) for name, array in feed.items()}
+        (output,) = self.session.run([C.OUTPUT], typed)
+        return {C.OUTPUT: np.asarray(output, dtype=np.float32)}
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    @property
+    def weights(self) -> str | None:
+        return self._metadata.get(C.META_WEIGHTS) or None
+
+    def describe(self) -> dict[str, Any]:
+        providers = self.session.get_providers() if self.session is not None else None
+        return {"providers": providers, "device": self.device, "precision": self._metadata.get(C.META_PRECISION),
+                "config": self._metadata.get(C.META_CONFIG)}

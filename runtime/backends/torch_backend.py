@@ -1,0 +1,83 @@
+"""PyTorch backend: runs `lama_model` directly from a checkpoint (or seeded random weights).
+
+This is the only backend that imports torch and lama_model, and it does so when it is created, so the
+edge runtime (ONNX Runtime / TensorRT) never pays for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lama_deploy import contract as C
+from lama_deploy.errors import missing_dependency
+
+from .base import Backend, BackendError, Profile
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise missing_dependency("torch", "pip install torch (see pytorch.org for the build for your GPU)") from None
+    return torch
+
+
+class TorchBackend(Backend):
+    """An `lama_model.InpaintingModel` on "cpu" or "cuda[:i]" (default: cuda when available)."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, device: str | None = None, weights: str | None = None,
+                 path: str | Path | None = None) -> None:
+        super().__init__()
+        self.torch = import_torch()
+        self.model = model
+        self.path = Path(path) if path is not None else None
+        self._weights = weights
+        self.device = device or ("cuda" if self.torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda") and not self.torch.cuda.is_available():
+            raise BackendError("--device cuda was asked for but this torch has no usable CUDA GPU; use --device cpu")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None, config: str | None = None) -> "TorchBackend":
+        import_torch()
+        import lama_model
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist; pass a LaMa .ckpt/.pt/.pth with --model")
+        model = lama_model.load_inpainting_model(path, config=config, fourier="torch")
+        return cls(model, device=device, weights=f"checkpoint {path.name}", path=path)
+
+    @classmethod
+    def from_random_weights(cls, config: str = "tiny", seed: int = 0, device: str | None = None) -> "TorchBackend":
+        import_torch()
+        import lama_model
+
+        model = lama_model.random_model(config, seed=seed, fourier="torch")
+        return cls(model, device=device, weights=f"{config}: {lama_model.describe_random_weights(seed)}")
+
+    def activate_impl(self) -> None:
+        self.model.to(self.device).eval()
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            image = torch.from_numpy(feed[C.IMAGE]).to(self.device)
+            mask = torch.from_numpy(feed[C.MASK]).to(self.device)
+            output = self.model(image, mask)
+        return {C.OUTPUT: output.float().cpu().numpy()}
+
+    @property
+    def profile(self) -> Profile:
+        return Profile()
+
+    @property
+    def weights(self) -> str | None:
+        return self._weights
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": self.device, "torch": self.torch.__version__}

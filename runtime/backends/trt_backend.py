@@ -1,0 +1,244 @@
+"""TensorRT backend: a serialized engine (`.engine` / `.plan`) run with one CUDA stream.
+
+Works with `tensorrt` 8.6 / 10.x / 11.x and `tensorrt_rtx` (picked by `runtime.trt_import`). Engines
+that have the name-based tensor API (`num_io_tensors`, TensorRT >= 8.5 and every 10+/RTX) run through
+`set_input_shape` / `set_tensor_address` / `execute_async_v3`; older ones through the bindings API
+(`set_binding_shape` / `execute_async_v2`). Device memory comes from `cuda-python`; buffers are
+allocated once and grown only when a larger shape comes. Everything is imported on activation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from lama_deploy import contract as C
+
+from .base import Backend, BackendError, Profile, io_problem
+from .cuda_memory import CudaStream, DeviceBuffer, import_cudart, set_device
+
+ENGINE_SUFFIXES = (".engine", ".plan")
+REBUILD_HINT = "rebuild it on this machine with `lama-deploy build`"
+
+
+def sidecar_path(engine_path: str | Path) -> Path | None:
+    """`<engine>.json` written next to an engine by the builder (also accepts `<stem>.json`)."""
+    engine_path = Path(engine_path)
+    for candidate in (Path(str(engine_path) + ".json"), engine_path.with_suffix(".json")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+    path = sidecar_path(engine_path)
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def explain_load_failure(messages: list[str]) -> str:
+    """One readable reason from TensorRT's error log of a failed deserialization."""
+    text = " ".join(messages)
+    lowered = text.lower()
+    if "magic" in lowered or "serialization version" in lowered or "serialization (" in lowered:
+        return f"it is not a TensorRT engine, or was built by another TensorRT version/flavour; {REBUILD_HINT}"
+    if "cudaerror 35" in lowered or "cuda driver" in lowered or "no cuda-capable device" in lowered or "cudaerror 100" in lowered:
+        return "no usable NVIDIA GPU/driver here: TensorRT engines need an NVIDIA GPU and TensorRT runtime"
+    if "compute capability" in lowered or "incompatible device" in lowered:
+        return f"it was built for another GPU; {REBUILD_HINT}"
+    first = messages[0].strip() if messages else "TensorRT gave no reason"
+    return f"{first[:200]}; {REBUILD_HINT}"
+
+
+def make_logger(trt: ModuleType) -> Any:
+    """A TensorRT logger that keeps errors (for one-line messages) instead of printing them."""
+
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.warnings: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                self.errors.append(str(msg))
+            elif int(severity) == int(trt.ILogger.Severity.WARNING):
+                self.warnings.append(str(msg))
+
+    return CapturingLogger()
+
+
+def deserialize_engine(trt: ModuleType, path: Path, logger: Any) -> tuple[Any, Any]:
+    """(runtime, engine) or BackendError with the reason in one line."""
+    data = path.read_bytes()
+    if not data:
+        raise BackendError(f"TensorRT engine {path} is empty; {REBUILD_HINT}")
+    runtime = trt.Runtime(logger)
+    try:
+        engine = runtime.deserialize_cuda_engine(data)
+    except Exception as exc:  # some versions raise instead of returning None
+        logger.errors.append(str(exc))
+        engine = None
+    if engine is None:
+        raise BackendError(f"cannot load TensorRT engine {path}: {explain_load_failure(logger.errors)}")
+    return runtime, engine
+
+
+def has_tensor_api(engine: Any) -> bool:
+    return hasattr(engine, "num_io_tensors")
+
+
+def engine_io(trt: ModuleType, engine: Any) -> tuple[list[str], list[str]]:
+    """(input names, output names) of an engine, with either API."""
+    if has_tensor_api(engine):
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    else:
+        names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
+        inputs = [n for i, n in enumerate(names) if engine.binding_is_input(i)]
+    return inputs, [n for n in names if n not in inputs]
+
+
+def engine_profile(engine: Any) -> Profile:
+    """The image input's range in optimisation profile 0 (a static engine: its one shape)."""
+    if has_tensor_api(engine):
+        static = tuple(engine.get_tensor_shape(C.IMAGE))
+        if all(d > 0 for d in static):
+            return Profile.from_shapes(static, static, static)
+        low, opt, high = (tuple(s) for s in engine.get_tensor_profile_shape(C.IMAGE, 0))
+    else:
+        low, opt, high = (tuple(s) for s in engine.get_profile_shape(0, C.IMAGE))
+    return Profile.from_shapes(low, high, opt)
+
+
+def tensor_dtype(trt: ModuleType, engine: Any, name: str) -> Any:
+    if has_tensor_api(engine):
+        return trt.nptype(engine.get_tensor_dtype(name))
+    return trt.nptype(engine.get_binding_dtype(engine.get_binding_index(name)))
+
+
+class TensorRTBackend(Backend):
+    """A deserialized engine, one execution context, one stream, growable device buffers."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, device: str | None = None, flavour: str | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"engine {self.path} does not exist; build one with `lama-deploy build`")
+        self.device = device
+        self.sidecar = read_sidecar(self.path)
+        self.flavour = flavour or self.sidecar.get("flavour")
+        self.trt: ModuleType | None = None
+        self.engine = self.context = self.runtime = self.stream = None
+        self.buffers: dict[str, DeviceBuffer] = {}
+        self._profile = Profile()
+
+    def load_engine(self) -> None:
+        """Deserialize and check the engine (no CUDA buffers yet): the part that fails on a bad file."""
+        from runtime.trt_import import import_tensorrt
+
+        self.trt = import_tensorrt(self.flavour)
+        self.logger = make_logger(self.trt)
+        self.runtime, self.engine = deserialize_engine(self.trt, self.path, self.logger)
+        problem = io_problem(*engine_io(self.trt, self.engine))
+        if problem:
+            raise BackendError(f"engine {self.path} cannot be used: {problem}")
+        self._profile = engine_profile(self.engine)
+
+    def activate_impl(self) -> None:
+        try:
+            cudart = import_cudart()
+            set_device(cudart, self.device)
+        except Exception:
+            cudart = None  # the engine still loads (or says why it cannot); cuda-python is required below
+        self.load_engine()
+        cudart = cudart or import_cudart()
+        self.cudart = cudart
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendError(f"TensorRT could not create an execution context for {self.path}: "
+                               f"{explain_load_failure(self.logger.errors)}")
+        self.stream = CudaStream(cudart)
+        self.buffers = {name: DeviceBuffer(cudart) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
+        self.dtypes = {name: tensor_dtype(self.trt, self.engine, name) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {name: np.ascontiguousarray(feed[name], dtype=self.dtypes[name]) for name in C.INPUT_NAMES}
+        if has_tensor_api(self.engine):
+            output = self._infer_tensors(inputs)
+        else:
+            output = self._infer_bindings(inputs)
+        return {C.OUTPUT: output.astype(np.float32, copy=False)}
+
+    def _infer_tensors(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        ctx, stream = self.context, self.stream.handle
+        for name, array in inputs.items():
+            if not ctx.set_input_shape(name, array.shape):
+                raise BackendError(f"shape {array.shape} of {name} is outside the engine's profile {self._profile.as_dict()}")
+            ctx.set_tensor_address(name, self.buffers[name].upload(array, stream))
+        output = np.empty(tuple(ctx.get_tensor_shape(C.OUTPUT)), dtype=self.dtypes[C.OUTPUT])
+        ctx.set_tensor_address(C.OUTPUT, self.buffers[C.OUTPUT].ensure(output.nbytes))
+        if not ctx.execute_async_v3(self.stream.ptr()):
+            raise RuntimeError(f"TensorRT inference failed: {explain_load_failure(self.logger.errors[-3:])}")
+        self.buffers[C.OUTPUT].download(output, stream)
+        self.stream.synchronize()
+        return output
+
+    def _infer_bindings(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        engine, ctx, stream = self.engine, self.context, self.stream.handle
+        bindings = [0] * engine.num_bindings
+        for name, array in inputs.items():
+            index = engine.get_binding_index(name)
+            if not ctx.set_binding_shape(index, array.shape):
+                raise BackendError(f"shape {array.shape} of {name} is outside the engine's profile {self._profile.as_dict()}")
+            bindings[index] = self.buffers[name].upload(array, stream)
+        out_index = engine.get_binding_index(C.OUTPUT)
+        output = np.empty(tuple(ctx.get_binding_shape(out_index)), dtype=self.dtypes[C.OUTPUT])
+        bindings[out_index] = self.buffers[C.OUTPUT].ensure(output.nbytes)
+        if not ctx.execute_async_v2(bindings, self.stream.ptr()):
+            raise RuntimeError(f"TensorRT inference failed: {explain_load_failure(self.logger.errors[-3:])}")
+        self.buffers[C.OUTPUT].download(output, stream)
+        self.stream.synchronize()
+        return output
+
+    def deactivate_impl(self) -> None:
+        for buffer in self.buffers.values():
+            buffer.free()
+        if self.stream is not None:
+            self.stream.destroy()
+        # The context must go before the engine, the engine before the runtime.
+        self.context = None
+        self.engine = None
+        self.runtime = None
+        self.buffers, self.stream = {}, None
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    @property
+    def weights(self) -> str | None:
+        return self.sidecar.get("weights") or None
+
+    def describe(self) -> dict[str, Any]:
+        from runtime.trt_import import flavour_of, version_of
+
+        facts: dict[str, Any] = {"device": self.device or "cuda:0"}
+        if self.trt is not None and self.engine is not None:
+            facts.update(flavour=flavour_of(self.trt), tensorrt=version_of(self.trt),
+                         api="tensors (execute_async_v3)" if has_tensor_api(self.engine) else "bindings (execute_async_v2)")
+        for key in ("precision", "config", "built_with", "gpu"):
+            if key in self.sidecar:
+                facts[key] = self.sidecar[key]
+        return facts

@@ -1,0 +1,223 @@
+"""Reading and checking inpainting inputs: file paths, bytes, PIL images or numpy arrays.
+
+Images become an 8-bit RGB array plus what is needed to give the result back in the input's mode:
+grayscale in -> grayscale out, RGBA in -> RGB inpainted with the alpha channel kept as given. Masks
+become a boolean hole map (`mask > threshold`, in 0..255 units; RGB masks are reduced to luminance
+first, as the official LaMa loader does with `convert("L")`).
+
+Palette ("P") images are converted transparently (to RGB, or RGBA when they carry transparency) and
+the result says so in its notes; palette masks are reduced to luminance. Each bad input raises
+`InpaintInputError` with one line that names the input and what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lama_deploy.errors import UserError
+
+#: Decompression-bomb guard; also the largest image the runtime accepts by default (40 MP).
+DEFAULT_MAX_PIXELS = 40_000_000
+
+ImageSource = Union[str, Path, bytes, IO[bytes], Image.Image, np.ndarray]
+
+_HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;32", "I;32B"}
+_GRAY_MODES = {"L", "LA", "1", "La"}
+_OPEN_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is global: set it and open under one lock
+
+
+class InpaintInputError(UserError):
+    """An image or mask the runtime cannot use; the message is one line that says what to do."""
+
+
+@dataclass
+class LoadedImage:
+    """An input image as the model sees it (`rgb`) plus what is needed to restore its mode."""
+
+    rgb: np.ndarray  # H x W x 3 uint8
+    mode: str  # mode of the result: "RGB", "RGBA", "L" or "LA"
+    alpha: np.ndarray | None = None  # H x W uint8, kept as given
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+def describe_source(source: ImageSource, what: str) -> str:
+    if isinstance(source, (str, Path)):
+        return f"{what} '{Path(source).name}'"
+    return what
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} MP"
+
+
+def check_size(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width <= 0 or height <= 0:
+        raise InpaintInputError(f"{name} is empty ({width}x{height} pixels); pass a non-empty image")
+    if width * height > max_pixels:
+        raise InpaintInputError(f"{name} is {width}x{height} = {_megapixels(width * height)}, more than the "
+                                f"{_megapixels(max_pixels)} limit (max_pixels); downscale it first or raise max_pixels")
+
+
+def _is_high_depth(img: Image.Image) -> bool:
+    """16/32-bit images: high-depth modes, and 16-bit RGB(A) PNGs that Pillow would silently reduce to 8 bits."""
+    if img.mode in _HIGH_DEPTH_MODES:
+        return True
+    for tile in getattr(img, "tile", None) or []:
+        args = tile[3] if isinstance(tile, tuple) else getattr(tile, "args", None)
+        rawmode = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
+
+
+def open_file(source: str | Path | bytes | IO[bytes], name: str, max_pixels: int) -> Image.Image:
+    """Open and decode an image file (or its bytes), with the size guard applied before decoding."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise InpaintInputError(f"{name} does not exist or is not a file: {path}")
+        stream: IO[bytes] | str = str(path)
+    else:
+        stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    try:
+        with _OPEN_LOCK:
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    img = Image.open(stream)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except Image.DecompressionBombError:
+        raise InpaintInputError(f"{name} has more than twice the {_megapixels(max_pixels)} limit (max_pixels); "
+                                f"downscale it first or raise max_pixels") from None
+    except (UnidentifiedImageError, ValueError, OSError, SyntaxError):
+        raise InpaintInputError(f"cannot read {name}: not an image file Pillow can decode (PNG, JPEG, WebP, BMP, TIFF)") from None
+    check_size(img.width, img.height, max_pixels, name)
+    if _is_high_depth(img):
+        raise InpaintInputError(f"{name} is a 16-bit image (mode {img.mode}); LaMa works on 8-bit images: "
+                                f"convert it to 8-bit RGB first")
+    try:
+        img.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InpaintInputError(f"cannot read {name}: the file is truncated or corrupt ({str(exc).splitlines()[0]})") from None
+    return img
+
+
+def array_to_pil(array: np.ndarray, name: str, is_mask: bool) -> Image.Image:
+    """A uint8 (or, for masks, bool) H x W [x C] array as a PIL image."""
+    array = np.asarray(array)
+    if array.dtype == bool and is_mask:
+        array = array.astype(np.uint8) * 255
+    if array.dtype in (np.uint16, np.int16, np.int32, np.uint32):
+        raise InpaintInputError(f"{name} is a {array.dtype} array (16/32-bit); LaMa works on 8-bit images: "
+                                f"convert it to uint8 first")
+    if array.dtype != np.uint8:
+        raise InpaintInputError(f"{name} is a {array.dtype} array; pass uint8 values 0..255"
+                                f"{' (or bool)' if is_mask else ''}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (2, 3, 4)):
+        raise InpaintInputError(f"{name} has shape {array.shape}; pass H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InpaintInputError(f"{name} is empty ({array.shape[1]}x{array.shape[0]} pixels); pass a non-empty image")
+    return Image.fromarray(np.ascontiguousarray(array))  # (H,W) -> L, x2 -> LA, x3 -> RGB, x4 -> RGBA
+
+
+def to_pil(source: ImageSource, name: str, max_pixels: int, is_mask: bool = False) -> Image.Image:
+    if isinstance(source, Image.Image):
+        check_size(source.width, source.height, max_pixels, name)
+        if _is_high_depth(source):
+            raise InpaintInputError(f"{name} is a 16-bit image (mode {source.mode}); convert it to 8-bit RGB first")
+        return source
+    if isinstance(source, np.ndarray):
+        img = array_to_pil(source, name, is_mask)
+        check_size(img.width, img.height, max_pixels, name)
+        return img
+    if isinstance(source, (str, Path, bytes, bytearray, memoryview)) or hasattr(source, "read"):
+        return open_file(source, name, max_pixels)
+    raise InpaintInputError(f"{name} must be a file path, bytes, a PIL image or a numpy array, not {type(source).__name__}")
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # broken EXIF must not stop inpainting
+        return 1
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> LoadedImage:
+    """An input image as 8-bit RGB plus its output mode and alpha channel."""
+    name = describe_source(source, name)
+    img = to_pil(source, name, max_pixels)
+    notes: list[str] = []
+    if _exif_orientation(img) != 1:
+        notes.append("image has an EXIF orientation tag; pixels are used as stored (not rotated), like LaMa does")
+    if img.mode in ("P", "PA"):
+        has_alpha = img.mode == "PA" or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+        notes.append(f"palette image converted to {img.mode}")
+    elif img.mode in _GRAY_MODES:
+        img = img.convert("LA" if img.mode in ("LA", "La") else "L")
+    elif img.mode not in ("RGB", "RGBA"):
+        source_mode = img.mode
+        img = img.convert("RGBA" if "A" in source_mode else "RGB")
+        notes.append(f"{source_mode} image converted to {img.mode}")
+    array = np.asarray(img)
+    if img.mode in ("L", "LA"):
+        gray = array if img.mode == "L" else array[:, :, 0]
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        rgb = array[:, :, :3]
+    alpha = array[:, :, -1].copy() if img.mode in ("LA", "RGBA") else None
+    return LoadedImage(np.ascontiguousarray(rgb), img.mode, alpha, notes)
+
+
+def load_hole(source: ImageSource, size: tuple[int, int], threshold: float = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
+              name: str = "mask") -> np.ndarray:
+    """Boolean H x W hole map: mask (luminance, 0..255) > threshold. `size` is the image's (width, height)."""
+    check_threshold(threshold)
+    name = describe_source(source, name)
+    img = to_pil(source, name, max_pixels, is_mask=True)
+    if img.size != tuple(size):
+        raise InpaintInputError(f"{name} is {img.width}x{img.height} but the image is {size[0]}x{size[1]}; "
+                                f"the mask must have the image's size")
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img) > threshold
+
+
+def check_threshold(threshold: float) -> None:
+    if not 0 <= float(threshold) < 255:
+        raise ValueError(f"threshold {threshold} is out of range; use 0 <= threshold < 255 (mask > threshold is a hole)")
+
+
+def to_output_image(loaded: LoadedImage, generated_rgb: np.ndarray, hole: np.ndarray) -> Image.Image:
+    """The result in the input's mode; every pixel outside the hole is the input's own pixel, bit for bit."""
+    rgb = np.where(hole[:, :, None], generated_rgb, loaded.rgb)
+    if loaded.mode in ("L", "LA"):
+        generated_gray = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))
+        channels = [np.where(hole, generated_gray, loaded.rgb[:, :, 0])]
+    else:
+        channels = [rgb[:, :, i] for i in range(3)]
+    if loaded.alpha is not None:
+        channels.append(loaded.alpha)
+    array = channels[0] if len(channels) == 1 else np.stack(channels, axis=2)
+    return Image.fromarray(np.ascontiguousarray(array))

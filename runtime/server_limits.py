@@ -1,0 +1,137 @@
+"""What the HTTP server refuses before any inference: oversized bodies, unreadable images, pixel bombs.
+
+Kept free of FastAPI so the checks are plain functions: the body limit wraps an ASGI `receive` callable
+(it counts bytes as they arrive and stops the upload at the limit, instead of measuring a body already
+spooled to disk), and the image check reads only the header for the size before decoding any pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from PIL import Image, UnidentifiedImageError
+
+#: Default pixel limit when the runtime does not provide one: 4096 x 4096.
+FALLBACK_MAX_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Every limit the server enforces; the CLI flags map one to one."""
+
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = FALLBACK_MAX_PIXELS
+    queue_size: int = 64
+    request_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"--max-body-mb is too small ({self.max_body_bytes} bytes); allow at least 1 KiB")
+        if self.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+        if self.queue_size < 0:
+            raise ValueError(f"--queue-size must be >= 0, got {self.queue_size}")
+        if self.request_timeout_s <= 0:
+            raise ValueError(f"--request-timeout must be > 0 seconds, got {self.request_timeout_s}")
+
+
+class RequestRejected(Exception):
+    """A request the server answers with a client error: HTTP status plus one line for `{"error": ...}`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class BodyTooLarge(RequestRejected):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the server limit of {_mb(limit)} "
+                              "(--max-body-mb); send smaller images")
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / (1024 * 1024):g} MiB"
+
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def check_content_length(headers: dict[str, str], limit: int) -> None:
+    """Refuse early when the client announces a body over the limit (nothing is read)."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+
+
+def limited_receive(receive: Receive, limit: int) -> Receive:
+    """An ASGI `receive` that raises `BodyTooLarge` as soon as more than `limit` body bytes have arrived.
+
+    Chunked uploads announce no length, and a Content-Length can lie, so counting is what enforces it.
+    """
+    received = 0
+
+    async def receive_within_limit() -> dict[str, Any]:
+        nonlocal received
+        message = await receive()
+        if message.get("type") == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_within_limit
+
+
+def open_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    """Decode an uploaded image, checking its header's size against `max_pixels` BEFORE decoding pixels.
+
+    `Image.open` parses only the header; a 20000x20000 PNG of zeros is a few KB on the wire but
+    400 million pixels once decoded, so the size check has to come first.
+    """
+    if not data:
+        raise RequestRejected(400, f"form file '{field}' is empty; send a PNG or JPEG image")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # PIL's own limit, hit only when --max-pixels is set above it
+        raise RequestRejected(413, f"{field} has more pixels than Pillow will decode (Image.MAX_IMAGE_PIXELS); "
+                                   "downscale it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise RequestRejected(400, f"form file '{field}' is not an image this server can read; send PNG, JPEG "
+                                   "or WebP") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise RequestRejected(413, f"{field} is {width}x{height} = {width * height} pixels, over the server limit "
+                                   f"of {max_pixels} (--max-pixels); downscale it or split it into tiles")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RequestRejected(400, f"form file '{field}' could not be decoded ({reason}); send a complete "
+                                   "PNG or JPEG") from None
+    return image
+
+
+def check_same_size(image: Image.Image, mask: Image.Image) -> None:
+    if image.size != mask.size:
+        raise RequestRejected(400, f"mask is {mask.size[0]}x{mask.size[1]} but image is {image.size[0]}x"
+                                   f"{image.size[1]}; send a mask of the image's size")
+
+
+def parse_threshold(value: Any) -> float | None:
+    """The optional `threshold` form field; its range is the Inpainter's to judge (it says what it accepts)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RequestRejected(422, "form field 'threshold' must be a plain number, not a file")
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = float("nan")
+    if not math.isfinite(threshold):
+        raise RequestRejected(422, f"form field 'threshold' must be a number, got {value[:40]!r}")
+    return threshold

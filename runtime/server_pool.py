@@ -1,0 +1,169 @@
+"""A bounded inference queue in front of N inpainters, each used by one thread at a time.
+
+A TensorRT execution context (and its CUDA buffers) serves one request at a time, so every worker thread
+owns one Inpainter while it runs: the pool holds `workers` Inpainters and a thread pool of the same size.
+Admission is counted: at most `workers + queue_size` requests are admitted (running or waiting); the next
+one is refused at once (HTTP 503 with Retry-After) instead of waiting unboundedly or being dropped. A
+request whose time runs out while still queued is withdrawn; one already running completes and only then
+frees its slot, so the count always matches the work the devices really have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+class PoolFull(Exception):
+    """No slot left: `retry_after_s` estimates when one frees up."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"server busy, retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class PoolTimeout(Exception):
+    """The request did not finish within the request timeout."""
+
+
+@dataclass
+class PoolStats:
+    served: int = 0
+    failed: int = 0
+    rejected_busy: int = 0
+    timed_out: int = 0
+    inference_seconds: float = 0.0
+
+
+class Slot:
+    """One admitted request; released exactly once (by the pool when its job ends, or by the caller)."""
+
+    def __init__(self, pool: "InferencePool") -> None:
+        self._pool = pool
+        self._released = False
+        self.submitted = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool._release_slot()
+
+
+class InferencePool:
+    """Run `inpainter.inpaint(...)` on a dedicated inpainter per worker thread, with bounded admission."""
+
+    def __init__(self, inpainters: Sequence[Any], queue_size: int) -> None:
+        if not inpainters:
+            raise ValueError("the inference pool needs at least one inpainter")
+        self.inpainters = list(inpainters)
+        self.workers = len(self.inpainters)
+        self.capacity = self.workers + queue_size
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for inpainter in self.inpainters:
+            self._idle.put(inpainter)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lama-inpaint")
+        self._lock = threading.Lock()
+        self._admitted = 0
+        self._running = 0
+        self._closed = False
+        self.stats = PoolStats()
+
+    # --- admission --------------------------------------------------------------------------------------
+
+    def admit(self) -> Slot:
+        """Reserve a place (running or queued) or raise `PoolFull`."""
+        with self._lock:
+            if self._closed:
+                raise PoolFull(self.retry_after_s())
+            if self._admitted >= self.capacity:
+                self.stats.rejected_busy += 1
+                raise PoolFull(self.retry_after_s())
+            self._admitted += 1
+        return Slot(self)
+
+    def _release_slot(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    def is_full(self) -> bool:
+        return self._admitted >= self.capacity
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has likely drained by one worker's share (at least 1)."""
+        average = self.stats.inference_seconds / self.stats.served if self.stats.served else 1.0
+        return max(1, math.ceil(average * max(1, self._admitted) / self.workers))
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return max(0, self._admitted - self._running)
+
+    # --- work -------------------------------------------------------------------------------------------
+
+    def _work(self, image: Any, mask: Any, threshold: float | None) -> Any:
+        inpainter = self._idle.get()  # never blocks long: one thread per inpainter
+        with self._lock:
+            self._running += 1
+        start = time.perf_counter()
+        try:
+            return inpainter.inpaint(image, mask, threshold=threshold)
+        finally:
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self._running -= 1
+                self.stats.inference_seconds += elapsed
+            self._idle.put(inpainter)
+
+    def _job_done(self, slot: Slot, future: Future) -> None:
+        with self._lock:
+            if future.cancelled():
+                pass
+            elif future.exception() is None:
+                self.stats.served += 1
+            else:
+                self.stats.failed += 1
+        slot.release()
+
+    async def run(self, slot: Slot, image: Any, mask: Any, threshold: float | None, timeout_s: float) -> Any:
+        """Queue one inpainting job for `slot` and await its result (`PoolTimeout` after `timeout_s`)."""
+        future = self._executor.submit(self._work, image, mask, threshold)
+        slot.submitted = True
+        future.add_done_callback(lambda done: self._job_done(slot, done))
+        try:
+            # shield: a timeout must not cancel a job that is already running on the device
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_s)
+        except asyncio.CancelledError:  # the client went away: drop the job if it has not started
+            future.cancel()
+            raise
+        except asyncio.TimeoutError:
+            future.cancel()  # withdraws it only if it is still queued
+            with self._lock:
+                self.stats.timed_out += 1
+            raise PoolTimeout(f"request did not finish within {timeout_s:g} s (--request-timeout)") from None
+
+    def close(self) -> None:
+        """Finish what is queued, then release every inpainter."""
+        with self._lock:
+            self._closed = True
+        self._executor.shutdown(wait=True)
+        for inpainter in self.inpainters:
+            close = getattr(inpainter, "close", None)
+            if close is not None:
+                close()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            stats, admitted, running = self.stats, self._admitted, self._running
+            return {"workers": self.workers, "capacity": self.capacity, "running": running,
+                    "queued": max(0, admitted - running), "served": stats.served, "failed": stats.failed,
+                    "rejected_busy": stats.rejected_busy, "timed_out": stats.timed_out}

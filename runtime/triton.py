@@ -1,0 +1,328 @@
+"""`lama-deploy triton-repo`: write a Triton Inference Server model repository for an engine or ONNX model.
+
+Layout (Triton's convention, one version "1"):
+
+    DIR/<name>/config.pbtxt
+    DIR/<name>/1/model.plan     (TensorRT engine, platform "tensorrt_plan")
+    DIR/<name>/1/model.onnx     (ONNX, platform "onnxruntime_onnx")
+
+Triton's batch dim is implicit (`max_batch_size` > 0), so the declared dims are the per-item [C, H, W] of the
+contract with dynamic H and W. An engine's batch range comes from its sidecar `<engine>.json` (the builder's
+profiles): `--max-batch` beyond the profile's max N would make Triton refuse the model at load time, so it is
+refused here, where the message can say what to do. The model folder is assembled in a temporary folder and
+renamed into place, so a failed run leaves no half-written model for Triton to pick up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from lama_deploy import contract as C
+from lama_deploy.errors import UserError, cli_entry
+
+PLATFORMS = {".engine": "tensorrt_plan", ".plan": "tensorrt_plan", ".trt": "tensorrt_plan", ".onnx": "onnxruntime_onnx"}
+MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx"}
+KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class TritonModelSpec:
+    """Everything config.pbtxt says, independent of how it is written."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    instance_count: int = 1
+    instance_kind: str = "KIND_GPU"
+    dynamic_batching: bool = True
+    preferred_batch_sizes: list[int] = field(default_factory=list)
+    max_queue_delay_us: int = 100
+    comments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TritonRepoResult:
+    model_dir: str
+    config_path: str
+    model_path: str
+    platform: str
+    max_batch_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+# --- the engine's sidecar ------------------------------------------------------------------------------
+
+def sidecar_path(engine: Path) -> Path | None:
+    """`model.engine.json` (preferred) or `model.json` next to the engine, whichever exists."""
+    for candidate in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sidecar(engine: Path) -> dict[str, Any]:
+    path = sidecar_path(engine)
+    if path is None:
+        raise UserError(f"{engine} has no sidecar {engine.name}.json with its profiles; rebuild it with "
+                        "`lama-deploy build` (it writes the sidecar) or copy the sidecar next to the engine")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read engine sidecar {path}: {exc}; rebuild the engine with `lama-deploy build`") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"engine sidecar {path} is not a JSON object; rebuild the engine with `lama-deploy build`")
+    return data
+
+
+def _batch_of(shape: Any) -> int | None:
+    """N of one profile bound: a [N,C,H,W] list, an [N,H,W] triple, a {name: shape} map or a shape_spec string."""
+    if isinstance(shape, str):  # "image:1x3x512x512,mask:1x1x512x512"
+        first = shape.split(",")[0].split(":")[-1]
+        return int(first.split("x")[0]) if first.split("x")[0].isdigit() else None
+    if isinstance(shape, dict):
+        bound = shape.get(C.IMAGE, next(iter(shape.values()), None))
+        return _batch_of(bound)
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], int):
+        return int(shape[0])
+    return None
+
+
+def _profile_batch_range(profile: dict[str, Any]) -> tuple[int, int] | None:
+    if "min" in profile and "max" in profile:  # {"min": ..., "opt": ..., "max": ...}
+        low, high = _batch_of(profile["min"]), _batch_of(profile["max"])
+    else:  # {"image": {"min": [...], "max": [...]}, "mask": {...}}
+        bounds = profile.get(C.IMAGE)
+        if not isinstance(bounds, dict):
+            return None
+        low, high = _batch_of(bounds.get("min")), _batch_of(bounds.get("max"))
+    return (low, high) if low is not None and high is not None else None
+
+
+def engine_batch_range(sidecar: dict[str, Any]) -> tuple[int, int]:
+    """(smallest min N, largest max N) over the engine's optimization profiles."""
+    profiles = sidecar.get("profiles")
+    if isinstance(profiles, dict):
+        profiles = [profiles]
+    ranges = [r for r in (_profile_batch_range(p) for p in profiles or [] if isinstance(p, dict)) if r]
+    if not ranges:
+        raise UserError("the engine sidecar lists no readable optimization profiles (min/opt/max shapes); "
+                        "rebuild the engine with `lama-deploy build`")
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def check_engine(engine: Path, max_batch: int) -> list[str]:
+    """Refuse what Triton's TensorRT backend would refuse at load time; returns notes for the user."""
+    sidecar = read_sidecar(engine)
+    notes: list[str] = []
+    flavour = str(sidecar.get("flavour") or sidecar.get("trt_flavour") or "")
+    if "rtx" in flavour.lower():
+        raise UserError(f"{engine.name} is a TensorRT-RTX engine; Triton's TensorRT backend cannot load it: build "
+                        "the engine with TensorRT (`pip install tensorrt`) or serve the ONNX model instead")
+    names = sidecar.get("inputs") or sidecar.get("input_names")
+    if isinstance(names, (list, dict)) and set(names) and set(names) != set(C.INPUT_NAMES):
+        raise UserError(f"engine inputs {sorted(names)} are not the contract's {list(C.INPUT_NAMES)}; "
+                        "rebuild it from an ONNX model exported with `lama-deploy export`")
+    low, high = engine_batch_range(sidecar)
+    if max_batch > high:
+        raise UserError(f"--max-batch {max_batch} exceeds the engine's profile max batch {high}; use "
+                        f"--max-batch {high} or rebuild the engine with a larger max N")
+    if low > 1:
+        raise UserError(f"the engine's smallest profile batch is {low}, but Triton sends batches from 1; rebuild "
+                        "the engine with min N = 1")
+    version = sidecar.get("tensorrt_version") or sidecar.get("trt_version")
+    if version:
+        notes.append(f"engine built with TensorRT {version}: run a Triton release that ships the same TensorRT "
+                     "version (see docs/triton.md)")
+    return notes
+
+
+def check_onnx(model: Path) -> tuple[list[str], str]:
+    """Contract I/O names, a dynamic batch dim (Triton's batching needs it), weights inside the file.
+
+    Returns (notes, weights label). Skipped, with a note, where onnx is not installed.
+    """
+    try:
+        import onnx
+        from onnx.external_data_helper import uses_external_data
+    except ImportError:
+        return ["onnx is not installed, so the model's inputs were not checked (`pip install onnx` to check)"], ""
+    try:
+        loaded = onnx.load(str(model), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends for a damaged file
+        raise UserError(f"{model} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
+    graph = loaded.graph
+    initializers = {init.name for init in graph.initializer}
+    inputs = {value.name: value for value in graph.input if value.name not in initializers}
+    outputs = {value.name: value for value in graph.output}
+    if set(inputs) != set(C.INPUT_NAMES) or C.OUTPUT not in outputs:
+        raise UserError(f"{model.name} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, not the contract's "
+                        f"{list(C.INPUT_NAMES)} -> {C.OUTPUT}; export it with `lama-deploy export`")
+    for name, value in {**inputs, C.OUTPUT: outputs[C.OUTPUT]}.items():
+        batch_dim = value.type.tensor_type.shape.dim[0]
+        if batch_dim.HasField("dim_value"):
+            raise UserError(f"{model.name}: {name} has a fixed batch dim {batch_dim.dim_value}; Triton's batching "
+                            "needs a dynamic N: re-export without --no-dynamic-batch")
+    if any(uses_external_data(init) for init in graph.initializer):
+        raise UserError(f"{model.name} keeps its weights in external data files, which this command does not copy; "
+                        "re-export below 2 GB or copy the data files into the model's version folder by hand")
+    return [], {p.key: p.value for p in loaded.metadata_props}.get(C.META_WEIGHTS, "")
+
+
+# --- config.pbtxt ------------------------------------------------------------------------------------------
+
+def _tensor_block(name: str, channels: int) -> str:
+    return "\n".join(["  {", f'    name: "{name}"', "    data_type: TYPE_FP32", f"    dims: [ {channels}, -1, -1 ]", "  }"])
+
+
+def render_config(spec: TritonModelSpec) -> str:
+    """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
+    lines = [f"# {' '.join(line.split())}" for line in spec.comments]  # one line each, always
+    lines += [f'name: "{spec.name}"', f'platform: "{spec.platform}"', f"max_batch_size: {spec.max_batch_size}"]
+    lines += ["input ["] + [",\n".join(_tensor_block(name, C.CHANNELS[name]) for name in C.INPUT_NAMES)] + ["]"]
+    lines += ["output ["] + [",\n".join(_tensor_block(name, C.CHANNELS[name]) for name in C.OUTPUT_NAMES)] + ["]"]
+    lines += ["instance_group [", "  {", f"    count: {spec.instance_count}", f"    kind: {spec.instance_kind}", "  }", "]"]
+    if spec.dynamic_batching:
+        lines.append("dynamic_batching {")
+        if spec.preferred_batch_sizes:
+            lines.append(f"  preferred_batch_size: [ {', '.join(str(n) for n in spec.preferred_batch_sizes)} ]")
+        lines.append(f"  max_queue_delay_microseconds: {spec.max_queue_delay_us}")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# --- the repository ----------------------------------------------------------------------------------------
+
+def platform_for(model: Path) -> str:
+    platform = PLATFORMS.get(model.suffix.lower())
+    if platform is None:
+        raise UserError(f"cannot tell what {model.name} is from its extension; pass a TensorRT engine "
+                        f"(.engine/.plan/.trt) or an ONNX model (.onnx)")
+    return platform
+
+
+def _check_options(name: str, max_batch: int, instances: int, kind: str, platform: str,
+                   preferred: Sequence[int], max_queue_delay_us: int) -> None:
+    if not _NAME_RE.match(name):
+        raise UserError(f"--name {name!r} is not a valid model folder name; use letters, digits, '_', '-' or '.'")
+    if max_batch < 1:
+        raise UserError(f"--max-batch must be >= 1, got {max_batch}")
+    if instances < 1:
+        raise UserError(f"--instances must be >= 1, got {instances}")
+    if kind not in KINDS:
+        raise UserError(f"--kind {kind!r} is not one of {sorted(KINDS)}")
+    if platform == "tensorrt_plan" and kind != "gpu":
+        raise UserError("a TensorRT engine runs on GPU only; use --kind gpu or pass the ONNX model for --kind cpu")
+    bad = [n for n in preferred if not 1 <= n <= max_batch]
+    if bad:
+        raise UserError(f"--preferred-batch {bad} must lie in 1..{max_batch} (--max-batch)")
+    if max_queue_delay_us < 0:
+        raise UserError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
+
+
+def engine_weights_label(engine: Path) -> str:
+    """The weights label the builder copied into the sidecar, so random weights are never mistaken."""
+    path = sidecar_path(engine)
+    try:
+        data = json.loads(path.read_text()) if path else {}
+    except (OSError, ValueError):
+        return ""
+    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    return str(data.get("weights") or data.get(C.META_WEIGHTS) or meta.get(C.META_WEIGHTS) or "")
+
+
+def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama", max_batch: int = 4,
+                      instances: int = 1, kind: str = "gpu", dynamic_batching: bool = True,
+                      preferred_batch: Sequence[int] = (), max_queue_delay_us: int = 100,
+                      force: bool = False) -> TritonRepoResult:
+    """Check `model` against the options and write `output/<name>/` atomically."""
+    model, output = Path(model), Path(output)
+    if not model.is_file():
+        raise FileNotFoundError(f"model {model} does not exist; pass an .engine or .onnx file")
+    platform = platform_for(model)
+    _check_options(name, max_batch, instances, kind, platform, preferred_batch, max_queue_delay_us)
+    if platform == "tensorrt_plan":
+        notes, label = check_engine(model, max_batch), engine_weights_label(model)
+    else:
+        notes, label = check_onnx(model)
+    if not output.exists():
+        if not output.parent.is_dir():
+            raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
+        output.mkdir()
+    final = output / name
+    if final.exists() and not force:
+        raise UserError(f"{final} already exists; pass --force to replace it or choose another --name")
+
+    comments = ["written by lama-deploy triton-repo", f"source: {model.name}", C.SIZE_RULE,
+                "dynamic batching groups only requests of the same H and W"]
+    if label:
+        comments.append(f"weights: {label}")
+    spec = TritonModelSpec(name=name, platform=platform, max_batch_size=max_batch, instance_count=instances,
+                           instance_kind=KINDS[kind], dynamic_batching=dynamic_batching,
+                           preferred_batch_sizes=sorted(set(preferred_batch)), max_queue_delay_us=max_queue_delay_us,
+                           comments=comments)
+    _assemble(final, spec, model)
+    return TritonRepoResult(str(final), str(final / "config.pbtxt"), str(final / "1" / MODEL_FILES[platform]),
+                            platform, max_batch, notes)
+
+
+def _assemble(final: Path, spec: TritonModelSpec, model: Path) -> None:
+    """Build the model folder next to `final`, then swap it in with renames only."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a non-root tritonserver
+        (staging / "1").mkdir()
+        shutil.copyfile(model, staging / "1" / MODEL_FILES[spec.platform])
+        (staging / "config.pbtxt").write_text(render_config(spec))
+        if final.exists():  # --force: keep the old folder until the new one is in place
+            retired = final.with_name(f".{final.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            final.rename(retired)
+            staging.rename(final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lama-deploy triton-repo", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="TensorRT engine (.engine/.plan, with its .json sidecar) or ONNX")
+    parser.add_argument("--output", required=True, help="model repository folder (created if missing)")
+    parser.add_argument("--name", default="lama", help="model name = folder name in the repository (default: lama)")
+    parser.add_argument("--max-batch", type=int, default=4, help="Triton max_batch_size (<= the engine profile's max N)")
+    parser.add_argument("--instances", type=int, default=1, help="model instances (execution contexts) per device")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="gpu", help="instance kind (engines: gpu only)")
+    parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
+                        help="let Triton group concurrent same-size requests into batches (default: on)")
+    parser.add_argument("--preferred-batch", type=int, nargs="+", default=[], metavar="N",
+                        help="preferred batch sizes for the dynamic batcher")
+    parser.add_argument("--max-queue-delay-us", type=int, default=100,
+                        help="how long the batcher may hold a request to fill a batch (microseconds)")
+    parser.add_argument("--force", action="store_true", help="replace an existing model folder of the same name")
+    return parser
+
+
+@cli_entry("lama-deploy triton-repo")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = write_triton_repo(args.model, args.output, name=args.name, max_batch=args.max_batch,
+                               instances=args.instances, kind=args.kind, dynamic_batching=args.dynamic_batching,
+                               preferred_batch=args.preferred_batch, max_queue_delay_us=args.max_queue_delay_us,
+                               force=args.force)
+    print(f"wrote {result.model_dir} ({result.platform}, max_batch_size {result.max_batch_size})")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"run: tritonserver --model-repository={Path(result.model_dir).parent}  (see docs/triton.md)")
+    return 0
