@@ -94,3 +94,33 @@ def sample_batch(batch: int, height: int, width: int, seed: int, kinds: tuple[st
         images.append(synthetic_image(height, width, rng).transpose(2, 0, 1))
         masks.append(large_mask(height, width, rng, kinds[i % len(kinds)])[None])
     return np.stack(images), np.stack(masks)
+
+
+def demo_scene(height: int = 384, width: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """A deterministic picture with periodic structure (a fence, brick wall, sky) and a mask over part of it.
+
+    (H, W, 3) uint8 image and (H, W) uint8 mask (255 = hole): the kind of scene LaMa's Fourier units are
+    good at, drawn procedurally so the demo needs no downloaded photo.
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    horizon = 0.55 * height
+    sky = np.stack([0.45 + 0.3 * yy / height, 0.65 + 0.2 * yy / height, np.full_like(yy, 0.95)], -1)
+    sun = np.exp(-((yy - 0.18 * height) ** 2 + (xx - 0.78 * width) ** 2) / (2 * (0.06 * height) ** 2))
+    sky += sun[..., None] * np.array([0.5, 0.4, 0.0], np.float32)
+    brick_h, brick_w = max(height // 24, 4), max(width // 12, 8)
+    row = (yy // brick_h).astype(int)
+    shifted = xx + (row % 2) * brick_w / 2
+    mortar = ((yy % brick_h) < 2) | ((shifted % brick_w) < 2)
+    shade = 0.85 + 0.15 * np.sin(row * 1.7 + (shifted // brick_w) * 2.3)
+    wall = np.stack([0.62 * shade, 0.32 * shade, 0.22 * shade], -1)
+    wall[mortar] = (0.78, 0.76, 0.72)
+    image = np.where((yy < horizon)[..., None], sky, wall)
+    picket_w = max(width // 32, 3)
+    pickets = ((xx // picket_w) % 2 == 0) & (yy > horizon - 0.18 * height) & (yy < horizon + 0.05 * height)
+    rail = (np.abs(yy - (horizon - 0.1 * height)) < max(height // 96, 2)) & (xx > 0)
+    image[pickets | rail] = (0.93, 0.93, 0.9)
+    mask = np.zeros((height, width), np.uint8)
+    cy, cx = int(0.52 * height), int(0.42 * width)
+    ry, rx = int(0.16 * height), int(0.14 * width)
+    mask[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = 255
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8), mask

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 
 FOURIER_MODES = ("torch", "matmul")
+#: Not offered to users: the pre-factorisation matmul layout, for before/after benchmarks.
+EXTRA_FOURIER_MODES = ("matmul-dense",)
 
 
 def _length_tensor(n: int | Tensor) -> Tensor:
@@ -90,6 +92,40 @@ def complex_dft_block(height: int | Tensor, inverse: bool) -> Tensor:
     return torch.cat([top, bottom], dim=0)
 
 
+def rfft_matrix(width: int | Tensor) -> Tensor:
+    """(W, 2*Wf) real DFT with columns (bin, part): one product gives re, im interleaved per bin."""
+    cos, sin = rfft_basis(width)
+    return torch.stack([cos, -sin], dim=-1).flatten(1, 2)
+
+
+def irfft_matrix(width: int | Tensor) -> Tensor:
+    """(2*Wf, W) one-sided inverse with rows (bin, part), for rows laid out as interleaved re, im."""
+    cos, sin = irfft_basis(width)
+    return torch.stack([cos, -sin], dim=1).flatten(0, 1)
+
+
+def complex_dft_matrix(height: int | Tensor, inverse: bool) -> Tensor:
+    """(2H, 2H) complex DFT along H acting on the right of rows laid out (part, h).
+
+    Forward: columns (part, k), so the product is `[re' | im']`. Inverse: columns (h, part), the
+    interleaved layout the one-sided inverse along W reads after one transpose.
+    """
+    length = _length_tensor(height)
+    index = _index(height)
+    angles = dft_angles(index, index, length)
+    scale = torch.rsqrt(length)
+    cos, sin = torch.cos(angles) * scale, torch.sin(angles) * scale
+    sin = sin if inverse else -sin
+    # What a real (resp. imaginary) input contributes to (re', im') of each output bin.
+    if inverse:
+        from_re = torch.stack([cos, sin], dim=-1).flatten(1, 2)
+        from_im = torch.stack([-sin, cos], dim=-1).flatten(1, 2)
+    else:
+        from_re = torch.cat([cos, sin], dim=1)
+        from_im = torch.cat([-sin, cos], dim=1)
+    return torch.cat([from_re, from_im], dim=0)
+
+
 class TorchFFT(nn.Module):
     """Reference transform: torch.fft with norm='ortho'."""
 
@@ -103,8 +139,12 @@ class TorchFFT(nn.Module):
         return torch.fft.irfftn(complex_spectrum, s=(height, width), dim=(-2, -1), norm="ortho")
 
 
-class MatmulDFT(nn.Module):
-    """DFT-as-matmul: the same transform as TorchFFT, from MatMul/Mul/Add/Cos/Sin/Mod only."""
+class DenseMatmulDFT(nn.Module):
+    """The first DFT-as-matmul layout: dense bases, the H pass as a broadcast left-multiply.
+
+    Kept as the before-picture for benchmarks: ONNX Runtime runs its (2H, 2H) @ (B, C, 2H, Wf) product as
+    B*C small GEMMs at a fraction of the speed of one large GEMM (see `MatmulDFT`).
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
@@ -123,9 +163,40 @@ class MatmulDFT(nn.Module):
         return torch.matmul(along_h[:, :, 0], cos_w) - torch.matmul(along_h[:, :, 1], sin_w)
 
 
+class MatmulDFT(nn.Module):
+    """DFT-as-matmul: the same transform as TorchFFT, from MatMul/Transpose/Reshape/Mul/Cos/Sin/Mod only.
+
+    Every product contracts the last axis of a tall (B*C*rows, K) matrix by a (K, N) basis, one large
+    GEMM each; the layout between them changes by batched 2-D transposes, which ONNX Runtime either
+    fuses into the next MatMul or runs as fast block copies. (A broadcast left-multiply, as in
+    `DenseMatmulDFT`, runs as B*C narrow GEMMs, several times slower.)
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Sizes come from the input's shape only and merged dims are left to Reshape (-1): the exporter
+        # folds sizes read from intermediate tensors into constants, which would pin the batch.
+        height, width = x.shape[-2], x.shape[-1]
+        freqs = width // 2 + 1
+        along_w = torch.matmul(x.flatten(0, 1), rfft_matrix(width))          # (B*C, H, [Wf, 2])
+        by_bin = along_w.transpose(1, 2).reshape(-1, freqs, 2 * height)       # (B*C, Wf, [2, H])
+        spectrum = torch.matmul(by_bin, complex_dft_matrix(height, inverse=False))  # (B*C, Wf, [2, K])
+        # Channels are static, so -1 is the batch: (B, C, 2, H, Wf).
+        return spectrum.transpose(1, 2).reshape(-1, x.shape[1], 2, height, freqs)
+
+    def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
+        freqs = width // 2 + 1
+        by_bin = spectrum.reshape(-1, 2 * height, freqs).transpose(1, 2)     # (B*C, Wf, [2, K])
+        along_h = torch.matmul(by_bin, complex_dft_matrix(height, inverse=True))    # (B*C, Wf, [H, 2])
+        rows = along_h.reshape(-1, freqs, height, 2).transpose(1, 2).reshape(-1, height, 2 * freqs)
+        image = torch.matmul(rows, irfft_matrix(width))                      # (B*C, H, W)
+        return image.unflatten(0, (-1, spectrum.shape[1]))
+
+
 def make_fourier_transform(mode: str) -> nn.Module:
     if mode == "torch":
         return TorchFFT()
     if mode == "matmul":
         return MatmulDFT()
+    if mode == "matmul-dense":
+        return DenseMatmulDFT()
     raise ValueError(f"unknown Fourier mode {mode!r}; choose one of {FOURIER_MODES}")

@@ -109,7 +109,8 @@ def open_file(source: str | Path | bytes | IO[bytes], name: str, max_pixels: int
         raise InpaintInputError(f"{name} has more than twice the {_megapixels(max_pixels)} limit (max_pixels); "
                                 f"downscale it first or raise max_pixels") from None
     except (UnidentifiedImageError, ValueError, OSError, SyntaxError):
-        raise InpaintInputError(f"cannot read {name}: not an image file Pillow can decode (PNG, JPEG, WebP, BMP, TIFF)") from None
+        raise InpaintInputError(f"cannot read {name}: not an image file Pillow can decode "
+                                f"(PNG, JPEG, WebP, BMP, TIFF)") from None
     check_size(img.width, img.height, max_pixels, name)
     if _is_high_depth(img):
         raise InpaintInputError(f"{name} is a 16-bit image (mode {img.mode}); LaMa works on 8-bit images: "
@@ -117,7 +118,8 @@ def open_file(source: str | Path | bytes | IO[bytes], name: str, max_pixels: int
     try:
         img.load()
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InpaintInputError(f"cannot read {name}: the file is truncated or corrupt ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InpaintInputError(f"cannot read {name}: the file is truncated or corrupt ({reason})") from None
     return img
 
 

@@ -2,7 +2,7 @@
 
 Kept free of FastAPI so the checks are plain functions: the body limit wraps an ASGI `receive` callable
 (it counts bytes as they arrive and stops the upload at the limit, instead of measuring a body already
-spooled to disk), and the image check reads only the header for the size before decoding any pixels.
+spooled to disk), and the image check reads only the header for the size, never the pixels.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable
 
 from PIL import Image, UnidentifiedImageError
 
-#: Default pixel limit when the runtime does not provide one: 4096 x 4096.
-FALLBACK_MAX_PIXELS = 4096 * 4096
+from .images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
+from .images import DEFAULT_MAX_PIXELS, check_threshold
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ServerLimits:
     """Every limit the server enforces; the CLI flags map one to one."""
 
     max_body_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = FALLBACK_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the runtime's, so `serve` and `inpaint` agree
     queue_size: int = 64
     request_timeout_s: float = 120.0
 
@@ -87,43 +87,49 @@ def limited_receive(receive: Receive, limit: int) -> Receive:
     return receive_within_limit
 
 
-def open_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
-    """Decode an uploaded image, checking its header's size against `max_pixels` BEFORE decoding pixels.
+def _header_size(data: bytes) -> tuple[int, int]:
+    """Parse the header only. Pillow's own bomb check is lifted for it (our limit is applied by the caller,
+    with a message that names it); the runtime's loader guards that global with the same lock."""
+    with PIL_GLOBALS_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
-    `Image.open` parses only the header; a 20000x20000 PNG of zeros is a few KB on the wire but
-    400 million pixels once decoded, so the size check has to come first.
+
+def checked_size(data: bytes, field: str, max_pixels: int) -> tuple[int, int]:
+    """(width, height) of an uploaded image from its header alone, refused above `max_pixels`.
+
+    `Image.open` parses only the header; a 20000x20000 PNG of zeros is a few KB on the wire but 400
+    million pixels once decoded, so the size is checked before anything decodes pixels. The decoding
+    itself happens later, in the inference worker (the runtime's loader), so queued requests hold only
+    their compressed bytes.
     """
     if not data:
         raise RequestRejected(400, f"form file '{field}' is empty; send a PNG or JPEG image")
     try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:  # PIL's own limit, hit only when --max-pixels is set above it
-        raise RequestRejected(413, f"{field} has more pixels than Pillow will decode (Image.MAX_IMAGE_PIXELS); "
-                                   "downscale it") from None
+        width, height = _header_size(data)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise RequestRejected(400, f"form file '{field}' is not an image this server can read; send PNG, JPEG "
                                    "or WebP") from None
-    width, height = image.size
     if width * height > max_pixels:
         raise RequestRejected(413, f"{field} is {width}x{height} = {width * height} pixels, over the server limit "
                                    f"of {max_pixels} (--max-pixels); downscale it or split it into tiles")
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RequestRejected(400, f"form file '{field}' could not be decoded ({reason}); send a complete "
-                                   "PNG or JPEG") from None
-    return image
+    return width, height
 
 
-def check_same_size(image: Image.Image, mask: Image.Image) -> None:
-    if image.size != mask.size:
-        raise RequestRejected(400, f"mask is {mask.size[0]}x{mask.size[1]} but image is {image.size[0]}x"
-                                   f"{image.size[1]}; send a mask of the image's size")
+def check_same_size(image_size: tuple[int, int], mask_size: tuple[int, int]) -> None:
+    if image_size != mask_size:
+        raise RequestRejected(400, f"mask is {mask_size[0]}x{mask_size[1]} but image is {image_size[0]}x"
+                                   f"{image_size[1]}; send a mask of the image's size")
 
 
 def parse_threshold(value: Any) -> float | None:
-    """The optional `threshold` form field; its range is the Inpainter's to judge (it says what it accepts)."""
+    """The optional `threshold` form field (mask > threshold is a hole), checked by the runtime's own rule
+    before the request is queued."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -134,4 +140,8 @@ def parse_threshold(value: Any) -> float | None:
         threshold = float("nan")
     if not math.isfinite(threshold):
         raise RequestRejected(422, f"form field 'threshold' must be a number, got {value[:40]!r}")
+    try:
+        check_threshold(threshold)
+    except ValueError as exc:
+        raise RequestRejected(422, f"form field 'threshold': {exc}") from None
     return threshold

@@ -19,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .images import InpaintInputError
+
 
 class PoolFull(Exception):
     """No slot left: `retry_after_s` estimates when one frees up."""
@@ -35,7 +37,8 @@ class PoolTimeout(Exception):
 @dataclass
 class PoolStats:
     served: int = 0
-    failed: int = 0
+    bad_input: int = 0  # the runtime refused the image or mask (HTTP 400)
+    failed: int = 0  # anything else raised (HTTP 500)
     rejected_busy: int = 0
     timed_out: int = 0
     inference_seconds: float = 0.0
@@ -91,8 +94,12 @@ class InferencePool:
         with self._lock:
             self._admitted -= 1
 
-    def is_full(self) -> bool:
-        return self._admitted >= self.capacity
+    def refuse_if_full(self) -> None:
+        """Cheap early refusal (before an upload is read); `admit` is what actually reserves."""
+        with self._lock:
+            if self._admitted >= self.capacity or self._closed:
+                self.stats.rejected_busy += 1
+                raise PoolFull(self.retry_after_s())
 
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained by one worker's share (at least 1)."""
@@ -130,6 +137,8 @@ class InferencePool:
                 pass
             elif future.exception() is None:
                 self.stats.served += 1
+            elif isinstance(future.exception(), InpaintInputError):
+                self.stats.bad_input += 1
             else:
                 self.stats.failed += 1
         slot.release()
@@ -139,14 +148,15 @@ class InferencePool:
         future = self._executor.submit(self._work, image, mask, threshold)
         slot.submitted = True
         future.add_done_callback(lambda done: self._job_done(slot, done))
+        result = asyncio.wrap_future(future)
         try:
             # shield: a timeout must not cancel a job that is already running on the device
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout_s)
-        except asyncio.CancelledError:  # the client went away: drop the job if it has not started
-            future.cancel()
-            raise
-        except asyncio.TimeoutError:
-            future.cancel()  # withdraws it only if it is still queued
+            return await asyncio.wait_for(asyncio.shield(result), timeout_s)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            future.cancel()  # withdraws the job only if it is still queued
+            result.add_done_callback(_retrieve)  # nobody awaits it any more
+            if isinstance(exc, asyncio.CancelledError):  # the client went away
+                raise
             with self._lock:
                 self.stats.timed_out += 1
             raise PoolTimeout(f"request did not finish within {timeout_s:g} s (--request-timeout)") from None
@@ -165,5 +175,12 @@ class InferencePool:
         with self._lock:
             stats, admitted, running = self.stats, self._admitted, self._running
             return {"workers": self.workers, "capacity": self.capacity, "running": running,
-                    "queued": max(0, admitted - running), "served": stats.served, "failed": stats.failed,
+                    "queued": max(0, admitted - running), "served": stats.served, "bad_input": stats.bad_input,
+                    "failed": stats.failed,
                     "rejected_busy": stats.rejected_busy, "timed_out": stats.timed_out}
+
+
+def _retrieve(future: "asyncio.Future[Any]") -> None:
+    """Mark an abandoned job's outcome as seen, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

@@ -16,7 +16,6 @@ renamed into place, so a failed run leaves no half-written model for Triton to p
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import tempfile
@@ -27,6 +26,9 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry
 
+#: TensorRT I/O dtypes as the builder's sidecar names them -> Triton's.
+ENGINE_DTYPES = {"float": "TYPE_FP32", "half": "TYPE_FP16"}
+ONNX_DTYPES = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16"}
 PLATFORMS = {".engine": "tensorrt_plan", ".plan": "tensorrt_plan", ".trt": "tensorrt_plan", ".onnx": "onnxruntime_onnx"}
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx"}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
@@ -45,7 +47,13 @@ class TritonModelSpec:
     dynamic_batching: bool = True
     preferred_batch_sizes: list[int] = field(default_factory=list)
     max_queue_delay_us: int = 100
+    #: per tensor; the contract's I/O is float32 (the fp16 export keeps fp32 I/O), a model may say otherwise
+    data_types: dict[str, str] = field(default_factory=lambda: _fp32_everywhere())
     comments: list[str] = field(default_factory=list)
+
+
+def _fp32_everywhere() -> dict[str, str]:
+    return dict.fromkeys(C.INPUT_NAMES + C.OUTPUT_NAMES, "TYPE_FP32")
 
 
 @dataclass
@@ -60,76 +68,46 @@ class TritonRepoResult:
 
 # --- the engine's sidecar ------------------------------------------------------------------------------
 
-def sidecar_path(engine: Path) -> Path | None:
-    """`model.engine.json` (preferred) or `model.json` next to the engine, whichever exists."""
-    for candidate in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
-        if candidate.is_file():
-            return candidate
-    return None
+def read_engine_sidecar(engine: Path) -> dict[str, Any]:
+    """The builder's sidecar, after checking (size + sha256) that the engine is the one it describes."""
+    from export.build_engine import inspect_engine  # light: TensorRT itself is imported only to build
 
-
-def read_sidecar(engine: Path) -> dict[str, Any]:
-    path = sidecar_path(engine)
-    if path is None:
-        raise UserError(f"{engine} has no sidecar {engine.name}.json with its profiles; rebuild it with "
-                        "`lama-deploy build` (it writes the sidecar) or copy the sidecar next to the engine")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read engine sidecar {path}: {exc}; rebuild the engine with `lama-deploy build`") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"engine sidecar {path} is not a JSON object; rebuild the engine with `lama-deploy build`")
-    return data
-
-
-def _batch_of(shape: Any) -> int | None:
-    """N of one profile bound: a [N,C,H,W] list, an [N,H,W] triple, a {name: shape} map or a shape_spec string."""
-    if isinstance(shape, str):  # "image:1x3x512x512,mask:1x1x512x512"
-        first = shape.split(",")[0].split(":")[-1]
-        return int(first.split("x")[0]) if first.split("x")[0].isdigit() else None
-    if isinstance(shape, dict):
-        bound = shape.get(C.IMAGE, next(iter(shape.values()), None))
-        return _batch_of(bound)
-    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], int):
-        return int(shape[0])
-    return None
-
-
-def _profile_batch_range(profile: dict[str, Any]) -> tuple[int, int] | None:
-    if "min" in profile and "max" in profile:  # {"min": ..., "opt": ..., "max": ...}
-        low, high = _batch_of(profile["min"]), _batch_of(profile["max"])
-    else:  # {"image": {"min": [...], "max": [...]}, "mask": {...}}
-        bounds = profile.get(C.IMAGE)
-        if not isinstance(bounds, dict):
-            return None
-        low, high = _batch_of(bounds.get("min")), _batch_of(bounds.get("max"))
-    return (low, high) if low is not None and high is not None else None
+    return inspect_engine(engine)
 
 
 def engine_batch_range(sidecar: dict[str, Any]) -> tuple[int, int]:
-    """(smallest min N, largest max N) over the engine's optimization profiles."""
-    profiles = sidecar.get("profiles")
-    if isinstance(profiles, dict):
-        profiles = [profiles]
-    ranges = [r for r in (_profile_batch_range(p) for p in profiles or [] if isinstance(p, dict)) if r]
+    """(smallest min N, largest max N) over the engine's optimisation profiles ([N, H, W] bounds)."""
+    try:
+        ranges = [(int(p["min"][0]), int(p["max"][0])) for p in sidecar.get("profiles") or []]
+    except (KeyError, IndexError, TypeError, ValueError):
+        ranges = []
     if not ranges:
-        raise UserError("the engine sidecar lists no readable optimization profiles (min/opt/max shapes); "
+        raise UserError("the engine sidecar lists no readable optimisation profiles (min/opt/max N x H x W); "
                         "rebuild the engine with `lama-deploy build`")
     return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
-def check_engine(engine: Path, max_batch: int) -> list[str]:
-    """Refuse what Triton's TensorRT backend would refuse at load time; returns notes for the user."""
-    sidecar = read_sidecar(engine)
-    notes: list[str] = []
-    flavour = str(sidecar.get("flavour") or sidecar.get("trt_flavour") or "")
-    if "rtx" in flavour.lower():
+def check_engine(engine: Path, max_batch: int) -> tuple[list[str], dict[str, str], str]:
+    """Refuse what Triton's TensorRT backend would refuse at load time.
+
+    Returns (notes for the user, Triton data type per tensor, weights label).
+    """
+    sidecar = read_engine_sidecar(engine)
+    trt = sidecar.get("tensorrt") if isinstance(sidecar.get("tensorrt"), dict) else {}
+    if trt.get("flavour") == "tensorrt_rtx":
         raise UserError(f"{engine.name} is a TensorRT-RTX engine; Triton's TensorRT backend cannot load it: build "
                         "the engine with TensorRT (`pip install tensorrt`) or serve the ONNX model instead")
-    names = sidecar.get("inputs") or sidecar.get("input_names")
-    if isinstance(names, (list, dict)) and set(names) and set(names) != set(C.INPUT_NAMES):
-        raise UserError(f"engine inputs {sorted(names)} are not the contract's {list(C.INPUT_NAMES)}; "
+    io = sidecar.get("io") if isinstance(sidecar.get("io"), dict) else {}
+    if set(io) != set(C.INPUT_NAMES + C.OUTPUT_NAMES):
+        raise UserError(f"engine I/O {sorted(io)} is not the contract's {list(C.INPUT_NAMES + C.OUTPUT_NAMES)}; "
                         "rebuild it from an ONNX model exported with `lama-deploy export`")
+    fixed = [name for name, info in io.items() if (info.get("shape") or [-1])[0] != -1]
+    if fixed:
+        raise UserError(f"the engine has a fixed batch dim ({', '.join(sorted(fixed))}); Triton's batching needs a "
+                        "dynamic N: rebuild it from an ONNX exported without --no-dynamic-batch")
+    unknown = {name: info.get("dtype") for name, info in io.items() if info.get("dtype") not in ENGINE_DTYPES}
+    if unknown:
+        raise UserError(f"engine I/O types {unknown} have no Triton equivalent here; rebuild it from the exported ONNX")
     low, high = engine_batch_range(sidecar)
     if max_batch > high:
         raise UserError(f"--max-batch {max_batch} exceeds the engine's profile max batch {high}; use "
@@ -137,23 +115,25 @@ def check_engine(engine: Path, max_batch: int) -> list[str]:
     if low > 1:
         raise UserError(f"the engine's smallest profile batch is {low}, but Triton sends batches from 1; rebuild "
                         "the engine with min N = 1")
-    version = sidecar.get("tensorrt_version") or sidecar.get("trt_version")
-    if version:
-        notes.append(f"engine built with TensorRT {version}: run a Triton release that ships the same TensorRT "
-                     "version (see docs/triton.md)")
-    return notes
+    notes = []
+    if trt.get("version"):
+        notes.append(f"engine built with TensorRT {trt['version']}: run a Triton release that ships the same "
+                     "TensorRT version (see docs/triton.md)")
+    lama = sidecar.get("lama") if isinstance(sidecar.get("lama"), dict) else {}
+    return notes, {name: ENGINE_DTYPES[info["dtype"]] for name, info in io.items()}, lama.get(C.META_WEIGHTS, "")
 
 
-def check_onnx(model: Path) -> tuple[list[str], str]:
+def check_onnx(model: Path) -> tuple[list[str], dict[str, str], str]:
     """Contract I/O names, a dynamic batch dim (Triton's batching needs it), weights inside the file.
 
-    Returns (notes, weights label). Skipped, with a note, where onnx is not installed.
+    Returns (notes, Triton data type per tensor, weights label). Skipped, with a note, without onnx.
     """
     try:
         import onnx
         from onnx.external_data_helper import uses_external_data
     except ImportError:
-        return ["onnx is not installed, so the model's inputs were not checked (`pip install onnx` to check)"], ""
+        return ["onnx is not installed, so the model's inputs were not checked (`pip install onnx` to check)"], \
+            _fp32_everywhere(), ""
     try:
         loaded = onnx.load(str(model), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends for a damaged file
@@ -165,29 +145,35 @@ def check_onnx(model: Path) -> tuple[list[str], str]:
     if set(inputs) != set(C.INPUT_NAMES) or C.OUTPUT not in outputs:
         raise UserError(f"{model.name} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, not the contract's "
                         f"{list(C.INPUT_NAMES)} -> {C.OUTPUT}; export it with `lama-deploy export`")
+    data_types = {}
     for name, value in {**inputs, C.OUTPUT: outputs[C.OUTPUT]}.items():
         batch_dim = value.type.tensor_type.shape.dim[0]
         if batch_dim.HasField("dim_value"):
             raise UserError(f"{model.name}: {name} has a fixed batch dim {batch_dim.dim_value}; Triton's batching "
                             "needs a dynamic N: re-export without --no-dynamic-batch")
+        elem = onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)
+        if elem not in ONNX_DTYPES:
+            raise UserError(f"{model.name}: {name} is {elem}, not float32/float16; export it with `lama-deploy export`")
+        data_types[name] = ONNX_DTYPES[elem]
     if any(uses_external_data(init) for init in graph.initializer):
         raise UserError(f"{model.name} keeps its weights in external data files, which this command does not copy; "
                         "re-export below 2 GB or copy the data files into the model's version folder by hand")
-    return [], {p.key: p.value for p in loaded.metadata_props}.get(C.META_WEIGHTS, "")
+    return [], data_types, {p.key: p.value for p in loaded.metadata_props}.get(C.META_WEIGHTS, "")
 
 
 # --- config.pbtxt ------------------------------------------------------------------------------------------
 
-def _tensor_block(name: str, channels: int) -> str:
-    return "\n".join(["  {", f'    name: "{name}"', "    data_type: TYPE_FP32", f"    dims: [ {channels}, -1, -1 ]", "  }"])
+def _tensor_block(name: str, data_type: str) -> str:
+    dims = f"    dims: [ {C.CHANNELS[name]}, -1, -1 ]"
+    return "\n".join(["  {", f'    name: "{name}"', f"    data_type: {data_type}", dims, "  }"])
 
 
 def render_config(spec: TritonModelSpec) -> str:
     """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
     lines = [f"# {' '.join(line.split())}" for line in spec.comments]  # one line each, always
     lines += [f'name: "{spec.name}"', f'platform: "{spec.platform}"', f"max_batch_size: {spec.max_batch_size}"]
-    lines += ["input ["] + [",\n".join(_tensor_block(name, C.CHANNELS[name]) for name in C.INPUT_NAMES)] + ["]"]
-    lines += ["output ["] + [",\n".join(_tensor_block(name, C.CHANNELS[name]) for name in C.OUTPUT_NAMES)] + ["]"]
+    for section, names in (("input", C.INPUT_NAMES), ("output", C.OUTPUT_NAMES)):
+        lines += [f"{section} [", ",\n".join(_tensor_block(name, spec.data_types[name]) for name in names), "]"]
     lines += ["instance_group [", "  {", f"    count: {spec.instance_count}", f"    kind: {spec.instance_kind}", "  }", "]"]
     if spec.dynamic_batching:
         lines.append("dynamic_batching {")
@@ -227,17 +213,6 @@ def _check_options(name: str, max_batch: int, instances: int, kind: str, platfor
         raise UserError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
 
 
-def engine_weights_label(engine: Path) -> str:
-    """The weights label the builder copied into the sidecar, so random weights are never mistaken."""
-    path = sidecar_path(engine)
-    try:
-        data = json.loads(path.read_text()) if path else {}
-    except (OSError, ValueError):
-        return ""
-    meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    return str(data.get("weights") or data.get(C.META_WEIGHTS) or meta.get(C.META_WEIGHTS) or "")
-
-
 def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama", max_batch: int = 4,
                       instances: int = 1, kind: str = "gpu", dynamic_batching: bool = True,
                       preferred_batch: Sequence[int] = (), max_queue_delay_us: int = 100,
@@ -248,10 +223,7 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
         raise FileNotFoundError(f"model {model} does not exist; pass an .engine or .onnx file")
     platform = platform_for(model)
     _check_options(name, max_batch, instances, kind, platform, preferred_batch, max_queue_delay_us)
-    if platform == "tensorrt_plan":
-        notes, label = check_engine(model, max_batch), engine_weights_label(model)
-    else:
-        notes, label = check_onnx(model)
+    notes, dtypes, label = check_engine(model, max_batch) if platform == "tensorrt_plan" else check_onnx(model)
     if not output.exists():
         if not output.parent.is_dir():
             raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
@@ -267,7 +239,7 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
     spec = TritonModelSpec(name=name, platform=platform, max_batch_size=max_batch, instance_count=instances,
                            instance_kind=KINDS[kind], dynamic_batching=dynamic_batching,
                            preferred_batch_sizes=sorted(set(preferred_batch)), max_queue_delay_us=max_queue_delay_us,
-                           comments=comments)
+                           data_types=dtypes, comments=comments)
     _assemble(final, spec, model)
     return TritonRepoResult(str(final), str(final / "config.pbtxt"), str(final / "1" / MODEL_FILES[platform]),
                             platform, max_batch, notes)

@@ -42,6 +42,8 @@ def choose_providers(available: Sequence[str], device: str | None = None,
             raise BackendError(f"onnxruntime here has no {', '.join(unknown)}; available: {', '.join(available)}")
         return list(requested)
     chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    if device is not None and device != "cpu" and not device.startswith("cuda"):
+        raise BackendError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device is not None and device.startswith("cuda"):
@@ -89,7 +91,8 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendError(f"cannot load ONNX model {self.path}: {first}; re-export it with `lama-deploy export`") from None
+            raise BackendError(f"cannot load ONNX model {self.path}: {first}; "
+                               f"re-export it with `lama-deploy export`") from None
         self._check_io()
         self._metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._profile = self._profile_from_session()

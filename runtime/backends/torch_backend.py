@@ -25,6 +25,18 @@ def import_torch():
     return torch
 
 
+def resolve_device(device: str | None) -> str:
+    """"cuda" when available and nothing was asked; refuse cuda without a GPU before any model is built."""
+    torch = import_torch()
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"--device {device} was asked for but this torch has no usable CUDA GPU; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise BackendError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    return device
+
+
 class TorchBackend(Backend):
     """An `lama_model.InpaintingModel` on "cpu" or "cuda[:i]" (default: cuda when available)."""
 
@@ -37,13 +49,11 @@ class TorchBackend(Backend):
         self.model = model
         self.path = Path(path) if path is not None else None
         self._weights = weights
-        self.device = device or ("cuda" if self.torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda") and not self.torch.cuda.is_available():
-            raise BackendError("--device cuda was asked for but this torch has no usable CUDA GPU; use --device cpu")
+        self.device = resolve_device(device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None, config: str | None = None) -> "TorchBackend":
-        import_torch()
+        device = resolve_device(device)
         import lama_model
 
         path = Path(path)
@@ -54,7 +64,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_random_weights(cls, config: str = "tiny", seed: int = 0, device: str | None = None) -> "TorchBackend":
-        import_torch()
+        device = resolve_device(device)
         import lama_model
 
         model = lama_model.random_model(config, seed=seed, fourier="torch")

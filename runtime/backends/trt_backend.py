@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lama_deploy import contract as C
+from lama_deploy.errors import UserError
 
 from .base import Backend, BackendError, Profile, io_problem
 from .cuda_memory import CudaStream, DeviceBuffer, import_cudart, set_device
@@ -51,7 +52,7 @@ def explain_load_failure(messages: list[str]) -> str:
     lowered = text.lower()
     if "magic" in lowered or "serialization version" in lowered or "serialization (" in lowered:
         return f"it is not a TensorRT engine, or was built by another TensorRT version/flavour; {REBUILD_HINT}"
-    if "cudaerror 35" in lowered or "cuda driver" in lowered or "no cuda-capable device" in lowered or "cudaerror 100" in lowered:
+    if any(sign in lowered for sign in ("cudaerror 35", "cudaerror 100", "cuda driver", "no cuda-capable device")):
         return "no usable NVIDIA GPU/driver here: TensorRT engines need an NVIDIA GPU and TensorRT runtime"
     if "compute capability" in lowered or "incompatible device" in lowered:
         return f"it was built for another GPU; {REBUILD_HINT}"
@@ -136,6 +137,8 @@ class TensorRTBackend(Backend):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"engine {self.path} does not exist; build one with `lama-deploy build`")
+        if device is not None and not device.startswith("cuda"):
+            raise BackendError(f"TensorRT runs on NVIDIA GPUs only; use --device cuda[:N], not {device!r}")
         self.device = device
         self.sidecar = read_sidecar(self.path)
         self.flavour = flavour or self.sidecar.get("flavour")
@@ -146,9 +149,12 @@ class TensorRTBackend(Backend):
 
     def load_engine(self) -> None:
         """Deserialize and check the engine (no CUDA buffers yet): the part that fails on a bad file."""
-        from runtime.trt_import import import_tensorrt
+        from runtime.trt_import import TensorRTUnavailable, import_tensorrt
 
-        self.trt = import_tensorrt(self.flavour)
+        try:
+            self.trt = import_tensorrt(self.flavour)
+        except TensorRTUnavailable as exc:
+            raise BackendError(f"cannot run TensorRT engine {self.path.name}: {exc}") from None
         self.logger = make_logger(self.trt)
         self.runtime, self.engine = deserialize_engine(self.trt, self.path, self.logger)
         problem = io_problem(*engine_io(self.trt, self.engine))
@@ -157,13 +163,17 @@ class TensorRTBackend(Backend):
         self._profile = engine_profile(self.engine)
 
     def activate_impl(self) -> None:
+        cudart, device_error = None, None
         try:
             cudart = import_cudart()
             set_device(cudart, self.device)
-        except Exception:
-            cudart = None  # the engine still loads (or says why it cannot); cuda-python is required below
+        except Exception as exc:  # no cuda-python or no usable GPU: a bad engine file is reported first
+            device_error = exc
         self.load_engine()
-        cudart = cudart or import_cudart()
+        if isinstance(device_error, UserError):
+            raise device_error
+        if device_error is not None:
+            raise BackendError(f"cannot use {self.device or 'cuda:0'} for TensorRT: {device_error}")
         self.cudart = cudart
         self.context = self.engine.create_execution_context()
         if self.context is None:
@@ -185,12 +195,13 @@ class TensorRTBackend(Backend):
         ctx, stream = self.context, self.stream.handle
         for name, array in inputs.items():
             if not ctx.set_input_shape(name, array.shape):
-                raise BackendError(f"shape {array.shape} of {name} is outside the engine's profile {self._profile.as_dict()}")
+                raise BackendError(f"shape {array.shape} of {name} is outside the engine's profile "
+                                   f"{self._profile.as_dict()}")
             ctx.set_tensor_address(name, self.buffers[name].upload(array, stream))
         output = np.empty(tuple(ctx.get_tensor_shape(C.OUTPUT)), dtype=self.dtypes[C.OUTPUT])
         ctx.set_tensor_address(C.OUTPUT, self.buffers[C.OUTPUT].ensure(output.nbytes))
         if not ctx.execute_async_v3(self.stream.ptr()):
-            raise RuntimeError(f"TensorRT inference failed: {explain_load_failure(self.logger.errors[-3:])}")
+            raise RuntimeError(f"TensorRT inference failed: {self._last_error()}")
         self.buffers[C.OUTPUT].download(output, stream)
         self.stream.synchronize()
         return output
@@ -201,16 +212,20 @@ class TensorRTBackend(Backend):
         for name, array in inputs.items():
             index = engine.get_binding_index(name)
             if not ctx.set_binding_shape(index, array.shape):
-                raise BackendError(f"shape {array.shape} of {name} is outside the engine's profile {self._profile.as_dict()}")
+                raise BackendError(f"shape {array.shape} of {name} is outside the engine's profile "
+                                   f"{self._profile.as_dict()}")
             bindings[index] = self.buffers[name].upload(array, stream)
         out_index = engine.get_binding_index(C.OUTPUT)
         output = np.empty(tuple(ctx.get_binding_shape(out_index)), dtype=self.dtypes[C.OUTPUT])
         bindings[out_index] = self.buffers[C.OUTPUT].ensure(output.nbytes)
         if not ctx.execute_async_v2(bindings, self.stream.ptr()):
-            raise RuntimeError(f"TensorRT inference failed: {explain_load_failure(self.logger.errors[-3:])}")
+            raise RuntimeError(f"TensorRT inference failed: {self._last_error()}")
         self.buffers[C.OUTPUT].download(output, stream)
         self.stream.synchronize()
         return output
+
+    def _last_error(self) -> str:
+        return self.logger.errors[-1].strip() if self.logger.errors else "TensorRT gave no reason"
 
     def deactivate_impl(self) -> None:
         for buffer in self.buffers.values():

@@ -1,0 +1,321 @@
+"""`lama-deploy build`: a dynamic-shape TensorRT engine from the exported ONNX, with a JSON sidecar.
+
+    lama-deploy build lama.onnx -o lama.engine --min 1x256x256 --opt 1x512x512 --max 2x1024x1024
+    lama-deploy build lama_fp16.onnx -o lama.engine --precision fp16 --compute-capability 8.9   # TensorRT-RTX, AOT
+    lama-deploy build --inspect lama.engine
+
+Precision policy (one choice, documented here and in the sidecar):
+- weakly typed builders (TensorRT 8.x, 10.x) and `--precision fp16`: an fp32 ONNX is built with FP16 +
+  OBEY_PRECISION_CONSTRAINTS, every layer outside the generator's own conv/norm/activation layers
+  (Fourier units with their DFT bases and angle math, pre/post-processing, parser helper layers) pinned
+  to fp32. An fp16 ONNX is built strongly typed where the builder can (9.x/10.x), else the same way.
+- strongly typed builders (TensorRT 11, TensorRT-RTX) have no precision switch: the precision *is* the
+  ONNX's. `--precision fp16` with the fp32 ONNX is an error (re-export with `--precision fp16`) rather than a
+  silent conversion, so the sidecar's ONNX sha256 always names the graph that was built.
+- `--precision` omitted: the ONNX's own precision (`lama.precision` metadata).
+TF32 is off unless `--tf32`: it would round the fp32 DFT matmuls to a 10-bit mantissa.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lama_deploy import contract as C
+from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency
+
+from .trt_builder import (
+    ConfigOptions, ParserError, Profile, build_serialized, check_network_io, create_builder, create_config,
+    create_network, detect_features, format_nhw, fp32_scopes, make_logger, make_profiles,
+    normalise_compute_capability, parse_onnx, pin_fp32_layers, serialized_timing_cache,
+)
+
+PROG = "lama-deploy build"
+PRECISIONS = ("fp32", "fp16")
+SIDECAR_FORMAT = 1
+
+
+@dataclass
+class BuildReport:
+    engine: str
+    sidecar: str
+    engine_bytes: int
+    seconds: float
+    peak_rss_mb: float
+    flavour: str
+    tensorrt_version: str
+    precision: str
+    strongly_typed: bool
+    fp32_pinned_layers: int
+    compute_capability: str | None
+    profiles: list[dict]
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    return Path(str(engine_path) + ".json")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --- the ONNX side --------------------------------------------------------------------------------------
+
+def read_onnx_info(onnx_path: Path) -> dict:
+    """Metadata and I/O dims of the ONNX, checked against the contract (one clear line when it isn't this model)."""
+    try:
+        import onnx
+    except ImportError:
+        raise missing_dependency("onnx", "pip install onnx") from None
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise UserError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}); re-export it "
+                        f"with `lama-deploy export`") from None
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(model.graph.input) + list(model.graph.output)}
+    inputs = [v.name for v in model.graph.input]
+    outputs = [v.name for v in model.graph.output]
+    if sorted(inputs) != sorted(C.INPUT_NAMES) or outputs != list(C.OUTPUT_NAMES):
+        raise UserError(f"{onnx_path.name} is not a lama-deploy inpainting model: I/O is {inputs} -> {outputs}, "
+                        f"expected {list(C.INPUT_NAMES)} -> {list(C.OUTPUT_NAMES)}; export it with `lama-deploy export`")
+    for name, shape in dims.items():
+        if len(shape) != 4 or shape[1] != C.CHANNELS[name]:
+            raise UserError(f"{onnx_path.name} is not a lama-deploy inpainting model: {name} has dims {shape}, "
+                            f"expected [N,{C.CHANNELS[name]},H,W]")
+    metadata = {p.key: p.value for p in model.metadata_props if p.key.startswith("lama.")}
+    return {"dims": dims, "metadata": metadata}
+
+
+def check_profiles_fit(profiles: list[Profile], dims: dict) -> None:
+    """A fixed batch or size in the ONNX must be what every profile asks for."""
+    for index, profile in enumerate(profiles):
+        for onnx_axis, profile_axis, name in ((0, 0, "N"), (2, 1, "H"), (3, 2, "W")):
+            fixed = dims[C.IMAGE][onnx_axis]
+            asked = {profile.min[profile_axis], profile.max[profile_axis]}
+            if isinstance(fixed, int) and fixed > 0 and asked != {fixed}:
+                raise UserError(f"profile {index}: the ONNX has a fixed {name} = {fixed}; use {name} = {fixed} "
+                                f"in --min/--opt/--max or export with a dynamic {name}")
+
+
+def resolve_precision(requested: str | None, onnx_precision: str, strongly_typed_only: bool, flavour: str,
+                      version: str) -> str:
+    if requested is not None and requested not in PRECISIONS:
+        raise UserError(f"unknown --precision {requested!r}; choose one of {PRECISIONS}")
+    precision = requested or onnx_precision
+    if precision == "fp32" and onnx_precision == "fp16":
+        raise UserError("--precision fp32 but this ONNX is the fp16 export (lama.precision=fp16); "
+                        "build it with --precision fp16 or use the fp32 ONNX")
+    if precision == "fp16" and onnx_precision != "fp16" and strongly_typed_only:
+        raise UserError(f"{flavour} {version} is strongly typed: --precision fp16 needs the fp16 ONNX "
+                        f"(`lama-deploy export --precision fp16`); this one is {onnx_precision}")
+    return precision
+
+
+# --- the build ------------------------------------------------------------------------------------------
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[Profile] | None = None,
+                 precision: str | None = None, workspace_mib: int | None = None,
+                 timing_cache: str | Path | None = None, compute_capability: str | None = None,
+                 flavour: str | None = None, optimization_level: int | None = None,
+                 tf32: bool = False) -> BuildReport:
+    """Build `engine_path` (+ `<engine>.json` sidecar) from `onnx_path`; both written atomically."""
+    from runtime.trt_import import TensorRTUnavailable, import_tensorrt
+
+    start = time.perf_counter()
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model {onnx_path} not found")
+    profiles = profiles or make_profiles(None, None, None)
+    info = read_onnx_info(onnx_path)
+    check_profiles_fit(profiles, info["dims"])
+    onnx_precision = info["metadata"].get(C.META_PRECISION, "fp32")
+    try:
+        trt = import_tensorrt(flavour)
+    except TensorRTUnavailable as exc:
+        raise UserError(str(exc)) from None
+    features = detect_features(trt)
+    precision = resolve_precision(precision, onnx_precision, not features.weak_typing, features.flavour,
+                                  features.version)
+    notes: list[str] = []
+    if timing_cache and not features.timing_cache:
+        notes.append(f"timing cache ignored: {features.flavour} has none (its timing cache calls are no-ops)")
+    if compute_capability:
+        compute_capability = normalise_compute_capability(features, compute_capability)
+    strongly_typed = not features.weak_typing or (onnx_precision == "fp16" and features.strongly_typed_flag)
+    fp16_flag = precision == "fp16" and not strongly_typed
+
+    logger = make_logger(trt)
+    builder = create_builder(trt, logger)
+    network = create_network(trt, builder, features, strongly_typed=strongly_typed)
+    parser = parse_onnx(trt, network, logger, str(onnx_path))
+    io_info = check_network_io(network)
+    if io_info[C.OUTPUT]["dtype"] != "float":
+        notes.append(f"output '{C.OUTPUT}' is {io_info[C.OUTPUT]['dtype']} in this ONNX; the contract says float32")
+    pinned = pin_fp32_layers(trt, network, *fp32_scopes()) if fp16_flag else 0
+
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else (b"" if cache_path else None)
+    options = ConfigOptions(profiles=profiles, fp16_flag=fp16_flag, workspace_mib=workspace_mib,
+                            compute_capability=compute_capability, optimization_level=optimization_level,
+                            tf32=tf32, timing_cache=cache_bytes)
+    config = create_config(trt, builder, features, options)
+    build_start = time.perf_counter()
+    engine_bytes = build_serialized(trt, builder, network, config, logger, workspace_mib)
+    build_seconds = time.perf_counter() - build_start
+    del parser
+
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "engine": engine_path.name,
+        "engine_bytes": len(engine_bytes),
+        "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
+        "onnx": str(onnx_path),
+        "onnx_sha256": file_sha256(onnx_path),
+        "tensorrt": {"flavour": features.flavour, "version": features.version},
+        "precision": precision,
+        "onnx_precision": onnx_precision,
+        "strongly_typed": strongly_typed,
+        "fp32_pinned_layers": pinned,
+        "tf32": bool(tf32),
+        "compute_capability": compute_capability,
+        "profiles": [p.as_dict() for p in profiles],
+        "io": io_info,
+        "workspace_mib": workspace_mib,
+        "optimization_level": optimization_level,
+        "build_seconds": round(build_seconds, 2),
+        "lama": info["metadata"],
+        "host": {"node": platform.node(), "machine": platform.machine(), "system": platform.system(),
+                 "python": platform.python_version()},
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": notes,
+    }
+    side = sidecar_path(engine_path)
+    with atomic_output(engine_path) as tmp_engine, atomic_output(side) as tmp_side:
+        tmp_engine.write_bytes(engine_bytes)
+        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
+    if cache_path and features.timing_cache:
+        with atomic_output(cache_path) as tmp_cache:
+            tmp_cache.write_bytes(serialized_timing_cache(config))
+    return BuildReport(
+        engine=str(engine_path), sidecar=str(side), engine_bytes=len(engine_bytes),
+        seconds=round(time.perf_counter() - start, 2), peak_rss_mb=round(peak_rss_mb(), 1),
+        flavour=features.flavour, tensorrt_version=features.version, precision=precision,
+        strongly_typed=strongly_typed, fp32_pinned_layers=pinned, compute_capability=compute_capability,
+        profiles=sidecar["profiles"], notes=notes,
+    )
+
+
+# --- engine inspection ------------------------------------------------------------------------------------
+
+def inspect_engine(engine_path: str | Path) -> dict:
+    """The sidecar of `engine_path`, after checking the engine file is the one the sidecar describes."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise FileNotFoundError(f"engine {engine_path} not found")
+    side = sidecar_path(engine_path)
+    if not side.is_file():
+        raise UserError(f"{side.name} not found next to the engine; rebuild with `lama-deploy build` to get one")
+    try:
+        sidecar = json.loads(side.read_text())
+        expected_sha, expected_bytes = sidecar["engine_sha256"], int(sidecar["engine_bytes"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{side.name} is not a lama-deploy engine sidecar; rebuild the engine") from None
+    size = engine_path.stat().st_size
+    if size != expected_bytes or file_sha256(engine_path) != expected_sha:
+        raise UserError(f"{engine_path.name} is corrupt or was replaced: {size} bytes, sha256 differs from "
+                        f"{side.name} ({expected_bytes} bytes); rebuild it")
+    return sidecar
+
+
+def describe(sidecar: dict) -> str:
+    trt = sidecar["tensorrt"]
+    lines = [f"engine      {sidecar['engine']} ({sidecar['engine_bytes'] / 2**20:.1f} MiB, sha256 ok)",
+             f"tensorrt    {trt['flavour']} {trt['version']}, compute capability "
+             f"{sidecar.get('compute_capability') or 'of the build GPU'}",
+             f"precision   {sidecar['precision']} (ONNX {sidecar['onnx_precision']}, "
+             f"{'strongly typed' if sidecar['strongly_typed'] else 'weakly typed'})",
+             f"onnx        {sidecar['onnx']} sha256 {sidecar['onnx_sha256'][:16]}..."]
+    for index, profile in enumerate(sidecar["profiles"]):
+        shapes = " / ".join(format_nhw(tuple(profile[k])) for k in ("min", "opt", "max"))
+        lines.append(f"profile {index}   N x H x W min / opt / max: {shapes}")
+    weights = sidecar.get("lama", {}).get(C.META_WEIGHTS, "")
+    if weights:
+        lines.append(f"weights     {weights}")
+    return "\n".join(lines)
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\nPrecision policy")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("onnx", nargs="?", help="ONNX from `lama-deploy export`")
+    parser.add_argument("-o", "--output", help="engine path (default: the ONNX path with .engine)")
+    parser.add_argument("--min", action="append", metavar="NxHxW", help="profile min shape (repeat for more profiles)")
+    parser.add_argument("--opt", action="append", metavar="NxHxW", help="profile opt shape")
+    parser.add_argument("--max", action="append", metavar="NxHxW", help="profile max shape")
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: the ONNX's own precision")
+    parser.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit")
+    parser.add_argument("--timing-cache", metavar="FILE", help="load (if present) and save a timing cache")
+    parser.add_argument("--compute-capability", metavar="X.Y", help="TensorRT-RTX: build ahead of time for this GPU")
+    parser.add_argument("--flavour", choices=("tensorrt", "tensorrt_rtx"), help="default: whichever is installed")
+    parser.add_argument("--optimization-level", type=int, choices=range(0, 6), metavar="0-5")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 for fp32 layers (faster, less exact)")
+    parser.add_argument("--inspect", metavar="ENGINE", help="check an engine against its sidecar and describe it")
+    return parser
+
+
+@cli_entry(PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.inspect:
+        print(describe(inspect_engine(args.inspect)))
+        return 0
+    if not args.onnx:
+        raise UserError("give the ONNX to build from (or --inspect ENGINE)")
+    profiles = make_profiles(args.min, args.opt, args.max)
+    output = args.output or str(Path(args.onnx).with_suffix(".engine"))
+    for index, profile in enumerate(profiles):
+        print(f"profile {index}: min {format_nhw(profile.min)}  opt {format_nhw(profile.opt)}  "
+              f"max {format_nhw(profile.max)} (N x H x W)")
+    try:
+        report = build_engine(args.onnx, output, profiles, args.precision, args.workspace, args.timing_cache,
+                              args.compute_capability, args.flavour, args.optimization_level, args.tf32)
+    except ParserError as exc:
+        for line in exc.lines:
+            print(f"{PROG}: error: {line}", file=sys.stderr)
+        return 2
+    for note in report.notes:
+        print(f"note: {note}")
+    target = f", compute capability {report.compute_capability}" if report.compute_capability else ""
+    pinned = f", {report.fp32_pinned_layers} layers pinned to fp32" if report.fp32_pinned_layers else ""
+    print(f"built {report.engine} ({report.engine_bytes / 2**20:.1f} MiB) with {report.flavour} "
+          f"{report.tensorrt_version}, {report.precision}{pinned}{target}")
+    print(f"sidecar {report.sidecar}")
+    print(f"build time {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

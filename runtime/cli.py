@@ -1,0 +1,187 @@
+"""`lama-deploy inpaint`: inpaint one image, or folders of images and masks, with any backend.
+
+    lama-deploy inpaint photo.jpg photo_mask.png -o out.png --model big-lama.engine
+    lama-deploy inpaint --images imgs/ --masks masks/ -o results/ --model big-lama.onnx
+
+Folder mode matches masks to images by file stem: `<stem>.*`, or LaMa's dataset layout `<stem>_mask.*` /
+`<stem>_mask001.*` (several masks per image give one output each, named after the mask). A bad file is
+reported and skipped, the rest finish; the summary line counts both and the exit code is 1 if any
+failed. Outputs are written atomically (PNG by default in folder mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from lama_deploy.errors import UserError, atomic_output, cli_entry
+
+from .backends import BACKENDS
+from .images import DEFAULT_MAX_PIXELS, InpaintInputError
+from .strategy import DEFAULT_CONTEXT_MARGIN
+
+PROG = "lama-deploy inpaint"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+_MASK_STEM = re.compile(r"^(?P<stem>.+)_mask\d*$")
+
+
+@dataclass
+class Pair:
+    image: Path
+    mask: Path | None
+    output_stem: str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Inpaint an image (or folders of images and masks).")
+    parser.add_argument("image", nargs="?", help="input image (single mode)")
+    parser.add_argument("mask", nargs="?", help="mask: pixels > --threshold are inpainted (single mode)")
+    parser.add_argument("--images", metavar="DIR", help="folder of images (folder mode)")
+    parser.add_argument("--masks", metavar="DIR", help="folder of masks matched by stem (default: --images)")
+    parser.add_argument("-o", "--output", required=True, help="output file (single mode) or folder (folder mode)")
+    parser.add_argument("--model", help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.ckpt/.pt/.pth)")
+    parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's best)")
+    parser.add_argument("--threshold", type=float, default=0, help="mask > threshold (0..254) is a hole (default 0)")
+    parser.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
+    parser.add_argument("--margin", type=int, default=DEFAULT_CONTEXT_MARGIN,
+                        help="context kept around the mask when cropping large images (pixels)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
+    return parser
+
+
+# -- folder pairing ----------------------------------------------------------------------------------------
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def pair_files(images_dir: Path, masks_dir: Path) -> list[Pair]:
+    """Each image with its mask(s): same stem, else `<stem>_mask*`; images without a mask get `mask=None`."""
+    same_folder = images_dir.resolve() == masks_dir.resolve()
+    masks = list_images(masks_dir)
+    by_stem: dict[str, list[Path]] = {}
+    for mask in masks:
+        by_stem.setdefault(mask.stem, []).append(mask)
+        match = _MASK_STEM.match(mask.stem)
+        if match:
+            by_stem.setdefault(match["stem"] + "\0mask", []).append(mask)
+    pairs = []
+    for image in list_images(images_dir):
+        if same_folder and _MASK_STEM.match(image.stem):
+            continue  # LaMa layout: masks live next to their images
+        exact = [m for m in by_stem.get(image.stem, []) if m.resolve() != image.resolve()]
+        found = exact[:1] or by_stem.get(image.stem + "\0mask", [])
+        if not found:
+            pairs.append(Pair(image, None, image.stem))
+        elif len(found) == 1:
+            pairs.append(Pair(image, found[0], image.stem))
+        else:
+            pairs.extend(Pair(image, mask, mask.stem) for mask in found)
+    return pairs
+
+
+# -- output ------------------------------------------------------------------------------------------------
+def image_format(path: Path) -> str:
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise UserError(f"cannot tell an image format from '{path.name}'; end the output name with .png, .jpg or .webp")
+    return fmt
+
+
+def save_image(image: Image.Image, path: Path) -> None:
+    fmt = image_format(path)
+    if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
+        raise InpaintInputError(f"JPEG cannot keep the alpha channel of a {image.mode} image; write {path.stem}.png instead")
+    with atomic_output(path) as tmp:
+        image.save(tmp, format=fmt)
+
+
+def _load_inpainter(args: argparse.Namespace):
+    from .inpainter import Inpainter
+
+    if not args.model:
+        raise UserError("no model given: pass --model PATH (.engine/.plan, .onnx or .ckpt/.pt/.pth), "
+                        "or run `lama-deploy demo` to try the random-weights demo")
+    inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=args.max_pixels,
+                                    threshold=args.threshold, max_side=args.max_side, context_margin=args.margin)
+    if inpainter.random_weights:
+        print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
+              f"the output is a plumbing demo, not inpainting", file=sys.stderr)
+    return inpainter
+
+
+def run_single(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    image_format(output)  # fail on a bad output name before loading the model
+    with _load_inpainter(args) as inpainter:
+        try:
+            result = inpainter.inpaint(args.image, args.mask)
+            save_image(result.image, output)
+        except InpaintInputError as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 1
+    print(f"{PROG}: wrote {output} ({result.strategy}, {result.backend}, {result.seconds:.2f} s)")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    images_dir, masks_dir = Path(args.images), Path(args.masks or args.images)
+    out_dir = Path(args.output)
+    for folder, flag in ((images_dir, "--images"), (masks_dir, "--masks")):
+        if not folder.is_dir():
+            raise UserError(f"{flag} {folder} is not a folder")
+        if out_dir.exists() and out_dir.resolve() == folder.resolve():
+            raise UserError(f"-o {out_dir} is the {flag} folder; choose another output folder so inputs are not overwritten")
+    image_format(Path(f"x.{args.ext.lstrip('.')}"))
+    pairs = pair_files(images_dir, masks_dir)
+    if not pairs:
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start, failed, strategies = time.perf_counter(), [], Counter()
+    with _load_inpainter(args) as inpainter:
+        for pair in tqdm(pairs, desc="inpaint", unit="img", file=sys.stderr):
+            try:
+                if pair.mask is None:
+                    raise InpaintInputError(f"no mask for '{pair.image.name}' in {masks_dir} "
+                                            f"(looked for {pair.image.stem}.*, {pair.image.stem}_mask*.*)")
+                result = inpainter.inpaint(pair.image, pair.mask)
+                save_image(result.image, out_dir / f"{pair.output_stem}.{args.ext.lstrip('.')}")
+                strategies[result.strategy] += 1
+            except Exception as exc:  # one bad file must not stop the others
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                failed.append(pair.image.name)
+                tqdm.write(f"{PROG}: failed: {pair.image.name}: {message}", file=sys.stderr)
+        backend = inpainter.backend.name
+    done = len(pairs) - len(failed)
+    used = ", ".join(f"{name} {count}" for name, count in sorted(strategies.items())) or "none"
+    print(f"{PROG}: {done} done, {len(failed)} failed in {time.perf_counter() - start:.1f} s "
+          f"({backend}; strategies: {used}) -> {out_dir}")
+    return 1 if failed else 0
+
+
+@cli_entry(PROG)
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    folder_mode = args.images is not None
+    if folder_mode and (args.image or args.mask):
+        parser.error("give either IMAGE MASK or --images/--masks, not both")
+    if not folder_mode and not (args.image and args.mask):
+        parser.error("give IMAGE and MASK, or --images DIR [--masks DIR] for folders")
+    return run_folder(args) if folder_mode else run_single(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
