@@ -10,6 +10,10 @@ running variances reach ~1e6 (inf in fp16). So:
    angle arithmetic, the spectral 1x1 conv, its BN and ReLU, the inverse DFT) and the pre/post-processing
    around the generator (mask binarisation and compositing). The converter inserts the Cast nodes, so the
    graph is explicitly typed for strongly typed builders (TensorRT 11, TensorRT-RTX); I/O stay float32.
+3. The converter routes every edge between two blocked (fp32) nodes through an fp32 -> fp16 -> fp32 Cast
+   pair (onnxconverter-common 1.14-1.16), which would clip the spectrum at 65504 all the same, and it can
+   leave a graph output fp16. `remove_fp16_round_trips` and `restore_fp32_outputs` undo exactly those
+   Casts; nothing else in the converter's graph is touched.
 """
 
 from __future__ import annotations
@@ -50,18 +54,18 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def fp32_node_names(model: onnx.ModelProto) -> list[str]:
+def fp32_node_names(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> list[str]:
     """Nodes that must stay fp32: Fourier units, and everything outside the generator."""
     keep = []
     for node in model.graph.node:
         name = node.name
-        if any(scope in name for scope in FP32_SCOPES) or GENERATOR_SCOPE not in name:
+        if any(scope in name for scope in fp32_scopes) or GENERATOR_SCOPE not in name:
             keep.append(name)
     return keep
 
 
-def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """fp16 graph with fp32 islands and float32 I/O."""
+def convert_to_mixed_fp16(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> onnx.ModelProto:
+    """fp16 graph with fp32 islands (`fp32_scopes`, plus pre/post-processing) and float32 I/O."""
     try:
         from onnxconverter_common import float16
     except ImportError:
@@ -72,6 +76,64 @@ def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         # The converter warns for every fp32 constant it clips to fp16's range (folded BN shifts are
         # far inside it); the numbers are checked against fp32 after export instead.
         warnings.simplefilter("ignore")
-        return float16.convert_float_to_float16(
-            model, keep_io_types=True, node_block_list=set(fp32_node_names(model)), disable_shape_infer=False,
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, node_block_list=set(fp32_node_names(model, fp32_scopes)), disable_shape_infer=False,
         )
+    remove_fp16_round_trips(converted)
+    restore_fp32_outputs(converted)
+    return converted
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    if node.op_type != "Cast":
+        return None
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def remove_fp16_round_trips(model: onnx.ModelProto) -> int:
+    """Bypass fp32 -> Cast(fp16) -> Cast(fp32) chains; returns how many fp32 Casts were bypassed."""
+    graph = model.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        if _cast_to(node) != onnx.TensorProto.FLOAT16:
+            continue
+        users = consumers.get(node.output[0], [])
+        back_to_fp32 = [u for u in users if _cast_to(u) == onnx.TensorProto.FLOAT and u.output[0] not in graph_outputs]
+        for cast in back_to_fp32:
+            rename[cast.output[0]] = node.input[0]
+            dropped.add(id(cast))
+        if users and len(back_to_fp32) == len(users) and node.output[0] not in graph_outputs:
+            dropped.add(id(node))
+    kept = [n for n in graph.node if id(n) not in dropped]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(kept)
+    produced = {o for n in kept for o in n.output}
+    stale = [v for v in graph.value_info if v.name not in produced]
+    for value in stale:
+        graph.value_info.remove(value)
+    return len(rename)
+
+
+def restore_fp32_outputs(model: onnx.ModelProto) -> None:
+    """Graph outputs the converter left fp16 (a trailing Cast) become float32 again."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for value in model.graph.output:
+        if value.type.tensor_type.elem_type != onnx.TensorProto.FLOAT16:
+            continue
+        node = producers.get(value.name)
+        if node is None or _cast_to(node) is None:
+            raise ValueError(f"fp16 conversion left output {value.name} in fp16 without a Cast to fix")
+        for attr in node.attribute:
+            if attr.name == "to":
+                attr.i = onnx.TensorProto.FLOAT
+        value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
