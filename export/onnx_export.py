@@ -10,16 +10,22 @@ output, `onnx.checker` (full), and the TensorRT rule checker (`export.onnx_rules
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
+import resource
+import time
 import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
 import torch
 
 from lama_deploy import contract as C
-from lama_model import InpaintingModel, set_fourier_mode
+from lama_deploy.errors import atomic_output
+from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
+from lama_model.checkpoint import config_name
 
 #: Size used to trace; any multiple of 8 works, the graph does not depend on it (dims are symbolic).
 TRACE_SIZE = (64, 96)
@@ -134,14 +140,6 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 
 # --- the whole export job ---------------------------------------------------------------------------------
 
-import hashlib  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-
-from lama_model import describe_random_weights, load_inpainting_model, random_model  # noqa: E402
-from lama_model.checkpoint import config_name  # noqa: E402
-
 FFT_MODES = ("matmul", "dft")
 PRECISIONS = ("fp32", "fp16")
 
@@ -195,8 +193,6 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     `model` skips loading (tests pass a model they already built); `checkpoint=None` exports seeded
     random weights and says so in the metadata.
     """
-    from lama_deploy.errors import atomic_output
-
     from .dft_ops import export_with_dft_ops
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
     from .onnx_rules import check_tensorrt_compatible
