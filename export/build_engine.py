@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import json
 import platform
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,11 +29,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lama_deploy import contract as C
+from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb, sidecar_path, sidecar_weights, verify_sidecar
 from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency
 
 from .trt_builder import (
-    ConfigOptions, ParserError, Profile, build_serialized, check_network_io, create_builder, create_config,
-    create_network, detect_features, format_nhw, fp32_scopes, make_logger, make_profiles,
+    ConfigOptions, ParserError, Profile, build_serialized, check_network_io, check_profile, create_builder,
+    create_config, create_network, detect_features, format_nhw, fp32_scopes, make_logger, make_profiles,
     normalise_compute_capability, parse_onnx, pin_fp32_layers, serialized_timing_cache,
 )
 
@@ -62,21 +62,6 @@ class BuildReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    return Path(str(engine_path) + ".json")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # --- the ONNX side --------------------------------------------------------------------------------------
@@ -134,6 +119,20 @@ def resolve_precision(requested: str | None, onnx_precision: str, strongly_typed
 
 # --- the build ------------------------------------------------------------------------------------------
 
+def host_info() -> dict[str, str]:
+    return {"node": platform.node(), "machine": platform.machine(), "system": platform.system(),
+            "python": platform.python_version()}
+
+
+def write_engine_and_sidecar(engine_path: Path, engine_bytes: bytes, sidecar: dict) -> Path:
+    """Each file goes to a temporary name and is renamed into place only after both are fully written."""
+    side = sidecar_path(engine_path)
+    with atomic_output(engine_path) as tmp_engine, atomic_output(side) as tmp_side:
+        tmp_engine.write_bytes(engine_bytes)
+        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return side
+
+
 def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[Profile] | None = None,
                  precision: str | None = None, workspace_mib: int | None = None,
                  timing_cache: str | Path | None = None, compute_capability: str | None = None,
@@ -147,6 +146,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX model {onnx_path} not found")
     profiles = profiles or make_profiles(None, None, None)
+    for index, profile in enumerate(profiles):
+        check_profile(profile, index)
     info = read_onnx_info(onnx_path)
     check_profiles_fit(profiles, info["dims"])
     onnx_precision = info["metadata"].get(C.META_PRECISION, "fp32")
@@ -183,7 +184,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     build_start = time.perf_counter()
     engine_bytes = build_serialized(trt, builder, network, config, logger, workspace_mib)
     build_seconds = time.perf_counter() - build_start
-    del parser
+    del parser  # kept alive until here: the parser owns the weights the network points at
 
     sidecar = {
         "format": SIDECAR_FORMAT,
@@ -205,15 +206,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
         "optimization_level": optimization_level,
         "build_seconds": round(build_seconds, 2),
         "lama": info["metadata"],
-        "host": {"node": platform.node(), "machine": platform.machine(), "system": platform.system(),
-                 "python": platform.python_version()},
+        "host": host_info(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": notes,
     }
-    side = sidecar_path(engine_path)
-    with atomic_output(engine_path) as tmp_engine, atomic_output(side) as tmp_side:
-        tmp_engine.write_bytes(engine_bytes)
-        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
+    side = write_engine_and_sidecar(engine_path, engine_bytes, sidecar)
     if cache_path and features.timing_cache:
         with atomic_output(cache_path) as tmp_cache:
             tmp_cache.write_bytes(serialized_timing_cache(config))
@@ -230,22 +227,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
 
 def inspect_engine(engine_path: str | Path) -> dict:
     """The sidecar of `engine_path`, after checking the engine file is the one the sidecar describes."""
-    engine_path = Path(engine_path)
-    if not engine_path.is_file():
-        raise FileNotFoundError(f"engine {engine_path} not found")
-    side = sidecar_path(engine_path)
-    if not side.is_file():
-        raise UserError(f"{side.name} not found next to the engine; rebuild with `lama-deploy build` to get one")
-    try:
-        sidecar = json.loads(side.read_text())
-        expected_sha, expected_bytes = sidecar["engine_sha256"], int(sidecar["engine_bytes"])
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{side.name} is not a lama-deploy engine sidecar; rebuild the engine") from None
-    size = engine_path.stat().st_size
-    if size != expected_bytes or file_sha256(engine_path) != expected_sha:
-        raise UserError(f"{engine_path.name} is corrupt or was replaced: {size} bytes, sha256 differs from "
-                        f"{side.name} ({expected_bytes} bytes); rebuild it")
-    return sidecar
+    return verify_sidecar(engine_path)
 
 
 def describe(sidecar: dict) -> str:
@@ -259,7 +241,7 @@ def describe(sidecar: dict) -> str:
     for index, profile in enumerate(sidecar["profiles"]):
         shapes = " / ".join(format_nhw(tuple(profile[k])) for k in ("min", "opt", "max"))
         lines.append(f"profile {index}   N x H x W min / opt / max: {shapes}")
-    weights = sidecar.get("lama", {}).get(C.META_WEIGHTS, "")
+    weights = sidecar_weights(sidecar)
     if weights:
         lines.append(f"weights     {weights}")
     return "\n".join(lines)

@@ -22,11 +22,8 @@ import onnx
 import torch
 from torch import nn
 
+from lama_deploy.contract import FP32_SCOPES, GENERATOR_SCOPE
 from lama_deploy.errors import missing_dependency
-
-#: Node-name fragments (TorchScript exporter scopes) that stay fp32.
-FP32_SCOPES = ("/fu/",)
-GENERATOR_SCOPE = "/generator/"
 
 
 class ScaleShift(nn.Module):

@@ -10,10 +10,8 @@ output, `onnx.checker` (full), and the TensorRT rule checker (`export.onnx_rules
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
-import resource
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -23,6 +21,7 @@ import onnx
 import torch
 
 from lama_deploy import contract as C
+from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb
 from lama_deploy.errors import atomic_output
 from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
 from lama_model.checkpoint import config_name
@@ -159,18 +158,6 @@ class ExportResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def load_model(checkpoint: str | None, config: str | None, seed: int = 0,

@@ -85,14 +85,18 @@ def check_profile(profile: Profile, index: int = 0) -> None:
 
 
 def make_profiles(mins: list[str] | None, opts: list[str] | None, maxs: list[str] | None) -> list[Profile]:
-    """Profiles from repeated --min/--opt/--max; none given: DEFAULT_PROFILE."""
+    """Profiles from repeated --min/--opt/--max. With one profile, what is not given comes from DEFAULT_PROFILE
+    (`--max 1x2048x2048` alone raises only the max); several profiles need all three each."""
     mins, opts, maxs = mins or [], opts or [], maxs or []
-    if not (mins or opts or maxs):
-        return [Profile(*DEFAULT_PROFILE)]
-    if not len(mins) == len(opts) == len(maxs):
+    if max(len(mins), len(opts), len(maxs)) <= 1:
+        given = [parse_nhw(v[0], f"--{k}") if v else d for k, v, d in zip(("min", "opt", "max"), (mins, opts, maxs),
+                                                                           DEFAULT_PROFILE)]
+        profiles = [Profile(*given)]
+    elif not len(mins) == len(opts) == len(maxs):
         raise UserError(f"give --min, --opt and --max once per profile (got {len(mins)}, {len(opts)}, {len(maxs)})")
-    profiles = [Profile(parse_nhw(a, "--min"), parse_nhw(b, "--opt"), parse_nhw(c, "--max"))
-                for a, b, c in zip(mins, opts, maxs)]
+    else:
+        profiles = [Profile(parse_nhw(a, "--min"), parse_nhw(b, "--opt"), parse_nhw(c, "--max"))
+                    for a, b, c in zip(mins, opts, maxs)]
     for index, profile in enumerate(profiles):
         check_profile(profile, index)
     return profiles
@@ -264,7 +268,7 @@ def _keeps_fp16(layer_name: str, fp32_scopes: tuple[str, ...], generator_scope: 
 
 def fp32_scopes() -> tuple[tuple[str, ...], str]:
     """(name fragments kept fp32, generator scope): the same policy as the fp16 ONNX export."""
-    from .fp16 import FP32_SCOPES, GENERATOR_SCOPE
+    from lama_deploy.contract import FP32_SCOPES, GENERATOR_SCOPE
 
     return tuple(FP32_SCOPES), GENERATOR_SCOPE
 

@@ -34,18 +34,17 @@ from .validation_report import (
 
 PROG = "lama-deploy validate"
 
-# Tolerances on `inpainted` (0..1), checked on the max error statistic. Measured here (ORT 1.32 CPU vs
-# torch 2.13 torch.fft, seed-0 random weights, shapes DEFAULT_SHAPES):
-# - fp32: big-lama max |diff| 1.4e-6 .. 3.1e-6 up to 2x256x256 and 1x512x512, 5.5e-6 at 1x1024x1024; tiny
-#   <= 1.8e-6. atol 1e-4 leaves ~20x headroom for TensorRT's fp32 kernels (TF32 off; not measured here).
-# - fp16 (mixed ONNX: Fourier units fp32, float16 output): big-lama max |diff| 2.6e-3 at 1x16x16 .. 6.0e-3 at
-#   1x512x512, 6.8e-3 at 1x1024x1024 (mean 1e-4 .. 5e-4; 2.4e-4 of it is the float16 rounding of the output).
-#   Trained-like weights (`--trained-like`, activations ~1e3): 1.0e-2 at 1x64x64, 1.6e-2 at 1x200x328, and NaN
-#   at 1x512x512 / 1x1024x1024 (an fp16 overflow: a real failure, which this check reports). atol 3e-2 is 2x
-#   the largest finite error and 5x that of plain random weights.
+# Tolerances on `inpainted` (0..1), checked on the max error statistic. Measured with this command (ORT 1.32 CPU
+# vs torch 2.13 torch.fft, seed-0 random weights, DEFAULT_SHAPES, `lama-deploy export` of this repository):
+# - fp32: big-lama max |diff| 1.7e-6 .. 2.8e-6 over all shapes, 1x1024x1024 included (5.5e-6 there with the
+#   earlier, unfactorised matmul DFT); tiny <= 2.2e-6. atol 1e-4 leaves >= 18x headroom for TensorRT's fp32
+#   kernels (TF32 off; not measured: no GPU here).
+# - fp16 (mixed ONNX, Fourier units fp32): big-lama 1.7e-3 (1x16x16) .. 4.0e-3 (2x256x256), 3.5e-3 at
+#   1x1024x1024; with `--trained-like` weights (activations ~1e3) 9.4e-3 .. 1.8e-2 up to 1x512x512 (mean
+#   1.5e-4 .. 6.9e-4). atol 5e-2 is ~3x the largest, well below what an overflow does (NaN / inf / 0.1+).
 # rtol matters little: with the max statistic a comparison fails only when abs AND rel exceed their
 # tolerance, and outputs near 0 make the max relative error large anyway.
-TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (3e-2, 1e-2)}
+TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (5e-2, 1e-2)}
 TOLERANCE_SOURCE = "measured ORT CPU vs PyTorch on seeded big-lama, documented in export/validate.py"
 
 ORT_PROVIDERS = {"CPUExecutionProvider": "onnxrt-cpu", "CUDAExecutionProvider": "onnxrt-cuda",

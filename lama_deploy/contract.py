@@ -46,6 +46,12 @@ META_SIZE_MULTIPLE = "lama.size_multiple"
 META_MIN_SIDE = "lama.min_side"
 META_IO = "lama.io"
 
+#: Exported node-name fragments (TorchScript exporter scopes): the generator, and the Fourier units that
+#: must stay fp32 (their spectrum passes fp16's range with trained weights). Read by the fp16 converter,
+#: the TensorRT builder's precision constraints and the trtexec line generator.
+GENERATOR_SCOPE = "/generator/"
+FP32_SCOPES: tuple[str, ...] = ("/fu/",)
+
 RANDOM_WEIGHTS_LABEL = "random weights (seeded, BatchNorm-calibrated) - NOT the trained LaMa; output is a plumbing demo"
 
 

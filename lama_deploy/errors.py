@@ -52,6 +52,11 @@ def atomic_output(path: str | Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes files 0600; give the result the permissions a plain open() would (e.g. for a Triton
+    # container running as another user).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lama_deploy import contract as C
+from lama_deploy.engine_sidecar import sidecar_tensorrt, sidecar_weights, verify_sidecar
 from lama_deploy.errors import UserError, cli_entry
 
 #: TensorRT I/O dtypes as the builder's sidecar names them -> Triton's.
@@ -70,9 +71,7 @@ class TritonRepoResult:
 
 def read_engine_sidecar(engine: Path) -> dict[str, Any]:
     """The builder's sidecar, after checking (size + sha256) that the engine is the one it describes."""
-    from export.build_engine import inspect_engine  # light: TensorRT itself is imported only to build
-
-    return inspect_engine(engine)
+    return verify_sidecar(engine)
 
 
 def engine_batch_range(sidecar: dict[str, Any]) -> tuple[int, int]:
@@ -93,7 +92,7 @@ def check_engine(engine: Path, max_batch: int) -> tuple[list[str], dict[str, str
     Returns (notes for the user, Triton data type per tensor, weights label).
     """
     sidecar = read_engine_sidecar(engine)
-    trt = sidecar.get("tensorrt") if isinstance(sidecar.get("tensorrt"), dict) else {}
+    trt = sidecar_tensorrt(sidecar)
     if trt.get("flavour") == "tensorrt_rtx":
         raise UserError(f"{engine.name} is a TensorRT-RTX engine; Triton's TensorRT backend cannot load it: build "
                         "the engine with TensorRT (`pip install tensorrt`) or serve the ONNX model instead")
@@ -119,8 +118,7 @@ def check_engine(engine: Path, max_batch: int) -> tuple[list[str], dict[str, str
     if trt.get("version"):
         notes.append(f"engine built with TensorRT {trt['version']}: run a Triton release that ships the same "
                      "TensorRT version (see docs/triton.md)")
-    lama = sidecar.get("lama") if isinstance(sidecar.get("lama"), dict) else {}
-    return notes, {name: ENGINE_DTYPES[info["dtype"]] for name, info in io.items()}, lama.get(C.META_WEIGHTS, "")
+    return notes, {name: ENGINE_DTYPES[info["dtype"]] for name, info in io.items()}, sidecar_weights(sidecar)
 
 
 def check_onnx(model: Path) -> tuple[list[str], dict[str, str], str]:

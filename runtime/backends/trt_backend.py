@@ -9,7 +9,6 @@ allocated once and grown only when a larger shape comes. Everything is imported 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lama_deploy import contract as C
+from lama_deploy.engine_sidecar import read_sidecar, sidecar_flavour, sidecar_weights
 from lama_deploy.errors import UserError
 
 from .base import Backend, BackendError, Profile, io_problem
@@ -24,26 +24,6 @@ from .cuda_memory import CudaStream, DeviceBuffer, import_cudart, set_device
 
 ENGINE_SUFFIXES = (".engine", ".plan")
 REBUILD_HINT = "rebuild it on this machine with `lama-deploy build`"
-
-
-def sidecar_path(engine_path: str | Path) -> Path | None:
-    """`<engine>.json` written next to an engine by the builder (also accepts `<stem>.json`)."""
-    engine_path = Path(engine_path)
-    for candidate in (Path(str(engine_path) + ".json"), engine_path.with_suffix(".json")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
-    path = sidecar_path(engine_path)
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def explain_load_failure(messages: list[str]) -> str:
@@ -141,7 +121,7 @@ class TensorRTBackend(Backend):
             raise BackendError(f"TensorRT runs on NVIDIA GPUs only; use --device cuda[:N], not {device!r}")
         self.device = device
         self.sidecar = read_sidecar(self.path)
-        self.flavour = flavour or self.sidecar.get("flavour")
+        self.flavour = flavour or sidecar_flavour(self.sidecar)
         self.trt: ModuleType | None = None
         self.engine = self.context = self.runtime = self.stream = None
         self.buffers: dict[str, DeviceBuffer] = {}
@@ -244,7 +224,7 @@ class TensorRTBackend(Backend):
 
     @property
     def weights(self) -> str | None:
-        return self.sidecar.get("weights") or None
+        return sidecar_weights(self.sidecar) or None
 
     def describe(self) -> dict[str, Any]:
         from runtime.trt_import import flavour_of, version_of

@@ -14,6 +14,5 @@ POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy convert "${ONNX}" \
     --trt-min-shapes 'image:[1,3,256,256]' 'mask:[1,1,256,256]' \
     --trt-opt-shapes 'image:[1,3,512,512]' 'mask:[1,1,512,512]' \
     --trt-max-shapes 'image:[2,3,1024,1024]' 'mask:[2,1,1024,1024]' \
-    --pool-limit workspace:4096M \
     --trt-config-postprocess-script export/trt_builder.py:polygraphy_no_tf32 \
     --compute-capabilities 8.9

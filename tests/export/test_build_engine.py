@@ -131,7 +131,8 @@ def _foreign_onnx(path: Path) -> Path:
     (["--min", "1x250x256", "--opt", "1x512x512", "--max", "1x1024x1024"], "H and W must be multiples of 8"),
     (["--min", "1x8x8", "--opt", "1x512x512", "--max", "1x1024x1024"], f"must be >= {C.MIN_SIDE}"),
     (["--min", "1x256", "--opt", "1x512x512", "--max", "1x1024x1024"], "is not NxHxW"),
-    (["--min", "1x256x256"], "give --min, --opt and --max once per profile"),
+    (["--min", "1x64x64", "--min", "1x128x128", "--opt", "1x512x512"], "give --min, --opt and --max once per profile"),
+    (["--max", "1x128x128"], "H must satisfy min <= opt <= max"),
     pytest.param(["--compute-capability", "9.0"], "choose one of 7.5, 8.0, 8.6, 8.9, 12.0, 12.1", marks=requires_rtx),
     pytest.param(["--precision", "fp16"], "strongly typed: --precision fp16 needs the fp16 ONNX", marks=requires_rtx),
 ])
@@ -279,11 +280,12 @@ def test_fp16_pins_fourier_units_helpers_and_pre_post_processing_to_fp32() -> No
         assert layers[key].precision is None and layers[key].output_types == {}, key
 
 
-def test_default_profile_follows_the_contract() -> None:
+def test_default_profile_follows_the_contract_and_fills_what_is_not_given() -> None:
     (profile,) = make_profiles(None, None, None)
     for nhw in (profile.min, profile.opt, profile.max):
         assert C.is_valid_size(nhw[1], nhw[2])
     assert profile.min <= profile.opt <= profile.max
+    assert make_profiles(None, None, ["1x2048x2048"]) == [Profile(profile.min, profile.opt, (1, 2048, 2048))]
 
 
 # --- big-lama ------------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ def test_big_lama_engine_ahead_of_time(request, precision: str, tmp_path: Path) 
     report = build_engine(onnx_path, engine, [PROFILE], precision=precision, compute_capability="8.9")
     sidecar = _check_sidecar(engine, onnx_path, precision, [PROFILE])
     assert sidecar["lama"][C.META_CONFIG] == "big-lama" and engine.stat().st_size > 50 * 2**20
-    assert report.seconds < 300  # about 25 s per build on 2 CPU cores
+    assert report.seconds < 600  # 2 CPU cores: ~25 s with the dense matmul DFT, ~3 min with the factorised one
 
 
 @pytest.mark.gpu

@@ -92,7 +92,7 @@ def test_engine_profile_drives_the_inpainter_strategy(fake_gpu, tmp_path):
     fake_gpu(fake.TensorEngine())
     path = tmp_path / "m.engine"
     path.write_bytes(b"serialized")
-    (tmp_path / "m.engine.json").write_text(json.dumps({"weights": "random weights (seed 0)", "precision": "fp16"}))
+    (tmp_path / "m.engine.json").write_text(json.dumps({"lama": {"lama.weights": "random weights (seed 0)"}, "precision": "fp16"}))
     rgb = np.random.default_rng(1).integers(0, 256, (100, 150, 3), dtype=np.uint8)
     mask = np.zeros((100, 150), np.uint8)
     mask[40:50, 60:80] = 255
@@ -151,11 +151,11 @@ def test_explain_load_failure(messages, expected):
     assert expected in tb.explain_load_failure(messages)
 
 
-def test_sidecar_is_found_under_both_names(tmp_path):
+def test_sidecar_weights_label_is_read_as_the_builder_writes_it(tmp_path):
     engine = tmp_path / "m.engine"
     assert tb.read_sidecar(engine) == {}
-    (tmp_path / "m.json").write_text('{"weights": "checkpoint big-lama.ckpt"}')
-    assert tb.read_sidecar(engine)["weights"] == "checkpoint big-lama.ckpt"
+    (tmp_path / "m.engine.json").write_text('{"lama": {"lama.weights": "checkpoint big-lama.ckpt"}}')
+    assert tb.sidecar_weights(tb.read_sidecar(engine)) == "checkpoint big-lama.ckpt"
     (tmp_path / "m.engine.json").write_text("{not json")
     assert tb.read_sidecar(engine) == {}  # a broken sidecar is ignored, not fatal
 
