@@ -7,7 +7,9 @@ no `DFT` op (TensorRT before 11.2 cannot parse one). Its bases are built from th
 shape with tensor ops (Range, Mul, Mod, Cos, Sin), never from Python ints, so the exported graph stays
 dynamic in H and W. Angles are reduced exactly in integers, `(k * n) mod N`, before the float
 multiply, which keeps them accurate for any N; the ortho scale `1/sqrt(N)` is folded into each basis so
-spectrum magnitudes stay within `sqrt(HW) * max|x|` (fp16 headroom).
+spectrum magnitudes stay within `sqrt(HW) * max|x|` (fp16 headroom). For sides with a power-of-two
+factor the complex pass along H is factorised Cooley-Tukey style (`factorized_complex_dft`); the
+choice of factors is integer arithmetic on the runtime size, so one graph still serves every H.
 
 Both return / take the spectrum as real tensors with real and imaginary parts stacked the way the
 official Fourier unit stacks them: `(B, C, 2, H, W//2+1)` (dim 2 = real, imaginary).
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 FOURIER_MODES = ("torch", "matmul")
-#: Not offered to users: the pre-factorisation matmul layout, for before/after benchmarks.
+#: Not offered to users: the unfactorised matmul transform, for before/after benchmarks.
 EXTRA_FOURIER_MODES = ("matmul-dense",)
 
 
@@ -92,38 +94,83 @@ def complex_dft_block(height: int | Tensor, inverse: bool) -> Tensor:
     return torch.cat([top, bottom], dim=0)
 
 
-def rfft_matrix(width: int | Tensor) -> Tensor:
-    """(W, 2*Wf) real DFT with columns (bin, part): one product gives re, im interleaved per bin."""
-    cos, sin = rfft_basis(width)
-    return torch.stack([cos, -sin], dim=-1).flatten(1, 2)
+# --- factorised complex DFT along H (Cooley-Tukey, decimation in time) ---------------------------------
+#: Largest first-stage radix: N1 = gcd(N, MAX_RADIX).
+MAX_RADIX = 16
+#: Shorter sides stay dense (N1 = 1): their transform is cheap and the split costs an extra pass.
+FACTORIZE_FROM = 64
+#: Larger than any side, for the branch-free comparison in `_at_least`.
+_LARGE = 1 << 24
 
 
-def irfft_matrix(width: int | Tensor) -> Tensor:
-    """(2*Wf, W) one-sided inverse with rows (bin, part), for rows laid out as interleaved re, im."""
-    cos, sin = irfft_basis(width)
-    return torch.stack([cos, -sin], dim=1).flatten(0, 1)
+def _divides(m: int, n: int | Tensor) -> int | Tensor:
+    """1 if m divides n else 0, from Mod/Sub/Div only (no comparison ops on shape values)."""
+    return (m - n % m) // m
 
 
-def complex_dft_matrix(height: int | Tensor, inverse: bool) -> Tensor:
-    """(2H, 2H) complex DFT along H acting on the right of rows laid out (part, h).
+def _at_least(n: int | Tensor, threshold: int) -> int | Tensor:
+    """1 if n >= threshold else 0, for 0 < n < 2**24, from Add/Div only."""
+    return (n + _LARGE - threshold) // _LARGE
 
-    Forward: columns (part, k), so the product is `[re' | im']`. Inverse: columns (h, part), the
-    interleaved layout the one-sided inverse along W reads after one transpose.
+
+def split_length(n: int | Tensor) -> tuple[int | Tensor, int | Tensor]:
+    """(N1, N2) with N1 * N2 = N: N1 = gcd(N, MAX_RADIX) for N >= FACTORIZE_FROM, else 1 (dense).
+
+    Integer arithmetic on the size, so under ONNX tracing it becomes a few ops on the runtime shape and
+    one graph serves every H: odd or short sides get N1 = 1, i.e. the dense transform.
     """
-    length = _length_tensor(height)
-    index = _index(height)
-    angles = dft_angles(index, index, length)
-    scale = torch.rsqrt(length)
-    cos, sin = torch.cos(angles) * scale, torch.sin(angles) * scale
+    gcd = 1
+    radix = 2
+    while radix <= MAX_RADIX:
+        gcd = gcd * (1 + _divides(radix, n))
+        radix *= 2
+    n1 = 1 + _at_least(n, FACTORIZE_FROM) * (gcd - 1)
+    return n1, n // n1
+
+
+def _left_block(cos: Tensor, sin: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+    """The rows giving re' and im' of the real 2x2 block of e^{-+i theta}, over columns (re..., im...)."""
     sin = sin if inverse else -sin
-    # What a real (resp. imaginary) input contributes to (re', im') of each output bin.
-    if inverse:
-        from_re = torch.stack([cos, sin], dim=-1).flatten(1, 2)
-        from_im = torch.stack([-sin, cos], dim=-1).flatten(1, 2)
-    else:
-        from_re = torch.cat([cos, sin], dim=1)
-        from_im = torch.cat([-sin, cos], dim=1)
-    return torch.cat([from_re, from_im], dim=0)
+    return torch.cat([cos, -sin], dim=-1), torch.cat([sin, cos], dim=-1)
+
+
+def stage1_matrix(n1: int | Tensor, inverse: bool) -> Tensor:
+    """(2*N1, 2*N1) unscaled length-N1 DFT: rows (k1, part), columns (part, n1)."""
+    index = _index(n1)
+    angles = dft_angles(index, index, _length_tensor(n1))
+    to_re, to_im = _left_block(torch.cos(angles), torch.sin(angles), inverse)
+    return torch.stack([to_re, to_im], dim=1).reshape(2 * n1, 2 * n1)    # (K1, 2, 2*N1) flattened
+
+
+def twiddled_stage2(n1: int | Tensor, n2: int | Tensor, inverse: bool) -> Tensor:
+    """(N1, 2*N2, 2*N2): for each k1 the length-N2 DFT times the twiddle, scaled by 1/sqrt(N).
+
+    Rows (part, k2), columns (part, n2); the angle of entry (k1; k2, n2) is 2 pi n2 k / N with
+    k = k1 + N1 k2, reduced exactly mod N in int32.
+    """
+    length = _length_tensor(n1 * n2)
+    first, second = _index(n1), _index(n2)
+    bins = first[:, None] + second[None, :] * _length_tensor(n1)                # k: (K1, K2)
+    product = (bins[:, :, None] * second[None, None, :]).to(torch.int32)        # n2 * k: (K1, K2, N2)
+    angles = torch.remainder(product, length.to(torch.int32)).to(torch.float32) * (2.0 * math.pi) / length
+    scale = torch.rsqrt(length)
+    to_re, to_im = _left_block(torch.cos(angles) * scale, torch.sin(angles) * scale, inverse)
+    return torch.cat([to_re, to_im], dim=1)
+
+
+def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Tensor, inverse: bool) -> Tensor:
+    """Ortho complex DFT along H of `stacked` (R, 2H, M), rows (part, h) -> (R, 2H, M), rows (part, k).
+
+    Cooley-Tukey with N = N1 * N2 (`split_length`), n = N2 n1 + n2, k = k1 + N1 k2: stage 1 is one
+    length-N1 DFT applied to every (n2, m) column, stage 2 a length-N2 DFT per k1 with the twiddle
+    folded into its matrix; a block transpose restores the natural order of k. Cost per column
+    O(N (N1 + N2)) instead of O(N^2). `length` and `cols` are passed in, not read from `stacked`: the
+    exporter would fold sizes of intermediate tensors into constants.
+    """
+    n1, n2 = split_length(length)
+    z = torch.matmul(stage1_matrix(n1, inverse), stacked.reshape(-1, 2 * n1, n2 * cols))  # rows (k1, part)
+    z = torch.matmul(twiddled_stage2(n1, n2, inverse), z.reshape(-1, n1, 2 * n2, cols))  # (R, K1, [part, k2], M)
+    return z.transpose(1, 2).reshape(-1, 2 * length, cols)
 
 
 class TorchFFT(nn.Module):
@@ -139,17 +186,40 @@ class TorchFFT(nn.Module):
         return torch.fft.irfftn(complex_spectrum, s=(height, width), dim=(-2, -1), norm="ortho")
 
 
-class DenseMatmulDFT(nn.Module):
-    """The first DFT-as-matmul layout: dense bases, the H pass as a broadcast left-multiply.
+class MatmulDFT(nn.Module):
+    """DFT-as-matmul: the same transform as TorchFFT, from MatMul/Mul/Add/Cos/Sin/Mod only.
 
-    Kept as the before-picture for benchmarks: ONNX Runtime runs its (2H, 2H) @ (B, C, 2H, Wf) product as
-    B*C small GEMMs at a fraction of the speed of one large GEMM (see `MatmulDFT`).
+    The complex pass along H is factorised (`factorized_complex_dft`) when H has a power-of-two factor
+    and H >= FACTORIZE_FROM, which cuts its cost per column from O(H^2) to O(H (H1 + H2)); other sides
+    run the dense transform through the same graph.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
         cos_w, sin_w = rfft_basis(width)
         # Real DFT along W: [re | im] of shape (B, C, H, Wf) each, then stacked along H.
+        re = torch.matmul(x, cos_w)
+        im = torch.matmul(x, -sin_w)
+        stacked = torch.cat([re, im], dim=2).flatten(0, 1)    # (B*C, 2H, Wf)
+        spectrum = factorized_complex_dft(stacked, height, width // 2 + 1, inverse=False)
+        # Channels are static, so -1 is the batch (the exporter would pin a batch size read here).
+        return spectrum.reshape(-1, channels, 2, height, width // 2 + 1)   # (B, C, 2, H, Wf)
+
+    def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
+        freqs = width // 2 + 1
+        stacked = spectrum.reshape(-1, 2 * height, freqs)     # (B*C, 2H, Wf)
+        along_h = factorized_complex_dft(stacked, height, freqs, inverse=True)
+        along_h = along_h.reshape(-1, spectrum.shape[1], 2, height, freqs)
+        cos_w, sin_w = irfft_basis(width)
+        return torch.matmul(along_h[:, :, 0], cos_w) - torch.matmul(along_h[:, :, 1], sin_w)
+
+
+class DenseMatmulDFT(nn.Module):
+    """The dense DFT-as-matmul (no factorisation), kept for before/after benchmarks."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, channels, height, width = x.shape
+        cos_w, sin_w = rfft_basis(width)
         re = torch.matmul(x, cos_w)
         im = -torch.matmul(x, sin_w)
         stacked = torch.cat([re, im], dim=2)                   # (B, C, 2H, Wf)
@@ -163,40 +233,13 @@ class DenseMatmulDFT(nn.Module):
         return torch.matmul(along_h[:, :, 0], cos_w) - torch.matmul(along_h[:, :, 1], sin_w)
 
 
-class MatmulDFT(nn.Module):
-    """DFT-as-matmul: the same transform as TorchFFT, from MatMul/Transpose/Reshape/Mul/Cos/Sin/Mod only.
-
-    Every product contracts the last axis of a tall (B*C*rows, K) matrix by a (K, N) basis, one large
-    GEMM each; the layout between them changes by batched 2-D transposes, which ONNX Runtime either
-    fuses into the next MatMul or runs as fast block copies. (A broadcast left-multiply, as in
-    `DenseMatmulDFT`, runs as B*C narrow GEMMs, several times slower.)
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        # Sizes come from the input's shape only and merged dims are left to Reshape (-1): the exporter
-        # folds sizes read from intermediate tensors into constants, which would pin the batch.
-        height, width = x.shape[-2], x.shape[-1]
-        freqs = width // 2 + 1
-        along_w = torch.matmul(x.flatten(0, 1), rfft_matrix(width))          # (B*C, H, [Wf, 2])
-        by_bin = along_w.transpose(1, 2).reshape(-1, freqs, 2 * height)       # (B*C, Wf, [2, H])
-        spectrum = torch.matmul(by_bin, complex_dft_matrix(height, inverse=False))  # (B*C, Wf, [2, K])
-        # Channels are static, so -1 is the batch: (B, C, 2, H, Wf).
-        return spectrum.transpose(1, 2).reshape(-1, x.shape[1], 2, height, freqs)
-
-    def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
-        freqs = width // 2 + 1
-        by_bin = spectrum.reshape(-1, 2 * height, freqs).transpose(1, 2)     # (B*C, Wf, [2, K])
-        along_h = torch.matmul(by_bin, complex_dft_matrix(height, inverse=True))    # (B*C, Wf, [H, 2])
-        rows = along_h.reshape(-1, freqs, height, 2).transpose(1, 2).reshape(-1, height, 2 * freqs)
-        image = torch.matmul(rows, irfft_matrix(width))                      # (B*C, H, W)
-        return image.unflatten(0, (-1, spectrum.shape[1]))
-
-
 def make_fourier_transform(mode: str) -> nn.Module:
     if mode == "torch":
         return TorchFFT()
     if mode == "matmul":
         return MatmulDFT()
+    if mode == "matmul-dense":
+        return DenseMatmulDFT()
     if mode == "matmul-dense":
         return DenseMatmulDFT()
     raise ValueError(f"unknown Fourier mode {mode!r}; choose one of {FOURIER_MODES}")

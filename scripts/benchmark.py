@@ -1,0 +1,346 @@
+"""Benchmark the deployment paths side by side: `lama-deploy bench` or `python scripts/benchmark.py`.
+
+    python scripts/benchmark.py                                  # big-lama, 256..2048, every backend here
+    python scripts/benchmark.py --sizes 512 --backends torch-fft,ort-cpu --repeats 5
+    python scripts/benchmark.py --quick --out /tmp/bench         # tiny model, seconds (tests)
+    python scripts/benchmark.py --docs docs/benchmarks.md        # also rewrite the docs page
+
+Every backend runs each (batch, size) cell in a fresh child process: warm-up, timed repeats (median,
+p90, images/s), peak RSS of that process, then extra profiled runs for the share of time in the Fourier
+units. Cells that would take longer than `--budget-s` (estimated from the smaller sizes) are skipped
+and the table says so. Weights are seeded random weights: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lama_deploy import contract as C  # noqa: E402
+from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency  # noqa: E402
+from scripts import bench_report as R  # noqa: E402
+from scripts.bench_backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason  # noqa: E402
+
+PROG = "lama-deploy bench"
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SIZES = "256,512,1024,2048"
+QUICK = {"config": "tiny", "sizes": "64,128", "batch_at": 64, "repeats": 1, "warmup": 1, "budget_s": 60.0,
+         "backends": "torch-fft,torch-matmul,ort-cpu,ort-cpu-plain,ort-cpu-dft"}
+#: Latency grows about this fast with pixels when extrapolating a cell's cost from smaller sizes.
+EXTRAPOLATION_EXPONENT = 1.15
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lama_model.configs import CONFIGS
+
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="big-lama", help="model config (default big-lama)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help=f"square sides, multiples of {C.SIZE_MULTIPLE} (default {DEFAULT_SIZES})")
+    parser.add_argument("--batch", default="1,2", help="batch sizes; those > 1 run at --batch-at only (default 1,2)")
+    parser.add_argument("--batch-at", type=int, default=512, help="side used for batch > 1 (default 512)")
+    parser.add_argument("--backends", default="all", help=f"comma list or 'all' (default): {', '.join(BACKENDS)}")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (default 5; fewer if over budget)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="time budget per cell in seconds (default 300)")
+    parser.add_argument("--share-runs", type=int, default=2, help="profiled runs for the Fourier share (default 2; 0 = off)")
+    parser.add_argument("--threads", type=int, default=0, help="threads per backend (default: all available CPUs)")
+    parser.add_argument("--no-speedups", action="store_true", help="export without export/speedups.py for ort-* backends")
+    parser.add_argument("--out", default="bench-results", help="folder for bench.json, bench.png, benchmarks.md and exports")
+    parser.add_argument("--docs", help="also write this Markdown page (e.g. docs/benchmarks.md)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    parser.add_argument("--from-json", help="measure nothing: re-render table, targets, plot and pages from this bench.json")
+    parser.add_argument("--quick", action="store_true", help="tiny model, sizes 64,128, batch 2 at 64, 1 repeat (tests, smoke runs)")
+    return parser
+
+
+# --- plan -------------------------------------------------------------------------------------------------------
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} must list positive integers, not {text!r}")
+    return values
+
+
+def plan_cells(sizes: list[int], batches: list[int], batch_at: int) -> list[tuple[int, int]]:
+    """(batch, size) cells, smallest work first so larger ones can be estimated from them."""
+    for size in sizes + [batch_at]:
+        if not C.is_valid_size(size, size):
+            raise UserError(f"size {size} is not usable: {C.SIZE_RULE} (and at least {C.MIN_SIDE})")
+    cells = {(1, size) for size in sizes} | {(batch, batch_at) for batch in batches if batch > 1}
+    return sorted(cells, key=lambda cell: (cell[0] * cell[1] ** 2, cell[0]))
+
+
+def select_backends(text: str) -> list[BackendSpec]:
+    names = list(BACKENDS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise UserError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    return [BACKENDS[n] for n in names]
+
+
+def estimate_seconds(history: dict[tuple[int, int], float], batch: int, size: int) -> float | None:
+    """One run's time, extrapolated from the largest measured cell of this backend (None: nothing yet)."""
+    if not history:
+        return None
+    (b0, s0), t0 = max(history.items(), key=lambda item: item[0][0] * item[0][1] ** 2)
+    work = (batch * size * size) / (b0 * s0 * s0)
+    return t0 * work ** EXTRAPOLATION_EXPONENT if work > 1 else t0 * work
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+
+def _source_digest() -> str:
+    """Hash of the code an export depends on, so cached exports are rebuilt when it changes."""
+    digest = hashlib.sha256()
+    for folder in ("lama_model", "export"):
+        for path in sorted((REPO / folder).glob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_weights(config: str, seed: int, folder: Path) -> Path:
+    import torch
+
+    from lama_model import random_model
+
+    path = folder / f"{config}-seed{seed}.pt"
+    if not path.is_file():
+        model = random_model(config, seed=seed)
+        with atomic_output(path) as tmp:
+            torch.save(model.state_dict(), tmp)
+    return path
+
+
+def _load_model(config: str, weights: Path):
+    import torch
+
+    from lama_model import InpaintingModel, build_generator
+
+    model = InpaintingModel(build_generator(config))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def export_models(keys: set[str], config: str, weights: Path, folder: Path, speedups: bool) -> dict[str, str]:
+    """The ONNX files the selected backends need, exported once and reused while the code is unchanged."""
+    from export.onnx_export import export_inpainting_onnx
+    from export.speedups import apply_speedups
+
+    recipes = {"matmul": ("matmul", "fp32", speedups), "matmul-plain": ("matmul", "fp32", False),
+               "dft": ("dft", "fp32", speedups), "fp16": ("matmul", "fp16", speedups)}
+    paths = {}
+    for key in sorted(keys):
+        fft, precision, fast = recipes[key]
+        tag = hashlib.sha256(f"{config}|{weights.name}|{key}|{fast}|{_source_digest()}".encode()).hexdigest()[:10]
+        path = folder / f"{config}-{key}-{tag}.onnx"
+        if not path.is_file():
+            model = _load_model(config, weights)
+            export_inpainting_onnx(path, model=apply_speedups(model) if fast else model, config=config, fft=fft,
+                                   precision=precision)
+        paths[key] = str(path)
+    return paths
+
+
+# --- run ----------------------------------------------------------------------------------------------------------
+
+def run_cells(specs: list[BackendSpec], cells: list[tuple[int, int]], job_base: dict[str, Any],
+              budget_s: float, share_runs: int, gflops: dict[tuple[int, int], float], dft: dict) -> list[dict]:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        raise missing_dependency("tqdm", "pip install tqdm") from None
+    rows: list[dict] = []
+    history: dict[str, dict[tuple[int, int], float]] = {spec.name: {} for spec in specs}
+    progress = tqdm(total=len(cells) * len(specs), desc="bench", unit="cell", file=sys.stderr)
+    for batch, size in cells:
+        for spec in specs:
+            progress.set_postfix_str(f"{spec.name} {batch}x{size}")
+            row = {"backend": spec.name, "label": spec.label, "batch": batch, "size": size,
+                   "gflop": gflops[(batch, size)], "dft_gflop": dft[(batch, size)] if spec.fourier == "matmul"
+                   or spec.model in ("matmul", "matmul-plain", "fp16") else None}
+            estimate = estimate_seconds(history[spec.name], batch, size)
+            warmup = job_base["warmup"]
+            if estimate is not None and estimate * (1 + warmup) > budget_s:
+                row["skipped"] = f"skipped: est. {estimate * (1 + warmup):.0f} s > budget {budget_s:.0f} s"
+            else:
+                row.update(_measure(spec, job_base, batch, size, budget_s, share_runs, estimate))
+                if row.get("times_s"):
+                    history[spec.name][(batch, size)] = statistics.median(row["times_s"])
+            rows.append(row)
+            progress.update(1)
+    progress.close()
+    return rows
+
+
+def _measure(spec: BackendSpec, job_base: dict[str, Any], batch: int, size: int, budget_s: float,
+             share_runs: int, estimate: float | None) -> dict[str, Any]:
+    # Profiled runs cost as much as timed ones: fewer of them when the cell is expensive.
+    runs = share_runs if estimate is None or estimate * share_runs * 4 < budget_s else min(share_runs, 1)
+    job = {**job_base, "batch": batch, "size": size, "budget_s": budget_s, "share_runs": runs}
+    expected = (estimate or 10.0) * (job["warmup"] + job["repeats"] + runs + 1)
+    result = run_cell_in_child(spec, job, timeout_s=max(budget_s, expected) * 3 + 300)
+    if "error" in result:
+        return {"error": result["error"]}
+    result["warmup_s"] = [round(t, 3) for t in result.get("warmup_s", [])]
+    return result
+
+
+def summarise(rows: list[dict]) -> None:
+    """Turn each row's raw times into the reported statistics, in place."""
+    for row in rows:
+        times = row.pop("times_s", None)
+        if times:
+            row.update(R.latency_stats(times, row["batch"], row["gflop"]))
+
+
+def fp16_dft_error(config: str, size: int, seed: int) -> dict[str, Any]:
+    """fp16 vs float64 error of the matmul DFT on a Fourier unit's real input (trained-like activations)."""
+    import torch
+
+    from lama_model import random_model
+    from lama_model.ffc import FourierUnit
+    from lama_model.fourier import MatmulDFT, TorchFFT
+
+    if not torch.cuda.is_available():
+        return {"skipped": "needs an NVIDIA GPU (fp16 GEMMs as deployed); run on a GPU machine"}
+    device = torch.device("cuda")
+    model = random_model(config, seed=seed, trained_like=True).to(device)
+    captured: list[torch.Tensor] = []
+    unit = next(m for m in model.modules() if isinstance(m, FourierUnit))
+    hook = unit.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach()))
+    from lama_deploy.synthetic import sample_batch
+
+    image, mask = sample_batch(1, size, size, seed=seed)
+    with torch.inference_mode():
+        model(torch.from_numpy(image).to(device), torch.from_numpy(mask).to(device))
+        hook.remove()
+        x = captured[0]
+        reference = TorchFFT()(x.double())
+        with torch.autocast("cuda", dtype=torch.float16):
+            spectrum16 = MatmulDFT()(x)
+        spectrum32 = MatmulDFT()(x)
+    scale = reference.abs().max().item()
+    return {"size": size, "fourier_input_absmax": round(x.abs().max().item(), 2), "spectrum_absmax": round(scale, 1),
+            "fp16_max_abs_error": (spectrum16.double() - reference).abs().max().item(),
+            "fp16_relative_error": (spectrum16.double() - reference).abs().max().item() / scale,
+            "fp16_non_finite": int((~torch.isfinite(spectrum16)).sum().item()),
+            "fp32_max_abs_error": (spectrum32.double() - reference).abs().max().item()}
+
+
+METHOD = [
+    "Each (backend, batch, size) cell runs in a fresh child process: load, warm-up runs, then timed runs "
+    "(wall clock, `time.perf_counter`). median, p90 and min are over the timed runs; images/s = batch / median.",
+    "Peak RSS: the child process's high-water mark (`VmHWM` in /proc/self/status): Python + framework + model "
+    "+ activations of that backend alone.",
+    "GFLOP: convolutions and transposed convolutions of the PyTorch model, counted by "
+    "`torch.utils.flop_counter.FlopCounterMode` (2 FLOP per multiply-add, FFTs excluded; 440 GFLOP at 512x512 "
+    "for big-lama); the same count for every backend, so GFLOP/s compare like with like. `dft_gflop` in the "
+    "JSON counts the DFT-as-matmul products on top.",
+    "FU share: ONNX Runtime backends: `SessionOptions.enable_profiling`, per-node minimum over the profiled runs, "
+    "nodes whose name contains `/fu/` over all nodes; PyTorch backends: forward hooks on the Fourier units. "
+    "Measured in extra runs, never in the timed ones.",
+    "Cells whose estimated time (extrapolated from the smaller sizes with exponent 1.15) passes the per-cell "
+    "budget are skipped and marked; a cell stops repeating when the next run would pass the budget.",
+    "Targets use the median latencies of one run on one machine; the latency exponent is the least-squares "
+    "slope of log(latency) against log(pixels) at batch 1 over the sizes 512..2048 that ran.",
+]
+
+
+@cli_entry(PROG)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == build_parser().get_default(key):
+                setattr(args, key, value)
+    if args.repeats < 1 or args.warmup < 0 or args.budget_s <= 0:
+        raise UserError("--repeats must be >= 1, --warmup >= 0 and --budget-s > 0")
+    sizes, batches = _int_list(args.sizes, "--sizes"), _int_list(args.batch, "--batch")
+    cells = plan_cells(sizes, batches, args.batch_at)
+    out = Path(args.out)
+    if args.from_json:
+        return _render_existing(Path(args.from_json), out, args)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    threads = args.threads or cpu_threads()
+    report: dict[str, Any] = {"created_utc": R.created_utc(), "config": args.config,
+                              "weights": f"{C.RANDOM_WEIGHTS_LABEL} (seed {args.seed})",
+                              "speedups": not args.no_speedups, "machine": R.machine_info(threads),
+                              "load_average": {"start": R.load_average()}, "method": METHOD}
+    selected = select_backends(args.backends)
+    print(f"{PROG}: {args.config} with random weights (seed {args.seed}): speed only, not inpainting quality",
+          file=sys.stderr)
+    specs, skipped = [], {}
+    for spec in selected:
+        reason = unavailable_reason(spec)
+        if reason:
+            skipped[spec.name] = reason
+            print(f"{PROG}: skipping {spec.name}: {reason}", file=sys.stderr)
+        else:
+            specs.append(spec)
+    if not specs:
+        raise UserError("none of the requested backends can run here (reasons above)")
+    report["skipped_backends"] = skipped
+
+    weights = prepare_weights(args.config, args.seed, out / "models")
+    model_keys = {spec.model for spec in specs if spec.model}
+    models = export_models(model_keys, args.config, weights, out / "models", speedups=not args.no_speedups)
+    gflops = {cell: R.model_gflop(args.config, *cell) for cell in cells}
+    dft = {cell: R.dft_gflop(args.config, *cell) for cell in cells}
+    job_base = {"repo": str(REPO), "config": args.config, "weights": str(weights), "models": models,
+                "threads": threads, "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed,
+                "scratch": str(out / "models")}
+    rows = run_cells(specs, cells, job_base, args.budget_s, args.share_runs, gflops, dft)
+    summarise(rows)
+    report["rows"] = rows
+    report["targets"] = R.evaluate_targets(rows, BASELINE)
+    report["fp16_error"] = fp16_dft_error(args.config, min(1024, max(sizes)), args.seed) if not args.quick else {
+        "skipped": "--quick"}
+    report["load_average"]["end"] = R.load_average()
+    argv = sys.argv[1:] if argv is None else argv
+    report["command"] = " ".join(["python scripts/benchmark.py"] + [shlex.quote(a) for a in argv])
+    return _write_outputs(report, out, args)
+
+
+def _render_existing(path: Path, out: Path, args: argparse.Namespace) -> int:
+    """Targets and pages again from a finished run (the measurements are not touched)."""
+    report = json.loads(path.read_text())
+    report["targets"] = R.evaluate_targets(report["rows"], BASELINE)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_outputs(report, out, args)
+
+
+def _write_outputs(report: dict[str, Any], out: Path, args: argparse.Namespace) -> int:
+    with atomic_output(out / "bench.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    title = f"{report['config']}, random weights, {report['machine']['cpu']}"
+    with atomic_output(out / "bench.png") as tmp:
+        R.write_plot(report["rows"], tmp, title)
+    page = R.markdown_report(report, report["command"], "bench.png")
+    with atomic_output(out / "benchmarks.md") as tmp:
+        tmp.write_text(page)
+    if args.docs:
+        with atomic_output(Path(args.docs)) as tmp:
+            tmp.write_text(R.markdown_report(report, report["command"], None))
+    print(R.format_table(report["rows"]))
+    print()
+    print(R.format_targets(report["targets"]))
+    print(f"\nwrote {out / 'bench.json'}, {out / 'bench.png'}, {out / 'benchmarks.md'}"
+          + (f", {args.docs}" if args.docs else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
