@@ -9,6 +9,7 @@ or forward hooks on the Fourier units for PyTorch); the timed runs are never pro
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import queue
@@ -213,10 +214,16 @@ class OrtRunner(Runner):
         return self.ort.InferenceSession(self.path, sess_options=options, providers=providers)
 
     def run(self) -> None:
+        if self.session is None:
+            self.session = self._session(profile=False)
         self.session.run(None, self.feed)
 
     def fourier_share(self, runs: int) -> dict[str, Any]:
         """ORT profiler: per-node kernel time, minimum over `runs` runs, FU nodes over all nodes."""
+        # One session at a time: each keeps an arena sized for the cell (about 11 GB for big-lama at
+        # 2048x2048), and two of them do not fit a 24 GB machine.
+        self.session = None
+        gc.collect()
         session = self._session(profile=True)
         for _ in range(max(1, runs)):
             session.run(None, self.feed)
@@ -344,10 +351,22 @@ def run_cell_in_child(spec: BackendSpec, job: dict[str, Any], timeout_s: float) 
     results: mp.Queue = context.Queue()
     child = context.Process(target=_child_main, args=(spec, job, results), daemon=True)
     child.start()
+    deadline = time.monotonic() + timeout_s
+    outcome = None
     try:
-        outcome = results.get(timeout=timeout_s)
-    except queue.Empty:
-        outcome = ("error", f"timed out after {timeout_s:.0f} s", "")
+        while outcome is None:
+            try:
+                outcome = results.get(timeout=5.0)
+            except queue.Empty:
+                if not child.is_alive():
+                    try:  # it may have reported just before exiting
+                        outcome = results.get(timeout=1.0)
+                    except queue.Empty:
+                        # Killed without a word, e.g. by the kernel's out-of-memory killer (exit code -9).
+                        outcome = ("error", f"child process died (exit code {child.exitcode}; -9 is usually "
+                                   "the out-of-memory killer)", "")
+                elif time.monotonic() > deadline:
+                    outcome = ("error", f"timed out after {timeout_s:.0f} s", "")
     finally:
         child.join(timeout=10)
         if child.is_alive():

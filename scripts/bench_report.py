@@ -67,6 +67,10 @@ def dft_gflop(config: str, batch: int, size: int) -> float:
 
 # --- statistics and targets ---------------------------------------------------------------------------------
 
+#: Keys `latency_stats` adds to a row (recomputed, never carried over by --resume).
+STAT_KEYS = ("median_ms", "p90_ms", "min_ms", "images_per_s", "gflop_per_s", "repeats")
+
+
 def latency_stats(times_s: list[float], batch: int, gflop: float) -> dict[str, float]:
     times = np.asarray(times_s, dtype=np.float64)
     median = float(np.median(times))

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="bench-results", help="folder for bench.json, bench.png, benchmarks.md and exports")
     parser.add_argument("--docs", help="also write this Markdown page (e.g. docs/benchmarks.md)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    parser.add_argument("--resume", help="keep the timed cells of this bench.json / bench.partial.json, run the rest")
     parser.add_argument("--from-json", help="measure nothing: re-render table, targets, plot and pages from this bench.json")
     parser.add_argument("--quick", action="store_true", help="tiny model, sizes 64,128, batch 2 at 64, 1 repeat (tests, smoke runs)")
     return parser
@@ -157,7 +158,12 @@ def export_models(keys: set[str], config: str, weights: Path, folder: Path, spee
 # --- run ----------------------------------------------------------------------------------------------------------
 
 def run_cells(specs: list[BackendSpec], cells: list[tuple[int, int]], job_base: dict[str, Any],
-              budget_s: float, share_runs: int, gflops: dict[tuple[int, int], float], dft: dict) -> list[dict]:
+              budget_s: float, share_runs: int, gflops: dict[tuple[int, int], float], dft: dict,
+              previous: dict[tuple[str, int, int], dict], checkpoint: Path) -> list[dict]:
+    """Every cell of every backend; `previous` rows (from --resume) are kept instead of re-measured.
+
+    The rows so far are written to `checkpoint` after each cell, so a crash loses nothing measured.
+    """
     try:
         from tqdm import tqdm
     except ImportError:
@@ -168,21 +174,45 @@ def run_cells(specs: list[BackendSpec], cells: list[tuple[int, int]], job_base: 
     for batch, size in cells:
         for spec in specs:
             progress.set_postfix_str(f"{spec.name} {batch}x{size}")
-            row = {"backend": spec.name, "label": spec.label, "batch": batch, "size": size,
-                   "gflop": gflops[(batch, size)], "dft_gflop": dft[(batch, size)] if spec.fourier == "matmul"
-                   or spec.model in ("matmul", "matmul-plain", "fp16") else None}
-            estimate = estimate_seconds(history[spec.name], batch, size)
-            warmup = job_base["warmup"]
-            if estimate is not None and estimate * (1 + warmup) > budget_s:
-                row["skipped"] = f"skipped: est. {estimate * (1 + warmup):.0f} s > budget {budget_s:.0f} s"
-            else:
-                row.update(_measure(spec, job_base, batch, size, budget_s, share_runs, estimate))
-                if row.get("times_s"):
-                    history[spec.name][(batch, size)] = statistics.median(row["times_s"])
+            row = previous.get((spec.name, batch, size)) or _measured_row(
+                spec, batch, size, job_base, budget_s, share_runs, estimate_seconds(history[spec.name], batch, size))
+            row.update({"label": spec.label, "gflop": gflops[(batch, size)],
+                        "dft_gflop": dft[(batch, size)] if spec.fourier == "matmul"
+                        or spec.model in ("matmul", "matmul-plain", "fp16") else None})
+            if row.get("times_s"):
+                history[spec.name][(batch, size)] = statistics.median(row["times_s"])
             rows.append(row)
+            with atomic_output(checkpoint) as tmp:
+                tmp.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
             progress.update(1)
     progress.close()
     return rows
+
+
+def _measured_row(spec: BackendSpec, batch: int, size: int, job_base: dict[str, Any], budget_s: float,
+                  share_runs: int, estimate: float | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"backend": spec.name, "batch": batch, "size": size}
+    cost = None if estimate is None else estimate * (1 + job_base["warmup"])
+    if cost is not None and cost > budget_s:
+        row["skipped"] = f"skipped: est. {cost:.0f} s > budget {budget_s:.0f} s"
+    else:
+        row.update(_measure(spec, job_base, batch, size, budget_s, share_runs, estimate))
+    return row
+
+
+def load_previous(path: Path | None) -> dict[tuple[str, int, int], dict]:
+    """Rows with timings from an earlier bench.json / bench.partial.json (errors and skips are re-run)."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume file {path} not found")
+    rows = json.loads(path.read_text()).get("rows", [])
+    keep = {}
+    for row in rows:
+        if row.get("times_s") and "error" not in row:
+            clean = {k: v for k, v in row.items() if k not in R.STAT_KEYS}
+            keep[(row["backend"], row["batch"], row["size"])] = {**clean, "resumed_from": str(path)}
+    return keep
 
 
 def _measure(spec: BackendSpec, job_base: dict[str, Any], batch: int, size: int, budget_s: float,
@@ -199,45 +229,12 @@ def _measure(spec: BackendSpec, job_base: dict[str, Any], batch: int, size: int,
 
 
 def summarise(rows: list[dict]) -> None:
-    """Turn each row's raw times into the reported statistics, in place."""
+    """Add the reported statistics to each row with timings (the raw times stay, rounded), in place."""
     for row in rows:
-        times = row.pop("times_s", None)
+        times = row.get("times_s")
         if times:
+            row["times_s"] = [round(t, 4) for t in times]
             row.update(R.latency_stats(times, row["batch"], row["gflop"]))
-
-
-def fp16_dft_error(config: str, size: int, seed: int) -> dict[str, Any]:
-    """fp16 vs float64 error of the matmul DFT on a Fourier unit's real input (trained-like activations)."""
-    import torch
-
-    from lama_model import random_model
-    from lama_model.ffc import FourierUnit
-    from lama_model.fourier import MatmulDFT, TorchFFT
-
-    if not torch.cuda.is_available():
-        return {"skipped": "needs an NVIDIA GPU (fp16 GEMMs as deployed); run on a GPU machine"}
-    device = torch.device("cuda")
-    model = random_model(config, seed=seed, trained_like=True).to(device)
-    captured: list[torch.Tensor] = []
-    unit = next(m for m in model.modules() if isinstance(m, FourierUnit))
-    hook = unit.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach()))
-    from lama_deploy.synthetic import sample_batch
-
-    image, mask = sample_batch(1, size, size, seed=seed)
-    with torch.inference_mode():
-        model(torch.from_numpy(image).to(device), torch.from_numpy(mask).to(device))
-        hook.remove()
-        x = captured[0]
-        reference = TorchFFT()(x.double())
-        with torch.autocast("cuda", dtype=torch.float16):
-            spectrum16 = MatmulDFT()(x)
-        spectrum32 = MatmulDFT()(x)
-    scale = reference.abs().max().item()
-    return {"size": size, "fourier_input_absmax": round(x.abs().max().item(), 2), "spectrum_absmax": round(scale, 1),
-            "fp16_max_abs_error": (spectrum16.double() - reference).abs().max().item(),
-            "fp16_relative_error": (spectrum16.double() - reference).abs().max().item() / scale,
-            "fp16_non_finite": int((~torch.isfinite(spectrum16)).sum().item()),
-            "fp32_max_abs_error": (spectrum32.double() - reference).abs().max().item()}
 
 
 METHOD = [
@@ -302,12 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     job_base = {"repo": str(REPO), "config": args.config, "weights": str(weights), "models": models,
                 "threads": threads, "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed,
                 "scratch": str(out / "models")}
-    rows = run_cells(specs, cells, job_base, args.budget_s, args.share_runs, gflops, dft)
+    previous = load_previous(Path(args.resume) if args.resume else None)
+    rows = run_cells(specs, cells, job_base, args.budget_s, args.share_runs, gflops, dft, previous,
+                     out / "bench.partial.json")
     summarise(rows)
     report["rows"] = rows
     report["targets"] = R.evaluate_targets(rows, BASELINE)
-    report["fp16_error"] = fp16_dft_error(args.config, min(1024, max(sizes)), args.seed) if not args.quick else {
-        "skipped": "--quick"}
+    if args.quick:
+        report["fp16_error"] = {"skipped": "--quick"}
+    else:
+        from scripts.bench_fp16 import fp16_dft_error
+
+        report["fp16_error"] = fp16_dft_error(args.config, min(1024, max(sizes)), args.seed)
     report["load_average"]["end"] = R.load_average()
     argv = sys.argv[1:] if argv is None else argv
     report["command"] = " ".join(["python scripts/benchmark.py"] + [shlex.quote(a) for a in argv])

@@ -64,6 +64,18 @@ def test_quick_run_writes_png_markdown_and_prints_table(quick_run) -> None:
     assert "torch-fft" in stdout and "ort-cpu" in stdout and "speedup_vs_eager_512" in stdout
 
 
+def test_resume_keeps_timed_cells_without_rerunning(quick_run, tmp_path: Path) -> None:
+    _, out, _ = quick_run
+    first = json.loads((out / "bench.json").read_text())["rows"]
+    code = main(["--quick", "--out", str(tmp_path), "--backends", "torch-fft,ort-cpu", "--sizes", "64",
+                 "--resume", str(out / "bench.json")])
+    assert code == 0
+    again = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["times_s"] for r in again] == [r["times_s"] for r in first]
+    assert all(r["resumed_from"] == str(out / "bench.json") for r in again)
+    assert json.loads((tmp_path / "bench.partial.json").read_text())["rows"]
+
+
 def test_cells_over_budget_are_skipped_and_say_so(tmp_path: Path, capsys) -> None:
     code = main(["--quick", "--out", str(tmp_path), "--backends", "ort-cpu", "--sizes", "64,128", "--batch", "1",
                  "--budget-s", "0.000001", "--share-runs", "0"])
