@@ -10,6 +10,7 @@ output, `onnx.checker` (full), and the TensorRT rule checker (`export.onnx_rules
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import time
@@ -61,13 +62,13 @@ def dynamic_axes(dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
 
 
 def trace_to_onnx(model: InpaintingModel, path: Path, opset: int = C.DEFAULT_OPSET, dynamic_batch: bool = True,
-                  batch: int = 1, keep_fourier: bool = False) -> onnx.ModelProto:
-    """Raw export of `model` (switched to matmul mode unless `keep_fourier`); returns the loaded ModelProto."""
+                  batch: int = 1, keep_fourier: bool = False, fourier: str = "matmul") -> onnx.ModelProto:
+    """Raw export of `model` (its Fourier units switched to `fourier` unless `keep_fourier`); returns the ModelProto."""
     if opset < 13 or opset > C.MAX_TRT8_OPSET:
         raise ValueError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
                          f"(TensorRT 8.5/8.6 on JetPack 5/6.0 import up to opset {C.MAX_TRT8_OPSET})")
     if not keep_fourier:
-        set_fourier_mode(model, "matmul")
+        set_fourier_mode(model, fourier)
     model.eval()
     with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
@@ -139,7 +140,7 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 
 # --- the whole export job ---------------------------------------------------------------------------------
 
-FFT_MODES = ("matmul", "dft")
+FFT_MODES = C.EXPORT_FOURIER
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -171,14 +172,29 @@ def load_model(checkpoint: str | None, config: str | None, seed: int = 0,
     return random_model(name, seed=seed, trained_like=trained_like), name, describe_random_weights(seed, trained_like), ""
 
 
+def _rewritten_for_export(model: InpaintingModel, speedups: bool, precision: str) -> tuple[InpaintingModel, list[str]]:
+    """(a copy of `model` to trace, names of the rewrites applied); the caller's model is left as it was.
+
+    fp16 keeps its BatchNorms as fp32 ScaleShift nodes (`fp16.fold_batchnorm`) instead of folding them
+    into fp16 convolution weights, whose per-channel scales span six decades with trained weights.
+    """
+    from .speedups import SPEEDUPS, apply_speedups
+
+    if not speedups:
+        return copy.deepcopy(model).eval(), []
+    chosen = {name: not (name == "fold_batchnorm" and precision == "fp16") for name in SPEEDUPS}
+    return apply_speedups(model, **chosen), [name for name in SPEEDUPS if chosen[name]]
+
+
 def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, config: str | None = None,
                            opset: int = C.DEFAULT_OPSET, fft: str = "matmul", precision: str = "fp32",
                            dynamic_batch: bool = True, seed: int = 0, trained_like: bool = False,
-                           model: InpaintingModel | None = None) -> ExportResult:
+                           model: InpaintingModel | None = None, speedups: bool = True) -> ExportResult:
     """Export, check and atomically write the inpainting ONNX model; the one function behind every caller.
 
-    `model` skips loading (tests pass a model they already built); `checkpoint=None` exports seeded
-    random weights and says so in the metadata.
+    `model` skips loading (tests pass a model they already built; it is never modified); `checkpoint=None`
+    exports seeded random weights and says so in the metadata. `speedups` applies the exact graph
+    rewrites of `export.speedups` (the caller's model is copied, not changed).
     """
     from .dft_ops import export_with_dft_ops
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
@@ -191,11 +207,15 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     if fft == "dft" and precision == "fp16":
         raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
     start = time.perf_counter()
+    random_weights: dict[str, str] = {}
     if model is None:
         model, config, weights, sha = load_model(checkpoint, config, seed, trained_like)
+        if not checkpoint:
+            random_weights = {C.META_RANDOM_SEED: str(seed), C.META_TRAINED_LIKE: str(bool(trained_like)).lower()}
     else:
         config = config or config_name(model.generator.config)
         weights, sha = "in-memory model", ""
+    model, applied = _rewritten_for_export(model, speedups, precision)
     notes: list[str] = []
     output = Path(output)
     with atomic_output(output) as tmp:
@@ -205,7 +225,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             onnx_model = export_with_dft_ops(model, tmp, opset=opset, dynamic_batch=dynamic_batch)
             notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
         else:
-            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch)
+            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fft)
         name_output_dims(onnx_model, dynamic_batch)
         assert_dynamic_io(onnx_model, dynamic_batch)
         if precision == "fp16":
@@ -215,9 +235,10 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             C.META_CHECKPOINT_SHA256: sha, C.META_WEIGHTS: weights, C.META_EXPORTER: EXPORTER,
             C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
             C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
+            C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights,
         })
         onnx.checker.check_model(onnx_model, full_check=True)
-        if fft == "matmul":
+        if fft != "dft":
             check_tensorrt_compatible(onnx_model)
         save_model(onnx_model, tmp)
     return ExportResult(str(output), config, fft, precision, opset, weights, sha,

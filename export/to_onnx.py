@@ -32,11 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", default="lama.onnx", help="ONNX file to write (default: lama.onnx)")
     parser.add_argument("--config", choices=sorted(CONFIGS), help="model config (default: inferred from the checkpoint, big-lama for random weights)")
     parser.add_argument("--opset", type=int, default=C.DEFAULT_OPSET, help=f"ONNX opset (default {C.DEFAULT_OPSET}; TensorRT 8.x reads up to {C.MAX_TRT8_OPSET})")
-    parser.add_argument("--fft", choices=["matmul", "dft"], default="matmul", help="matmul: DFT-as-matmul (TensorRT-parsable, default); dft: ONNX DFT ops (ONNX Runtime only)")
+    parser.add_argument("--fft", choices=C.EXPORT_FOURIER, default="matmul", help="matmul: factorised DFT-as-matmul (TensorRT-parsable, default); matmul-dense: dense DFT-as-matmul (TensorRT builds it several times faster, more work at large sizes); dft: ONNX DFT ops (ONNX Runtime only)")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="fp16: mixed precision with Fourier units in fp32, explicit casts (strongly typed builders)")
     parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --checkpoint)")
     parser.add_argument("--trained-like", action="store_true", help="random weights with trained-model activation magnitudes (fp16 testing)")
+    parser.add_argument("--no-speedups", action="store_true", help="skip the exact graph rewrites of export/speedups.py (BatchNorm folding, head, shared DFT bases)")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")
     return parser
 
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
               "(use the default --fft matmul for TensorRT/Jetson)", file=sys.stderr)
     result = export_inpainting_onnx(output, checkpoint=args.checkpoint, config=args.config, opset=args.opset,
                                     fft=args.fft, precision=args.precision, dynamic_batch=dynamic_batch,
-                                    seed=args.seed, trained_like=args.trained_like)
+                                    seed=args.seed, trained_like=args.trained_like,
+                                    speedups=not args.no_speedups)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

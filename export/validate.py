@@ -71,6 +71,21 @@ def read_metadata(onnx_path: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def random_weights_recipe(metadata: dict[str, str]) -> tuple[int, bool]:
+    """(seed, trained_like) of an export of seeded random weights, from its metadata.
+
+    Exports before `lama.random_seed` existed only carry the weights label, so that is parsed as a fallback.
+    """
+    weights = metadata.get(C.META_WEIGHTS, "")
+    if C.META_RANDOM_SEED in metadata:
+        return int(metadata[C.META_RANDOM_SEED]), metadata.get(C.META_TRAINED_LIKE) == "true"
+    match = re.search(r"random weights \(seed (\d+)", weights)
+    if not match:
+        raise UserError(f"this ONNX was exported from {weights or 'unknown weights'}; pass --checkpoint with the "
+                        f"same weights to build the PyTorch reference")
+    return int(match.group(1)), "scaled like the trained" in weights
+
+
 def reference_model(metadata: dict[str, str], checkpoint: str | None, model=None):
     """(model in torch.fft mode, description). Random weights are rebuilt from the ONNX metadata's seed."""
     import lama_model
@@ -88,11 +103,7 @@ def reference_model(metadata: dict[str, str], checkpoint: str | None, model=None
                             f"(sha256 differs from lama.checkpoint_sha256)")
         loaded = lama_model.load_inpainting_model(checkpoint, config=config, fourier="torch")
         return loaded.eval(), f"PyTorch, torch.fft, checkpoint {Path(checkpoint).name}"
-    match = re.search(r"random weights \(seed (\d+)", weights)
-    if not match:
-        raise UserError(f"this ONNX was exported from {weights or 'unknown weights'}; pass --checkpoint with the "
-                        f"same weights to build the PyTorch reference")
-    seed, trained_like = int(match.group(1)), "scaled like the trained" in weights
+    seed, trained_like = random_weights_recipe(metadata)
     rebuilt = lama_model.random_model(config or "big-lama", seed=seed, fourier="torch", trained_like=trained_like)
     return rebuilt, f"PyTorch, torch.fft, {weights}"
 

@@ -33,6 +33,11 @@ DEFAULT_OPSET = 17
 #: TensorRT 8.5/8.6 (JetPack 5 / 6.0) import ONNX up to opset 17.
 MAX_TRT8_OPSET = 17
 
+#: Fourier-unit forms an export can take (`lama.fourier`): factorised DFT-as-matmul (default), dense
+#: DFT-as-matmul (simpler graph, faster TensorRT builds, more work at large sizes), ONNX DFT ops
+#: (ONNX Runtime; TensorRT 8.x/10 cannot parse them).
+EXPORT_FOURIER = ("matmul", "matmul-dense", "dft")
+
 # Keys of the ONNX metadata_props and of the engine sidecar.
 META_CONFIG = "lama.config"
 META_FOURIER = "lama.fourier"
@@ -45,6 +50,11 @@ META_SIZE_RULE = "lama.size_rule"
 META_SIZE_MULTIPLE = "lama.size_multiple"
 META_MIN_SIDE = "lama.min_side"
 META_IO = "lama.io"
+#: Graph rewrites applied before tracing (export/speedups.py), comma-separated, or "none".
+META_SPEEDUPS = "lama.speedups"
+#: Seeded random weights only: what rebuilds the same weights for validation.
+META_RANDOM_SEED = "lama.random_seed"
+META_TRAINED_LIKE = "lama.trained_like"
 
 #: Exported node-name fragments (TorchScript exporter scopes): the generator, and the Fourier units that
 #: must stay fp32 (their spectrum passes fp16's range with trained weights). Read by the fp16 converter,

@@ -17,14 +17,45 @@ official Fourier unit stacks them: `(B, C, 2, H, W//2+1)` (dim 2 = real, imagina
 
 from __future__ import annotations
 
+import contextvars
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-FOURIER_MODES = ("torch", "matmul")
-#: Not offered to users: the unfactorised matmul transform, for before/after benchmarks.
-EXTRA_FOURIER_MODES = ("matmul-dense",)
+#: torch.fft (reference), factorised DFT-as-matmul (default for export), dense DFT-as-matmul.
+FOURIER_MODES = ("torch", "matmul", "matmul-dense")
+
+
+# --- optional cache of the bases ----------------------------------------------------------------------------
+#: Active while a model opts in (see `begin_shared_bases`): bases built once per size and reused.
+_SHARED_BASES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("lama_dft_bases", default=None)
+
+
+def begin_shared_bases() -> contextvars.Token:
+    """Reuse every basis of a given size until `end_shared_bases` (one model forward, say).
+
+    The bases depend on the sizes only, so in eager mode this only saves work. Under ONNX tracing all
+    Fourier units then read one basis subgraph instead of building their own (36 copies in big-lama),
+    which is right when every unit sees the same H and W at run time, as in LaMa, whose Fourier units
+    all sit at the bottleneck resolution; cache keys are the sizes seen while tracing.
+    """
+    return _SHARED_BASES.set({})
+
+
+def end_shared_bases(token: contextvars.Token) -> None:
+    _SHARED_BASES.reset(token)
+
+
+def _cached(name: str, sizes: tuple, build: Callable[[], object]):
+    cache = _SHARED_BASES.get()
+    if cache is None:
+        return build()
+    key = (name,) + tuple(int(size) for size in sizes)
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
 
 
 def _length_tensor(n: int | Tensor) -> Tensor:
@@ -76,6 +107,17 @@ def irfft_basis(width: int | Tensor) -> tuple[Tensor, Tensor]:
     return cos, sin * keep_imag[:, None]
 
 
+def _rfft_pair(width: int | Tensor) -> tuple[Tensor, Tensor]:
+    cos, sin = rfft_basis(width)
+    return cos, -sin
+
+
+def irfft_matrix(width: int | Tensor) -> Tensor:
+    """(2*Wf, W) one-sided inverse `[cos; -sin]`, for rows laid out [re | im]."""
+    cos, sin = irfft_basis(width)
+    return torch.cat([cos, -sin], dim=0)
+
+
 def complex_dft_block(height: int | Tensor, inverse: bool) -> Tensor:
     """(2H, 2H) real block matrix of the complex DFT along H, scaled by 1/sqrt(H).
 
@@ -95,9 +137,9 @@ def complex_dft_block(height: int | Tensor, inverse: bool) -> Tensor:
 
 
 # --- factorised complex DFT along H (Cooley-Tukey, decimation in time) ---------------------------------
-#: Largest first-stage radix: N1 = gcd(N, MAX_RADIX).
+#: Largest first-stage radix.
 MAX_RADIX = 16
-#: Shorter sides stay dense (N1 = 1): their transform is cheap and the split costs an extra pass.
+#: Shorter sides stay dense (N1 = 1): measured faster below this on ONNX Runtime CPU.
 FACTORIZE_FROM = 64
 #: Larger than any side, for the branch-free comparison in `_at_least`.
 _LARGE = 1 << 24
@@ -114,17 +156,18 @@ def _at_least(n: int | Tensor, threshold: int) -> int | Tensor:
 
 
 def split_length(n: int | Tensor) -> tuple[int | Tensor, int | Tensor]:
-    """(N1, N2) with N1 * N2 = N: N1 = gcd(N, MAX_RADIX) for N >= FACTORIZE_FROM, else 1 (dense).
+    """(N1, N2) with N1 * N2 = N: N1 the largest power of two <= MAX_RADIX that divides N with N1^2 <= N.
 
-    Integer arithmetic on the size, so under ONNX tracing it becomes a few ops on the runtime shape and
-    one graph serves every H: odd or short sides get N1 = 1, i.e. the dense transform.
+    N1 near sqrt(N) balances the two stages (cost N * (N1 + N2)): 64 = 8 x 8, 128 = 8 x 16, 256 = 16 x 16,
+    100 = 4 x 25; odd sides and N < FACTORIZE_FROM get N1 = 1, the dense transform. Integer arithmetic on
+    the size, so under ONNX tracing it becomes a few ops on the runtime shape: one graph for every H.
     """
-    gcd = 1
+    n1 = 1
     radix = 2
     while radix <= MAX_RADIX:
-        gcd = gcd * (1 + _divides(radix, n))
+        n1 = n1 * (1 + _divides(radix, n) * _at_least(n, radix * radix))
         radix *= 2
-    n1 = 1 + _at_least(n, FACTORIZE_FROM) * (gcd - 1)
+    n1 = 1 + _at_least(n, FACTORIZE_FROM) * (n1 - 1)
     return n1, n // n1
 
 
@@ -158,8 +201,12 @@ def twiddled_stage2(n1: int | Tensor, n2: int | Tensor, inverse: bool) -> Tensor
     return torch.cat([to_re, to_im], dim=1)
 
 
-def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Tensor, inverse: bool) -> Tensor:
+def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Tensor, inverse: bool,
+                           parts_inner: bool = False) -> Tensor:
     """Ortho complex DFT along H of `stacked` (R, 2H, M), rows (part, h) -> (R, 2H, M), rows (part, k).
+
+    With `parts_inner` the result is (R, H, 2*M) instead, each row k holding [re | im]: the layout one
+    product with the stacked one-sided inverse basis along W reads.
 
     Cooley-Tukey with N = N1 * N2 (`split_length`), n = N2 n1 + n2, k = k1 + N1 k2: stage 1 is one
     length-N1 DFT applied to every (n2, m) column, stage 2 a length-N2 DFT per k1 with the twiddle
@@ -167,9 +214,14 @@ def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Te
     O(N (N1 + N2)) instead of O(N^2). `length` and `cols` are passed in, not read from `stacked`: the
     exporter would fold sizes of intermediate tensors into constants.
     """
-    n1, n2 = split_length(length)
-    z = torch.matmul(stage1_matrix(n1, inverse), stacked.reshape(-1, 2 * n1, n2 * cols))  # rows (k1, part)
-    z = torch.matmul(twiddled_stage2(n1, n2, inverse), z.reshape(-1, n1, 2 * n2, cols))  # (R, K1, [part, k2], M)
+    n1, n2 = _cached("split", (length,), lambda: split_length(length))
+    first = _cached(f"stage1-{inverse}", (length,), lambda: stage1_matrix(n1, inverse))
+    second = _cached(f"stage2-{inverse}", (length,), lambda: twiddled_stage2(n1, n2, inverse))
+    z = torch.matmul(first, stacked.reshape(-1, 2 * n1, n2 * cols))            # rows (k1, part)
+    z = torch.matmul(second, z.reshape(-1, n1, 2 * n2, cols))                  # (R, K1, [part, k2], M)
+    if parts_inner:
+        # (R, K1, 2, K2, M) -> (R, K2, K1, 2, M): one axis moves, whole M-rows at a time.
+        return z.reshape(-1, n1, 2, n2, cols).permute(0, 3, 1, 2, 4).reshape(-1, length, 2 * cols)
     return z.transpose(1, 2).reshape(-1, 2 * length, cols)
 
 
@@ -191,15 +243,16 @@ class MatmulDFT(nn.Module):
 
     The complex pass along H is factorised (`factorized_complex_dft`) when H has a power-of-two factor
     and H >= FACTORIZE_FROM, which cuts its cost per column from O(H^2) to O(H (H1 + H2)); other sides
-    run the dense transform through the same graph.
+    run the dense transform through the same graph. Inside a `begin_shared_bases` scope the bases are
+    built once per size.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
-        cos_w, sin_w = rfft_basis(width)
+        cos_w, minus_sin_w = _cached("rfft", (width,), lambda: _rfft_pair(width))
         # Real DFT along W: [re | im] of shape (B, C, H, Wf) each, then stacked along H.
         re = torch.matmul(x, cos_w)
-        im = torch.matmul(x, -sin_w)
+        im = torch.matmul(x, minus_sin_w)
         stacked = torch.cat([re, im], dim=2).flatten(0, 1)    # (B*C, 2H, Wf)
         spectrum = factorized_complex_dft(stacked, height, width // 2 + 1, inverse=False)
         # Channels are static, so -1 is the batch (the exporter would pin a batch size read here).
@@ -208,38 +261,38 @@ class MatmulDFT(nn.Module):
     def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
         freqs = width // 2 + 1
         stacked = spectrum.reshape(-1, 2 * height, freqs)     # (B*C, 2H, Wf)
-        along_h = factorized_complex_dft(stacked, height, freqs, inverse=True)
-        along_h = along_h.reshape(-1, spectrum.shape[1], 2, height, freqs)
-        cos_w, sin_w = irfft_basis(width)
-        return torch.matmul(along_h[:, :, 0], cos_w) - torch.matmul(along_h[:, :, 1], sin_w)
+        rows = factorized_complex_dft(stacked, height, freqs, inverse=True, parts_inner=True)   # (B*C, H, 2*Wf)
+        basis = _cached("irfft", (width,), lambda: irfft_matrix(width))
+        image = torch.matmul(rows, basis)                                                     # (B*C, H, W)
+        return image.unflatten(0, (-1, spectrum.shape[1]))
 
 
 class DenseMatmulDFT(nn.Module):
-    """The dense DFT-as-matmul (no factorisation), kept for before/after benchmarks."""
+    """DFT-as-matmul with a dense (2H, 2H) transform along H: fewer, larger products than `MatmulDFT`.
+
+    O(H^2) per column instead of O(H (H1 + H2)), so slower at large H on ONNX Runtime CPU, but a simpler
+    graph: TensorRT builds it several times faster (export with `--fft matmul-dense`).
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, channels, height, width = x.shape
-        cos_w, sin_w = rfft_basis(width)
-        re = torch.matmul(x, cos_w)
-        im = -torch.matmul(x, sin_w)
-        stacked = torch.cat([re, im], dim=2)                   # (B, C, 2H, Wf)
-        spectrum = torch.matmul(complex_dft_block(height, inverse=False), stacked)
-        return spectrum.unflatten(2, (2, -1))                  # (B, C, 2, H, Wf)
+        height, width = x.shape[-2], x.shape[-1]
+        cos_w, minus_sin_w = _cached("rfft", (width,), lambda: _rfft_pair(width))
+        stacked = torch.cat([torch.matmul(x, cos_w), torch.matmul(x, minus_sin_w)], dim=2)   # (B, C, 2H, Wf)
+        block = _cached("dense-forward", (height,), lambda: complex_dft_block(height, inverse=False))
+        return torch.matmul(block, stacked).unflatten(2, (2, -1))                           # (B, C, 2, H, Wf)
 
     def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
-        stacked = spectrum.flatten(2, 3)                       # (B, C, 2H, Wf)
-        along_h = torch.matmul(complex_dft_block(height, inverse=True), stacked).unflatten(2, (2, -1))
-        cos_w, sin_w = irfft_basis(width)
+        block = _cached("dense-inverse", (height,), lambda: complex_dft_block(height, inverse=True))
+        along_h = torch.matmul(block, spectrum.flatten(2, 3)).unflatten(2, (2, -1))
+        cos_w, sin_w = _cached("irfft-pair", (width,), lambda: irfft_basis(width))
         return torch.matmul(along_h[:, :, 0], cos_w) - torch.matmul(along_h[:, :, 1], sin_w)
 
 
+_TRANSFORMS: dict[str, type[nn.Module]] = {"torch": TorchFFT, "matmul": MatmulDFT, "matmul-dense": DenseMatmulDFT}
+
+
 def make_fourier_transform(mode: str) -> nn.Module:
-    if mode == "torch":
-        return TorchFFT()
-    if mode == "matmul":
-        return MatmulDFT()
-    if mode == "matmul-dense":
-        return DenseMatmulDFT()
-    if mode == "matmul-dense":
-        return DenseMatmulDFT()
-    raise ValueError(f"unknown Fourier mode {mode!r}; choose one of {FOURIER_MODES}")
+    try:
+        return _TRANSFORMS[mode]()
+    except KeyError:
+        raise ValueError(f"unknown Fourier mode {mode!r}; choose one of {FOURIER_MODES}") from None

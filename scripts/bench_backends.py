@@ -46,6 +46,8 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in [
     BackendSpec("ort-cpu", "ONNX Runtime CPU, matmul graph", "onnxruntime", model="matmul"),
     BackendSpec("ort-cpu-plain", "ONNX Runtime CPU, matmul graph without export/speedups.py", "onnxruntime",
                 model="matmul-plain"),
+    BackendSpec("ort-cpu-dense", "ONNX Runtime CPU, dense matmul graph (--fft matmul-dense)", "onnxruntime",
+                model="matmul-dense"),
     BackendSpec("ort-cpu-dft", "ONNX Runtime CPU, DFT-op graph", "onnxruntime", model="dft"),
     BackendSpec("ort-cuda", "ONNX Runtime CUDA EP, matmul graph", "onnxruntime", device="cuda", model="matmul",
                 provider="CUDAExecutionProvider"),

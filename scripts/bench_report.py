@@ -288,6 +288,16 @@ def markdown_report(report: dict[str, Any], command: str, plot_name: str | None)
     return "\n".join(lines)
 
 
+#: Hand-written notes below this line in a docs page survive `--docs` rewriting the measured part.
+NOTES_MARKER = "<!-- notes: kept when the benchmark rewrites this page -->"
+
+
+def kept_notes(page: str) -> str:
+    """The part of an existing page from NOTES_MARKER on ('' if there is none)."""
+    index = page.find(NOTES_MARKER)
+    return "" if index < 0 else "\n" + page[index:]
+
+
 def _format_dict(data: dict[str, Any]) -> str:
     return "\n".join(f"{key}: {value}" for key, value in data.items())
 

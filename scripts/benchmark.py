@@ -34,7 +34,7 @@ PROG = "lama-deploy bench"
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = "256,512,1024,2048"
 QUICK = {"config": "tiny", "sizes": "64,128", "batch_at": 64, "repeats": 1, "warmup": 1, "budget_s": 60.0,
-         "backends": "torch-fft,torch-matmul,ort-cpu,ort-cpu-plain,ort-cpu-dft"}
+         "backends": "torch-fft,torch-matmul,ort-cpu,ort-cpu-plain,ort-cpu-dense,ort-cpu-dft"}
 #: Latency grows about this fast with pixels when extrapolating a cell's cost from smaller sizes.
 EXTRAPOLATION_EXPONENT = 1.15
 
@@ -138,9 +138,9 @@ def _load_model(config: str, weights: Path):
 def export_models(keys: set[str], config: str, weights: Path, folder: Path, speedups: bool) -> dict[str, str]:
     """The ONNX files the selected backends need, exported once and reused while the code is unchanged."""
     from export.onnx_export import export_inpainting_onnx
-    from export.speedups import apply_speedups
 
     recipes = {"matmul": ("matmul", "fp32", speedups), "matmul-plain": ("matmul", "fp32", False),
+               "matmul-dense": ("matmul-dense", "fp32", speedups),
                "dft": ("dft", "fp32", speedups), "fp16": ("matmul", "fp16", speedups)}
     paths = {}
     for key in sorted(keys):
@@ -149,8 +149,7 @@ def export_models(keys: set[str], config: str, weights: Path, folder: Path, spee
         path = folder / f"{config}-{key}-{tag}.onnx"
         if not path.is_file():
             model = _load_model(config, weights)
-            export_inpainting_onnx(path, model=apply_speedups(model) if fast else model, config=config, fft=fft,
-                                   precision=precision)
+            export_inpainting_onnx(path, model=model, config=config, fft=fft, precision=precision, speedups=fast)
         paths[key] = str(path)
     return paths
 
@@ -335,8 +334,10 @@ def _write_outputs(report: dict[str, Any], out: Path, args: argparse.Namespace) 
     with atomic_output(out / "benchmarks.md") as tmp:
         tmp.write_text(page)
     if args.docs:
-        with atomic_output(Path(args.docs)) as tmp:
-            tmp.write_text(R.markdown_report(report, report["command"], None))
+        docs = Path(args.docs)
+        kept = R.kept_notes(docs.read_text()) if docs.is_file() else ""
+        with atomic_output(docs) as tmp:
+            tmp.write_text(R.markdown_report(report, report["command"], None) + kept)
     print(R.format_table(report["rows"]))
     print()
     print(R.format_targets(report["targets"]))

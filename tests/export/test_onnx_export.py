@@ -56,6 +56,36 @@ def test_metadata_declares_the_contract(tiny_onnx: Path) -> None:
     assert meta[C.META_PRECISION] == "fp32" and "torch" in meta[C.META_EXPORTER]
 
 
+def test_speedups_are_exact_recorded_and_leave_the_callers_model_alone(tmp_path: Path, tiny_onnx: Path) -> None:
+    model = random_model("tiny", seed=0)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    plain = tmp_path / "plain.onnx"
+    export_inpainting_onnx(plain, model=model, config="tiny", speedups=False)
+    export_inpainting_onnx(tmp_path / "again.onnx", model=model, config="tiny")
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[key], before[key]) for key in before)
+    assert {type(unit.transform).__name__ for unit in _fourier_units(model)} == {"TorchFFT"}
+
+    fast_graph, plain_graph = onnx.load(str(tiny_onnx)), onnx.load(str(plain))
+    assert read_metadata(fast_graph)[C.META_SPEEDUPS] == "head,fold_batchnorm,share_bases"
+    assert read_metadata(plain_graph)[C.META_SPEEDUPS] == "none"
+    fast_ops = [n.op_type for n in fast_graph.graph.node]
+    plain_ops = [n.op_type for n in plain_graph.graph.node]
+    assert "BatchNormalization" not in fast_ops and "BatchNormalization" in plain_ops
+    # Bases are built once for all four Fourier units of the tiny model instead of once per unit.
+    assert 4 * fast_ops.count("Cos") == plain_ops.count("Cos") > 0
+    image, mask = sample_batch(2, 72, 136, seed=5)
+    feed = {C.IMAGE: image, C.MASK: mask}
+    difference = np.abs(_session(tiny_onnx).run(None, feed)[0] - _session(plain).run(None, feed)[0]).max()
+    assert difference <= 1e-5
+
+
+def _fourier_units(model: InpaintingModel) -> list:
+    from lama_model.ffc import FourierUnit
+
+    return [m for m in model.modules() if isinstance(m, FourierUnit)]
+
+
 @pytest.mark.parametrize("n,h,w", SHAPES)
 def test_tiny_onnxruntime_matches_torch_fft(tiny_onnx: Path, tiny_model: InpaintingModel, n: int, h: int, w: int) -> None:
     error = _max_error(_session(tiny_onnx), tiny_model, n, h, w)
@@ -69,6 +99,17 @@ def test_big_lama_onnxruntime_matches_torch_fft(big_lama_onnx: Path, big_lama_mo
     print("big-lama ORT vs torch.fft max abs error:", {f"{n}x{h}x{w}": f"{e:.2e}" for (n, h, w), e in errors.items()})
     assert max(errors.values()) <= 1e-4, errors
     assert tensorrt_violations(onnx.load(str(big_lama_onnx))) == []
+
+
+def test_dense_matmul_export_is_tensorrt_clean_and_matches_torch_fft(tmp_path: Path, tiny_model: InpaintingModel) -> None:
+    path = tmp_path / "dense.onnx"
+    result = export_inpainting_onnx(path, model=tiny_model, config="tiny", fft="matmul-dense")
+    model = onnx.load(str(path))
+    assert result.fft == "matmul-dense" == read_metadata(model)[C.META_FOURIER]
+    assert tensorrt_violations(model) == [] and symbolic_dims(model)[C.IMAGE] == ["N", 3, "H", "W"]
+    session = _session(path)
+    for shape in [(1, 200, 328), (2, 128, 128), (1, 512, 512)]:
+        assert _max_error(session, tiny_model, *shape) <= 1e-4
 
 
 def test_dft_op_graph_runs_in_onnxruntime_but_breaks_tensorrt_rules(tmp_path: Path, tiny_model: InpaintingModel) -> None:

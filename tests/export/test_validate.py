@@ -16,6 +16,7 @@ from PIL import Image
 from export.onnx_export import export_inpainting_onnx
 from export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, main, validate_onnx
 from lama_deploy import contract as C
+from lama_deploy.errors import UserError
 from lama_model import random_model
 
 #: min side, odd 1/8 features (25x41), batch 2.
@@ -87,13 +88,24 @@ def test_cli_rebuilds_the_reference_from_metadata(seeded_tiny_onnx: Path, tmp_pa
 def test_wrong_weights_fail_with_exit_status_1(seeded_tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     model = onnx.load(str(seeded_tiny_onnx))
     for prop in model.metadata_props:
-        if prop.key == C.META_WEIGHTS:
-            prop.value = prop.value.replace("seed 0", "seed 1")
+        if prop.key == C.META_RANDOM_SEED:
+            assert prop.value == "0"
+            prop.value = "1"
     tampered = tmp_path / "tampered.onnx"
     onnx.save(model, str(tampered))
     assert main([str(tampered), "--out-dir", str(tmp_path / "out"), "--shapes", "1x64x64"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "FAILED (1 of 1 comparisons)" in out
+
+
+def test_random_weights_recipe_reads_metadata_and_old_labels() -> None:
+    from export.validate import random_weights_recipe
+
+    assert random_weights_recipe({C.META_RANDOM_SEED: "7", C.META_TRAINED_LIKE: "true"}) == (7, True)
+    old_label = {C.META_WEIGHTS: "random weights (seed 3, activations scaled like the trained model; ...)"}
+    assert random_weights_recipe(old_label) == (3, True)
+    with pytest.raises(UserError, match="pass --checkpoint"):
+        random_weights_recipe({C.META_WEIGHTS: "checkpoint best.ckpt"})
 
 
 def test_nan_output_fails_and_report_stays_valid_json(tiny_onnx: Path, tiny_model, tmp_path: Path) -> None:
