@@ -1,7 +1,8 @@
 """Numerically equivalent rewrites of an InpaintingModel that make the exported graph faster.
 
-Used by the exporter only (the PyTorch model users run is never changed): `apply_speedups(model)` returns
-a rewritten deep copy, the caller's model stays as it was. Every rewrite is exact up to float rounding
+Applied by `export_inpainting_onnx` by default (`--no-speedups` turns them off; the ONNX metadata key
+`lama.speedups` lists what ran). The PyTorch model users run is never changed: `apply_speedups(model)`
+returns a rewritten deep copy. Every rewrite is exact up to float rounding
 (tests: <= 1e-5 on the tiny model) and uses only ops TensorRT 8.5 parses (`export.onnx_rules`).
 
 What each rewrite buys, from the ONNX Runtime CPU profiler (per-node minima, big-lama at 512x512; the
@@ -20,10 +21,11 @@ numbers are in docs/benchmarks.md):
   and a bias. In an FFC the BatchNorm follows the *sum* of two convolutions (local->local plus
   global->local), which no runtime folds by itself; folded, ONNX Runtime fuses conv + add + ReLU.
 
-Not applied, measured: replacing the stride-2 ConvTranspose of the upsampling path by four phase
-convolutions and DepthToSpace (the sub-pixel form) is no faster on ONNX Runtime 1.32 CPU (its
-ConvTranspose runs at the speed of its convolutions here), so the graph keeps the ConvTranspose that
-TensorRT handles natively.
+Not applied, measured (ONNX Runtime 1.32 CPU, 2 threads, one layer each of big-lama's upsampling at
+512x512): the stride-2 ConvTranspose rewritten as one 2x2 convolution with 4x the outputs + DepthToSpace
+is slower (zero taps: 16 instead of 9 multiply-adds per input pixel), and as four exact phase
+convolutions (1x1, 1x2, 2x1, 2x2) + DepthToSpace is no faster (58 vs 58 ms at 64x64 in, 78 vs 65 ms at
+128x128, 113 vs 80 ms at 256x256). The graph keeps the ConvTranspose, which TensorRT handles natively.
 """
 
 from __future__ import annotations

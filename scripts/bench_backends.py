@@ -9,6 +9,7 @@ or forward hooks on the Fourier units for PyTorch); the timed runs are never pro
 
 from __future__ import annotations
 
+import abc
 import gc
 import multiprocessing as mp
 import os
@@ -117,11 +118,12 @@ def unavailable_reason(spec: BackendSpec) -> str | None:
 
 # --- inside the child: one runner per kind ------------------------------------------------------------------
 
-class Runner:
+class Runner(abc.ABC):
     """Loaded model for one cell: `run()` does one inference, `fourier_share(runs)` measures the FU share."""
 
+    @abc.abstractmethod
     def run(self) -> None:
-        raise NotImplementedError
+        """One inference, synchronised: when it returns, the result is computed."""
 
     def fourier_share(self, runs: int) -> dict[str, Any]:
         return {"fourier_share": None, "share_method": "not measured for this backend"}

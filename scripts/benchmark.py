@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-at", type=int, default=512, help="side used for batch > 1 (default 512)")
     parser.add_argument("--backends", default="all", help=f"comma list or 'all' (default): {', '.join(BACKENDS)}")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per cell (default 5; fewer if over budget)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2: ONNX Runtime reaches its steady state on the third run)")
     parser.add_argument("--budget-s", type=float, default=300.0, help="time budget per cell in seconds (default 300)")
     parser.add_argument("--share-runs", type=int, default=2, help="profiled runs for the Fourier share (default 2; 0 = off)")
     parser.add_argument("--threads", type=int, default=0, help="threads per backend (default: all available CPUs)")
@@ -334,10 +334,14 @@ def _write_outputs(report: dict[str, Any], out: Path, args: argparse.Namespace) 
     with atomic_output(out / "benchmarks.md") as tmp:
         tmp.write_text(page)
     if args.docs:
+        # The page and its plot side by side (docs/benchmarks.md + docs/benchmarks.png).
         docs = Path(args.docs)
+        plot = docs.with_suffix(".png")
+        with atomic_output(plot) as tmp:
+            R.write_plot(report["rows"], tmp, title)
         kept = R.kept_notes(docs.read_text()) if docs.is_file() else ""
         with atomic_output(docs) as tmp:
-            tmp.write_text(R.markdown_report(report, report["command"], None) + kept)
+            tmp.write_text(R.markdown_report(report, report["command"], plot.name) + kept)
     print(R.format_table(report["rows"]))
     print()
     print(R.format_targets(report["targets"]))

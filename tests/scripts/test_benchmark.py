@@ -59,9 +59,22 @@ def test_quick_run_writes_png_markdown_and_prints_table(quick_run) -> None:
     for page in (out / "benchmarks.md", out / "page.md"):
         text = page.read_text()
         assert "random weights" in text and "| backend |" in text and "Load average" in text
+    assert (out / "page.png").read_bytes()[:8] == PNG_MAGIC and "](page.png)" in (out / "page.md").read_text()
     header = next(line for line in stdout.splitlines() if line.startswith("backend"))
     assert "median ms" in header and "p90 ms" in header and "FU share" in header
     assert "torch-fft" in stdout and "ort-cpu" in stdout and "speedup_vs_eager_512" in stdout
+
+
+def test_rerender_keeps_hand_written_notes(quick_run, tmp_path: Path) -> None:
+    from scripts.bench_report import NOTES_MARKER
+
+    _, out, _ = quick_run
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# stale table\n\n{NOTES_MARKER}\n## Notes\nmeasured by hand: 37 s\n")
+    assert main(["--from-json", str(out / "bench.json"), "--out", str(tmp_path / "again"), "--docs", str(page)]) == 0
+    text = page.read_text()
+    assert "stale table" not in text and "| backend |" in text
+    assert text.index("| backend |") < text.index(NOTES_MARKER) and text.endswith("measured by hand: 37 s\n")
 
 
 def test_resume_keeps_timed_cells_without_rerunning(quick_run, tmp_path: Path) -> None:
@@ -240,3 +253,14 @@ def test_factorised_dft_stays_dynamic_in_onnx(tmp_path: Path) -> None:
         unit.transform = MatmulDFT()
         assert np.abs(onnx_out - reference).max() <= 1e-4 * max(1.0, float(np.abs(reference).max()))
     assert math.isfinite(float(np.abs(onnx_out).max()))
+
+
+def test_fp16_dft_error_is_fp16_sized_and_finite_on_trained_like_input() -> None:
+    from scripts.bench_fp16 import fp16_dft_error
+
+    result = fp16_dft_error("tiny", 128, seed=0)
+    assert result["fourier_input_absmax"] > 100  # trained-like activations, not unit-scale random ones
+    assert result["fp16_non_finite"] == 0
+    # fp16 rounding (2^-11 relative) shows; fp32 stays orders of magnitude closer to the float64 reference.
+    assert 1e-5 < result["fp16_relative_error"] < 5e-3
+    assert result["fp32_max_abs_error"] < result["fp16_max_abs_error"] / 100
