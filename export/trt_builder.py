@@ -14,11 +14,18 @@ module, not by parsing version strings (sources: shared notes, tensorrt-onnx-fac
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
-from lama_deploy import contract as C
-from lama_deploy.errors import UserError
+if __package__ in (None, ""):
+    # Loaded as a script by the generated `polygraphy convert --trt-config-postprocess-script` lines: make
+    # the repository importable, so a checkout copied to a device works without `pip install -e .`.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lama_deploy import contract as C  # noqa: E402
+from lama_deploy.errors import UserError  # noqa: E402
 
 #: Default optimisation profile (N x H x W): one image from 256^2 to 1024^2, tuned for 512^2, batch 2 at most.
 DEFAULT_PROFILE = ((1, 256, 256), (1, 512, 512), (2, 1024, 1024))

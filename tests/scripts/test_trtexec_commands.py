@@ -156,3 +156,21 @@ def test_print_mode(tiny_onnx: Path, capsys) -> None:
 def test_render_keeps_placeholders_expandable() -> None:
     text = render(["trtexec", "--onnx=${ONNX}", "--layerPrecisions=*:fp32"])
     assert text == "trtexec \"--onnx=${ONNX}\" '--layerPrecisions=*:fp32'"
+
+
+def test_polygraphy_hook_script_imports_from_a_bare_checkout(tmp_path: Path) -> None:
+    """The generated polygraphy lines load export/trt_builder.py as a script: it must work uninstalled."""
+    import shutil
+    import sys
+
+    for folder in ("lama_deploy", "export"):
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    load = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('trt_builder', sys.argv[1]); "
+            "module = importlib.util.module_from_spec(spec); sys.modules['trt_builder'] = module; "
+            "spec.loader.exec_module(module); print(module.C.__file__)")
+    # -S: no site-packages (so no editable install); -P: not the working directory either, as for the
+    # polygraphy entry point. Only the script's own path setup can make lama_deploy importable.
+    done = subprocess.run([sys.executable, "-S", "-P", "-c", load, str(tmp_path / "export" / "trt_builder.py")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(tmp_path / "lama_deploy" / "contract.py")
