@@ -24,9 +24,6 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-#: torch.fft (reference), factorised DFT-as-matmul (default for export), dense DFT-as-matmul.
-FOURIER_MODES = ("torch", "matmul", "matmul-dense")
-
 
 # --- optional cache of the bases ----------------------------------------------------------------------------
 #: Active while a model opts in (see `begin_shared_bases`): bases built once per size and reused.
@@ -225,6 +222,13 @@ def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Te
     return z.transpose(1, 2).reshape(-1, 2 * length, cols)
 
 
+def real_dft_along_w(x: Tensor) -> Tensor:
+    """Ortho real DFT of (B, C, H, W) along W, stacked along H as (B, C, 2H, Wf): rows [re; im]."""
+    width = x.shape[-1]
+    cos_w, minus_sin_w = _cached("rfft", (width,), lambda: _rfft_pair(width))
+    return torch.cat([torch.matmul(x, cos_w), torch.matmul(x, minus_sin_w)], dim=2)
+
+
 class TorchFFT(nn.Module):
     """Reference transform: torch.fft with norm='ortho'."""
 
@@ -248,12 +252,8 @@ class MatmulDFT(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, channels, height, width = x.shape
-        cos_w, minus_sin_w = _cached("rfft", (width,), lambda: _rfft_pair(width))
-        # Real DFT along W: [re | im] of shape (B, C, H, Wf) each, then stacked along H.
-        re = torch.matmul(x, cos_w)
-        im = torch.matmul(x, minus_sin_w)
-        stacked = torch.cat([re, im], dim=2).flatten(0, 1)    # (B*C, 2H, Wf)
+        _, channels, height, width = x.shape
+        stacked = real_dft_along_w(x).flatten(0, 1)          # (B*C, 2H, Wf)
         spectrum = factorized_complex_dft(stacked, height, width // 2 + 1, inverse=False)
         # Channels are static, so -1 is the batch (the exporter would pin a batch size read here).
         return spectrum.reshape(-1, channels, 2, height, width // 2 + 1)   # (B, C, 2, H, Wf)
@@ -275,9 +275,8 @@ class DenseMatmulDFT(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        height, width = x.shape[-2], x.shape[-1]
-        cos_w, minus_sin_w = _cached("rfft", (width,), lambda: _rfft_pair(width))
-        stacked = torch.cat([torch.matmul(x, cos_w), torch.matmul(x, minus_sin_w)], dim=2)   # (B, C, 2H, Wf)
+        height = x.shape[-2]
+        stacked = real_dft_along_w(x)                                                        # (B, C, 2H, Wf)
         block = _cached("dense-forward", (height,), lambda: complex_dft_block(height, inverse=False))
         return torch.matmul(block, stacked).unflatten(2, (2, -1))                           # (B, C, 2, H, Wf)
 
@@ -289,6 +288,8 @@ class DenseMatmulDFT(nn.Module):
 
 
 _TRANSFORMS: dict[str, type[nn.Module]] = {"torch": TorchFFT, "matmul": MatmulDFT, "matmul-dense": DenseMatmulDFT}
+#: torch.fft (reference), factorised DFT-as-matmul (default for export), dense DFT-as-matmul.
+FOURIER_MODES = tuple(_TRANSFORMS)
 
 
 def make_fourier_transform(mode: str) -> nn.Module:
