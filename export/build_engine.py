@@ -139,7 +139,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
                  flavour: str | None = None, optimization_level: int | None = None,
                  tf32: bool = False) -> BuildReport:
     """Build `engine_path` (+ `<engine>.json` sidecar) from `onnx_path`; both written atomically."""
-    from runtime.trt_import import TensorRTUnavailable, import_tensorrt
+    from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
 
     start = time.perf_counter()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)

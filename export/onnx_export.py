@@ -4,7 +4,7 @@ The TorchScript-based exporter (`torch.onnx.export(dynamo=False)`) is used on pu
 natively and plain `Shape` + `Gather` for every size (the dynamo exporter emits `Shape(start, end)`, which
 TensorRT 8.5/8.6 mis-parse, and builds at opset 18). Sizes are traced as graph values, so the DFT bases are
 computed from the runtime H and W. After export the file is checked: symbolic N/H/W on every input and
-output, `onnx.checker` (full), and the TensorRT rule checker (`export.onnx_rules`).
+output, `onnx.checker` (full), and the TensorRT rule checker (`lama_deploy.export.onnx_rules`).
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
 
     `model` skips loading (tests pass a model they already built; it is never modified); `checkpoint=None`
     exports seeded random weights and says so in the metadata. `speedups` applies the exact graph
-    rewrites of `export.speedups` (the caller's model is copied, not changed).
+    rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed).
     """
     from .dft_ops import export_with_dft_ops
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm

@@ -3,7 +3,7 @@
 Applied by `export_inpainting_onnx` by default (`--no-speedups` turns them off; the ONNX metadata key
 `lama.speedups` lists what ran). The PyTorch model users run is never changed: `apply_speedups(model)`
 returns a rewritten deep copy. Every rewrite is exact up to float rounding
-(tests: <= 1e-5 on the tiny model) and uses only ops TensorRT 8.5 parses (`export.onnx_rules`).
+(tests: <= 1e-5 on the tiny model) and uses only ops TensorRT 8.5 parses (`lama_deploy.export.onnx_rules`).
 
 What each rewrite buys, from the ONNX Runtime CPU profiler (per-node minima, big-lama at 512x512; the
 numbers are in docs/benchmarks.md):

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     if output.is_dir():
         raise ValueError(f"--output {output} is a folder; give a file name such as {output / 'lama.onnx'}")
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     if not args.checkpoint:
         print(f"{PROG}: no --checkpoint: exporting {C.RANDOM_WEIGHTS_LABEL}", file=sys.stderr)

@@ -125,7 +125,7 @@ class Features:
 
 
 def detect_features(trt: ModuleType) -> Features:
-    from runtime.trt_import import flavour_of, major_version, version_of
+    from lama_deploy.runtime.trt_import import flavour_of, major_version, version_of
 
     flavour = flavour_of(trt)
     creation = trt.NetworkDefinitionCreationFlag
@@ -309,7 +309,7 @@ def _polygraphy_tensorrt() -> ModuleType:
     """The module Polygraphy itself uses (POLYGRAPHY_USE_TENSORRT_RTX=1 selects TensorRT-RTX)."""
     import os
 
-    from runtime.trt_import import import_tensorrt
+    from lama_deploy.runtime.trt_import import import_tensorrt
 
     return import_tensorrt("tensorrt_rtx" if os.environ.get("POLYGRAPHY_USE_TENSORRT_RTX") == "1" else None)
 

@@ -157,7 +157,7 @@ def ort_runners(onnx_path: Path, providers: list[str] | None):
 def trt_runner(onnx_path: Path, engine: str | None, shapes, out_dir: Path):
     """(runner or None, profile (min, max) NHW or None, skip reason)."""
     try:
-        from runtime.trt_import import flavour_of, import_tensorrt
+        from lama_deploy.runtime.trt_import import flavour_of, import_tensorrt
         trt = import_tensorrt()
     except ImportError:
         return None, None, GPU_SKIP_REASON + " (TensorRT is not installed)"

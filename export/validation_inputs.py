@@ -28,7 +28,7 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
 
 def synthetic_feeds(shapes, seed: int) -> list[dict[str, np.ndarray]]:
     """One feed per shape: seeded images and LaMa training-style masks, mask kinds rotating between shapes."""
-    from lama_deploy.synthetic import MASK_KINDS, sample_batch
+    from lama_model.synthetic import MASK_KINDS, sample_batch
 
     feeds = []
     for index, (n, h, w) in enumerate(shapes):
@@ -40,8 +40,8 @@ def synthetic_feeds(shapes, seed: int) -> list[dict[str, np.ndarray]]:
 
 def folder_feeds(image_dir: str | Path, mask_dir: str | Path) -> list[dict[str, np.ndarray]]:
     """One feed per image with a same-named mask, padded at the bottom/right to multiples of 8 (contract rule)."""
-    from runtime.images import load_hole, load_image
-    from runtime.preprocess import make_feed, padded_size
+    from lama_deploy.runtime.images import load_hole, load_image
+    from lama_deploy.runtime.preprocess import make_feed, padded_size
 
     image_dir, mask_dir = Path(image_dir), Path(mask_dir)
     for folder in (image_dir, mask_dir):

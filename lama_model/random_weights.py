@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lama_deploy.synthetic import sample_batch
+from lama_model.synthetic import sample_batch
 
 from .ffc import FFCResnetBlock, FFCResNetGenerator, SpectralTransform
 from .inpainting import InpaintingModel

@@ -1,6 +1,6 @@
 """The thin LaMa inpainting runtime: numpy + Pillow, plus ONE of ONNX Runtime, TensorRT or PyTorch.
 
-    from runtime import Inpainter
+    from lama_deploy.runtime import Inpainter
     result = Inpainter.from_path("model.onnx").inpaint("image.png", "mask.png")
 
 `import runtime` imports neither torch nor onnx; each backend imports its framework when it is created.

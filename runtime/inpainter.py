@@ -1,6 +1,6 @@
 """`Inpainter`: one object that inpaints images with any backend, at any resolution.
 
-    from runtime import Inpainter
+    from lama_deploy.runtime import Inpainter
 
     with Inpainter.from_path("big-lama.onnx") as inpainter:      # or .engine / .plan / .ckpt
         result = inpainter.inpaint("photo.jpg", "photo_mask.png")
@@ -9,7 +9,7 @@
 
 Images and masks may be file paths, bytes, PIL images or uint8 numpy arrays. Pixels outside the mask
 are returned bit-identical to the input. Sizes outside the model's range are handled by padding,
-cropping around the mask or downscaling (see `runtime.strategy`); the result says which ran.
+cropping around the mask or downscaling (see `lama_deploy.runtime.strategy`); the result says which ran.
 """
 
 from __future__ import annotations

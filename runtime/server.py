@@ -7,7 +7,7 @@
 Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 413 body or pixel
 count over the limit, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out
 (with Retry-After), 500 unexpected failure (traceback in the server log only). Inference runs in a
-bounded worker pool (`runtime.server_pool`), one Inpainter per worker, so a TensorRT execution context
+bounded worker pool (`lama_deploy.runtime.server_pool`), one Inpainter per worker, so a TensorRT execution context
 never serves two requests at once. FastAPI and uvicorn are imported only when the server is built.
 """
 

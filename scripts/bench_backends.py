@@ -87,7 +87,7 @@ def _ort_providers() -> list[str]:
 def _tensorrt_runtime() -> str | None:
     """Why TensorRT engines cannot run here, or None when they can."""
     try:
-        from runtime.trt_import import TensorRTUnavailable, import_tensorrt
+        from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
         import_tensorrt()
     except TensorRTUnavailable as exc:
         return str(exc).splitlines()[0]
@@ -271,9 +271,9 @@ class TensorRTRunner(Runner):
     """A static-shape engine built for the cell's shape (built once per cell, not timed)."""
 
     def __init__(self, spec: BackendSpec, job: dict[str, Any]) -> None:
-        from export.build_engine import build_engine
-        from export.trt_builder import Profile
-        from runtime.backends.trt_backend import TensorRTBackend
+        from lama_deploy.export.build_engine import build_engine
+        from lama_deploy.export.trt_builder import Profile
+        from lama_deploy.runtime.backends.trt_backend import TensorRTBackend
 
         image, mask = cell_inputs(job)
         batch, _, height, width = image.shape
@@ -387,7 +387,7 @@ def cpu_threads() -> int:
 
 def cell_inputs(job: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The cell's seeded synthetic images and LaMa-style masks, made in the child (no large pickles)."""
-    from lama_deploy.synthetic import sample_batch
+    from lama_model.synthetic import sample_batch
 
     image, mask = sample_batch(job["batch"], job["size"], job["size"], seed=job["seed"])
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.float32)

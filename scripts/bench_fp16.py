@@ -17,7 +17,7 @@ def fp16_dft_error(config: str, size: int, seed: int) -> dict[str, Any]:
     """fp16 vs float64 error of the matmul DFT on a Fourier unit's real input (trained-like activations)."""
     import torch
 
-    from lama_deploy.synthetic import sample_batch
+    from lama_model.synthetic import sample_batch
     from lama_model import random_model
     from lama_model.ffc import FourierUnit
     from lama_model.fourier import MatmulDFT, TorchFFT

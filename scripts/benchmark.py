@@ -27,8 +27,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency  # noqa: E402
-from scripts import bench_report as R  # noqa: E402
-from scripts.bench_backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason  # noqa: E402
+from lama_deploy.scripts import bench_report as R  # noqa: E402
+from lama_deploy.scripts.bench_backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason  # noqa: E402
 
 PROG = "lama-deploy bench"
 REPO = Path(__file__).resolve().parent.parent
@@ -137,7 +137,7 @@ def _load_model(config: str, weights: Path):
 
 def export_models(keys: set[str], config: str, weights: Path, folder: Path, speedups: bool) -> dict[str, str]:
     """The ONNX files the selected backends need, exported once and reused while the code is unchanged."""
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     recipes = {"matmul": ("matmul", "fp32", speedups), "matmul-plain": ("matmul", "fp32", False),
                "matmul-dense": ("matmul-dense", "fp32", speedups),
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         report["fp16_error"] = {"skipped": "--quick"}
     else:
-        from scripts.bench_fp16 import fp16_dft_error
+        from lama_deploy.scripts.bench_fp16 import fp16_dft_error
 
         report["fp16_error"] = fp16_dft_error(args.config, min(1024, max(sizes)), args.seed)
     report["load_average"]["end"] = R.load_average()

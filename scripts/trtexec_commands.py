@@ -1,7 +1,7 @@
 """Ready-to-copy `trtexec` and `polygraphy convert` lines for each TensorRT generation this project targets.
 
-    python -m scripts.trtexec_commands --onnx big-lama.onnx --print                 # show them
-    python -m scripts.trtexec_commands --onnx big-lama.onnx --out-dir scripts/trtexec  # write .sh files
+    python -m lama_deploy.scripts.trtexec_commands --onnx big-lama.onnx --print                 # show them
+    python -m lama_deploy.scripts.trtexec_commands --onnx big-lama.onnx --out-dir scripts/trtexec  # write .sh files
 
 Flags per version (NVIDIA/TensorRT `samples/common/sampleOptions.cpp` at release/8.5, 8.6, 10.0, 10.3, 11.1;
 shared notes tensorrt-onnx-facts.md section 4):
@@ -30,11 +30,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from export.trt_builder import Profile, make_profiles  # noqa: E402
+from lama_deploy.export.trt_builder import Profile, make_profiles  # noqa: E402
 from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency  # noqa: E402
 
-PROG = "python -m scripts.trtexec_commands"
+PROG = "python -m lama_deploy.scripts.trtexec_commands"
 ONNX_VAR, ENGINE_VAR, CACHE_VAR = "${ONNX}", "${ENGINE}", "${TIMING_CACHE}"
 DEFAULT_WORKSPACE_MIB = 4096
 

@@ -30,7 +30,7 @@ def tiny_model() -> InpaintingModel:
 @pytest.fixture(scope="session")
 def tiny_onnx(artifacts: Path) -> Path:
     """fp32 DFT-as-matmul ONNX of `tiny_model`'s weights (same seed)."""
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     path = artifacts / "tiny.onnx"
     export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny")
@@ -45,7 +45,7 @@ def big_lama_model() -> InpaintingModel:
 
 @pytest.fixture(scope="session")
 def big_lama_onnx(artifacts: Path) -> Path:
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     path = artifacts / "big-lama.onnx"
     export_inpainting_onnx(path, model=random_model("big-lama", seed=0), config="big-lama")
@@ -61,7 +61,7 @@ def big_lama_trained_like_model() -> InpaintingModel:
 @pytest.fixture(scope="session")
 def big_lama_fp16_onnx(artifacts: Path) -> Path:
     """Mixed-precision export of the trained-like big-lama weights."""
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     path = artifacts / "big-lama-fp16.onnx"
     export_inpainting_onnx(path, model=random_model("big-lama", seed=0, trained_like=True), config="big-lama",

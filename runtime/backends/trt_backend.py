@@ -1,6 +1,6 @@
 """TensorRT backend: a serialized engine (`.engine` / `.plan`) run with one CUDA stream.
 
-Works with `tensorrt` 8.6 / 10.x / 11.x and `tensorrt_rtx` (picked by `runtime.trt_import`). Engines
+Works with `tensorrt` 8.6 / 10.x / 11.x and `tensorrt_rtx` (picked by `lama_deploy.runtime.trt_import`). Engines
 that have the name-based tensor API (`num_io_tensors`, TensorRT >= 8.5 and every 10+/RTX) run through
 `set_input_shape` / `set_tensor_address` / `execute_async_v3`; older ones through the bindings API
 (`set_binding_shape` / `execute_async_v2`). Device memory comes from `cuda-python`; buffers are
@@ -129,7 +129,7 @@ class TensorRTBackend(Backend):
 
     def load_engine(self) -> None:
         """Deserialize and check the engine (no CUDA buffers yet): the part that fails on a bad file."""
-        from runtime.trt_import import TensorRTUnavailable, import_tensorrt
+        from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
 
         try:
             self.trt = import_tensorrt(self.flavour)
@@ -227,7 +227,7 @@ class TensorRTBackend(Backend):
         return sidecar_weights(self.sidecar) or None
 
     def describe(self) -> dict[str, Any]:
-        from runtime.trt_import import flavour_of, version_of
+        from lama_deploy.runtime.trt_import import flavour_of, version_of
 
         facts: dict[str, Any] = {"device": self.device or "cuda:0"}
         if self.trt is not None and self.engine is not None:

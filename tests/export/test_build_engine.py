@@ -13,11 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from export.build_engine import build_engine, inspect_engine, main, sidecar_path
-from export.trt_builder import (
+from lama_deploy.export.build_engine import build_engine, inspect_engine, main, sidecar_path
+from lama_deploy.export.trt_builder import (
     ConfigOptions, Features, Profile, create_config, create_network, make_profiles, pin_fp32_layers,
 )
-from export.validate import GPU_SKIP_REASON, cuda_device_count
+from lama_deploy.export.validate import GPU_SKIP_REASON, cuda_device_count
 from lama_deploy import contract as C
 from lama_model import random_model
 
@@ -41,7 +41,7 @@ def _error_lines(capsys) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_fp16_onnx(tmp_path_factory) -> Path:
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     path = tmp_path_factory.mktemp("fp16") / "tiny-fp16.onnx"
     export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", precision="fp16")
@@ -162,7 +162,7 @@ def test_wrong_or_corrupt_onnx_gives_one_line(tmp_path: Path, capsys, kind, mess
 
 @requires_rtx
 def test_dft_graph_is_rejected_by_the_tensorrt_rtx_parser(tmp_path: Path, capsys) -> None:
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     path = tmp_path / "dft.onnx"
     export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fft="dft")
@@ -305,7 +305,7 @@ def test_big_lama_engine_ahead_of_time(request, precision: str, tmp_path: Path) 
 @pytest.mark.gpu
 @pytest.mark.skipif(cuda_device_count() == 0, reason=GPU_SKIP_REASON)
 def test_engine_inference_matches_pytorch_on_gpu(tiny_onnx: Path, tiny_model, tmp_path: Path) -> None:
-    from export.validate import validate_onnx
+    from lama_deploy.export.validate import validate_onnx
 
     report = validate_onnx(tiny_onnx, model=tiny_model, shapes=[(1, 256, 256), (2, 256, 384)], out_dir=tmp_path)
     trt_results = [r for r in report.results if r.runner == "tensorrt"]

@@ -15,9 +15,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export.onnx_export import export_inpainting_onnx
+from lama_deploy.export.onnx_export import export_inpainting_onnx
 from lama_deploy import contract as C
-from lama_deploy.synthetic import sample_batch
+from lama_model.synthetic import sample_batch
 from lama_model import random_model
 
 

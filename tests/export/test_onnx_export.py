@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_export import export_inpainting_onnx, read_metadata, symbolic_dims
-from export.onnx_rules import tensorrt_violations
+from lama_deploy.export.onnx_export import export_inpainting_onnx, read_metadata, symbolic_dims
+from lama_deploy.export.onnx_rules import tensorrt_violations
 from lama_deploy import contract as C
-from lama_deploy.synthetic import sample_batch
+from lama_model.synthetic import sample_batch
 from lama_model import InpaintingModel, random_model
 
 # (N, H, W): none is the trace shape (64x96); odd 1/8 features (25x41, 33x25), batch > 1, non-square, tiny.

@@ -13,8 +13,8 @@ import pytest
 from onnx import helper
 from PIL import Image
 
-from export.onnx_export import export_inpainting_onnx
-from export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, main, validate_onnx
+from lama_deploy.export.onnx_export import export_inpainting_onnx
+from lama_deploy.export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, main, validate_onnx
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
 from lama_model import random_model
@@ -99,7 +99,7 @@ def test_wrong_weights_fail_with_exit_status_1(seeded_tiny_onnx: Path, tmp_path:
 
 
 def test_random_weights_recipe_reads_metadata_and_old_labels() -> None:
-    from export.validate import random_weights_recipe
+    from lama_deploy.export.validate import random_weights_recipe
 
     assert random_weights_recipe({C.META_RANDOM_SEED: "7", C.META_TRAINED_LIKE: "true"}) == (7, True)
     old_label = {C.META_WEIGHTS: "random weights (seed 3, activations scaled like the trained model; ...)"}

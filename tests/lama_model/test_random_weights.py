@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lama_deploy.synthetic import sample_batch
+from lama_model.synthetic import sample_batch
 from lama_model import InpaintingModel, describe_random_weights, random_model
 from lama_model.random_weights import activation_stats
 

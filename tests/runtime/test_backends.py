@@ -10,10 +10,10 @@ from onnx import TensorProto, helper
 
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
-from runtime import Inpainter
-from runtime.backends import BackendError, backend_for_path, create_backend
-from runtime.backends.base import io_problem, is_random_weights
-from runtime.backends.ort_backend import OnnxRuntimeBackend, choose_providers
+from lama_deploy.runtime import Inpainter
+from lama_deploy.runtime.backends import BackendError, backend_for_path, create_backend
+from lama_deploy.runtime.backends.base import io_problem, is_random_weights
+from lama_deploy.runtime.backends.ort_backend import OnnxRuntimeBackend, choose_providers
 
 FEED = {C.IMAGE: np.random.default_rng(0).random((1, 3, 16, 24), dtype=np.float32),
         C.MASK: np.zeros((1, 1, 16, 24), np.float32)}

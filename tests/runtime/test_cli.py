@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from lama_deploy import contract as C
-from lama_deploy.cli import main as lama_deploy
-from runtime.cli import main, pair_files
+from lama_deploy.scripts.cli import main as lama_deploy
+from lama_deploy.runtime.cli import main, pair_files
 
 RNG = np.random.default_rng(0)
 

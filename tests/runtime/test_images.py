@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from lama_deploy.errors import UserError
-from runtime.images import InpaintInputError, load_hole, load_image, to_output_image
+from lama_deploy.runtime.images import InpaintInputError, load_hole, load_image, to_output_image
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 10, 3), dtype=np.uint8)

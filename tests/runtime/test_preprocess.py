@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lama_deploy import contract as C
-from runtime.preprocess import (composite, hole_to_mask, image_to_chw, make_feed, output_to_images, pad_bottom_right,
+from lama_deploy.runtime.preprocess import (composite, hole_to_mask, image_to_chw, make_feed, output_to_images, pad_bottom_right,
                                 padded_size, to_uint8)
 
 

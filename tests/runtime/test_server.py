@@ -28,8 +28,8 @@ pytest.importorskip("uvicorn", reason="the server needs uvicorn (pip install 'la
 httpx = pytest.importorskip("httpx", reason="the tests talk to the server with httpx")
 
 from lama_deploy import contract as C  # noqa: E402
-from runtime import InpaintResult  # noqa: E402
-from runtime import server, server_limits  # noqa: E402
+from lama_deploy.runtime import InpaintResult  # noqa: E402
+from lama_deploy.runtime import server, server_limits  # noqa: E402
 
 HOST = "127.0.0.1"
 MAX_BODY_MB = 1
@@ -95,7 +95,7 @@ def _start_server(model: Path, log: Path, *extra: str) -> RunningServer:
     with socket.socket() as sock:  # a free loopback port
         sock.bind((HOST, 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "lama_deploy.cli", "serve", "--model", str(model), "--host", HOST,
+    cmd = [sys.executable, "-m", "lama_deploy.scripts.cli", "serve", "--model", str(model), "--host", HOST,
            "--port", str(port), "--device", "cpu", *extra]
     handle = log.open("w")
     proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2],

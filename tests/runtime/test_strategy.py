@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.backends.base import Profile, profile_from_override
-from runtime.strategy import Box, axis_window, downscaled, hole_bbox, plan_image
+from lama_deploy.runtime.backends.base import Profile, profile_from_override
+from lama_deploy.runtime.strategy import Box, axis_window, downscaled, hole_bbox, plan_image
 
 
 def _hole(h: int, w: int, box: tuple[int, int, int, int] | None) -> np.ndarray:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "onnx", "export", "lama_model", "tensorrt", "tensorrt_rtx")
+HEAVY = ("torch", "onnx", "lama_deploy.export", "lama_model", "tensorrt", "tensorrt_rtx")
 
 SCRIPT = """
 import sys
 import numpy as np
-import runtime, runtime.inpainter, runtime.cli, runtime.backends.trt_backend, runtime.backends.ort_backend
-from runtime import Inpainter
+import lama_deploy.runtime, lama_deploy.runtime.inpainter, lama_deploy.runtime.cli, lama_deploy.runtime.backends.trt_backend, lama_deploy.runtime.backends.ort_backend
+from lama_deploy.runtime import Inpainter
 rgb = np.full((24, 40, 3), 120, np.uint8)
 mask = np.zeros((24, 40), np.uint8)
 mask[4:12, 8:20] = 255

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lama_deploy import contract as C
-from runtime import triton
+from lama_deploy.runtime import triton
 
 # --- a minimal protobuf text-format reader ------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def parse_pbtxt(text: str) -> dict[str, list]:
 def _fake_engine(folder: Path, max_n: int = 4, min_n: int = 1, flavour: str = "tensorrt", batch_dim: int = -1,
                  dtype: str = "float", profiles: list | None = None) -> Path:
     """Engine bytes are opaque to triton-repo; the sidecar is the builder's format (export.build_engine)."""
-    from export.trt_builder import Profile
+    from lama_deploy.export.trt_builder import Profile
 
     engine = folder / "lama.engine"
     engine.write_bytes(b"\x00fake-plan" * 100)
@@ -150,7 +150,7 @@ def test_existing_model_needs_force_and_is_replaced_whole(tiny_onnx: Path, tmp_p
 
 
 def test_onnx_with_fixed_batch_is_refused(tmp_path: Path, capsys) -> None:
-    from export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
     from lama_model import random_model
 
     static = tmp_path / "static.onnx"
@@ -176,7 +176,7 @@ def test_engine_repository_uses_plan_and_sidecar_label(tmp_path: Path) -> None:
 
 
 def test_engine_batch_range_spans_every_profile(tmp_path: Path) -> None:
-    from export.trt_builder import Profile
+    from lama_deploy.export.trt_builder import Profile
 
     profiles = [Profile((1, 64, 64), (1, 256, 256), (2, 512, 512)), Profile((1, 512, 512), (1, 1024, 1024), (3, 2048, 2048))]
     engine = _fake_engine(tmp_path, profiles=profiles)
@@ -213,8 +213,8 @@ def _has_tensorrt_rtx() -> bool:
 @pytest.mark.skipif(not _has_tensorrt_rtx(), reason="needs tensorrt_rtx (its builder runs without a GPU)")
 def test_real_builder_sidecar(tiny_onnx: Path, tmp_path: Path) -> None:
     """The sidecar `lama-deploy build` really writes: read, RTX refused, the same engine as TensorRT accepted."""
-    from export.build_engine import build_engine
-    from export.trt_builder import Profile
+    from lama_deploy.export.build_engine import build_engine
+    from lama_deploy.export.trt_builder import Profile
 
     engine = tmp_path / "tiny.engine"
     build_engine(tiny_onnx, engine, profiles=[Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))], flavour="tensorrt_rtx")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from lama_deploy import contract as C
-from runtime import Inpainter
-from runtime.backends import BackendError
-from runtime.backends import trt_backend as tb
-from runtime.backends.cuda_memory import DeviceBuffer
-from runtime.trt_import import TensorRTUnavailable, import_tensorrt
+from lama_deploy.runtime import Inpainter
+from lama_deploy.runtime.backends import BackendError
+from lama_deploy.runtime.backends import trt_backend as tb
+from lama_deploy.runtime.backends.cuda_memory import DeviceBuffer
+from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
 
 import fake_tensorrt as fake  # helper module beside these tests (pytest puts this folder on sys.path)
 
@@ -37,7 +37,7 @@ def _has_gpu() -> bool:
 
 def _has_cuda_python() -> bool:
     try:
-        from runtime.backends.cuda_memory import import_cudart
+        from lama_deploy.runtime.backends.cuda_memory import import_cudart
 
         import_cudart()
         return True
@@ -56,7 +56,7 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(tb, "import_cudart", lambda: cudart)
 
     def use(engine):
-        monkeypatch.setattr("runtime.trt_import.import_tensorrt", lambda flavour=None: fake.make_trt(engine))
+        monkeypatch.setattr("lama_deploy.runtime.trt_import.import_tensorrt", lambda flavour=None: fake.make_trt(engine))
         return cudart
 
     return use
@@ -132,7 +132,7 @@ def test_without_tensorrt_the_error_says_how_to_install(monkeypatch, tmp_path):
     def unavailable(flavour=None):
         raise TensorRTUnavailable("TensorRT is not available; install it with `pip install tensorrt`")
 
-    monkeypatch.setattr("runtime.trt_import.import_tensorrt", unavailable)
+    monkeypatch.setattr("lama_deploy.runtime.trt_import.import_tensorrt", unavailable)
     path = tmp_path / "m.engine"
     path.write_bytes(b"x")
     with pytest.raises(BackendError, match="pip install tensorrt"):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import bench_report as R
-from scripts.benchmark import estimate_seconds, main, plan_cells
+from lama_deploy.scripts import bench_report as R
+from lama_deploy.scripts.benchmark import estimate_seconds, main, plan_cells
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,7 +66,7 @@ def test_quick_run_writes_png_markdown_and_prints_table(quick_run) -> None:
 
 
 def test_rerender_keeps_hand_written_notes(quick_run, tmp_path: Path) -> None:
-    from scripts.bench_report import NOTES_MARKER
+    from lama_deploy.scripts.bench_report import NOTES_MARKER
 
     _, out, _ = quick_run
     page = tmp_path / "benchmarks.md"
@@ -161,7 +161,7 @@ def _inputs(batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.T
 
 @pytest.mark.parametrize("batch,height,width", [(2, 48, 80), (1, 136, 200)])
 def test_speedups_match_the_reference_model(tiny_model, batch: int, height: int, width: int) -> None:
-    from export.speedups import apply_speedups
+    from lama_deploy.export.speedups import apply_speedups
 
     fast = apply_speedups(tiny_model)
     image, mask = _inputs(batch, height, width)
@@ -173,7 +173,7 @@ def test_speedups_match_the_reference_model(tiny_model, batch: int, height: int,
 
 
 def test_speedups_leave_the_callers_model_alone(tiny_model) -> None:
-    from export.speedups import SpaceToDepthHead, apply_speedups
+    from lama_deploy.export.speedups import SpaceToDepthHead, apply_speedups
 
     before = sum(isinstance(m, torch.nn.BatchNorm2d) for m in tiny_model.modules())
     fast = apply_speedups(tiny_model)
@@ -187,9 +187,9 @@ def test_speedup_export_passes_tensorrt_rules_and_matches(tiny_model, tmp_path: 
     import onnx
     import onnxruntime as ort
 
-    from export.onnx_export import export_inpainting_onnx
-    from export.onnx_rules import tensorrt_violations
-    from export.speedups import apply_speedups
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_rules import tensorrt_violations
+    from lama_deploy.export.speedups import apply_speedups
 
     path = tmp_path / "fast.onnx"
     export_inpainting_onnx(path, model=apply_speedups(tiny_model), config="tiny")
@@ -208,7 +208,7 @@ def test_speedup_export_passes_tensorrt_rules_and_matches(tiny_model, tmp_path: 
 
 @pytest.mark.slow
 def test_big_lama_speedups_match(big_lama_model) -> None:
-    from export.speedups import apply_speedups
+    from lama_deploy.export.speedups import apply_speedups
 
     fast = apply_speedups(big_lama_model)
     image, mask = _inputs(1, 64, 96)
@@ -223,7 +223,7 @@ def test_factorised_dft_stays_dynamic_in_onnx(tmp_path: Path) -> None:
     """One exported Fourier unit, run at sides that pick different splits (8x8, 8x16, 4x25, dense 135, 16x16)."""
     import onnxruntime as ort
 
-    from export.onnx_rules import tensorrt_violations
+    from lama_deploy.export.onnx_rules import tensorrt_violations
     from lama_model.ffc import FourierUnit
     from lama_model.fourier import MatmulDFT, TorchFFT, split_length
 
@@ -256,7 +256,7 @@ def test_factorised_dft_stays_dynamic_in_onnx(tmp_path: Path) -> None:
 
 
 def test_fp16_dft_error_is_fp16_sized_and_finite_on_trained_like_input() -> None:
-    from scripts.bench_fp16 import fp16_dft_error
+    from lama_deploy.scripts.bench_fp16 import fp16_dft_error
 
     result = fp16_dft_error("tiny", 128, seed=0)
     assert result["fourier_input_absmax"] > 100  # trained-like activations, not unit-scale random ones

@@ -11,10 +11,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from export.trt_builder import Profile, make_profiles
+from lama_deploy.export.trt_builder import Profile, make_profiles
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
-from scripts.trtexec_commands import (
+from lama_deploy.scripts.trtexec_commands import (
     REMOVED_FLAGS, TARGETS, OnnxFacts, generate_scripts, main, polygraphy_command, read_onnx_facts, render,
     trtexec_command,
 )

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from lama_deploy import contract as C
 from lama_deploy.errors import cli_entry
-from lama_deploy.synthetic import demo_scene, sample_batch
+from lama_model.synthetic import demo_scene, sample_batch
 
 PROG = "lama-deploy demo"
 CHECK_SHAPES = [(1, 200, 328), (2, 128, 192), (1, 264, 200)]
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from export.onnx_export import export_inpainting_onnx, load_model
-    from runtime import Inpainter
+    from lama_deploy.export.onnx_export import export_inpainting_onnx, load_model
+    from lama_deploy.runtime import Inpainter
 
     started = time.perf_counter()
     model, config, weights, _ = load_model(args.checkpoint, args.config)
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build_engine(onnx_path: Path, out: Path, target: str) -> str:
     try:
-        from export.build_engine import main as build_main
+        from lama_deploy.export.build_engine import main as build_main
     except ImportError as exc:  # pragma: no cover - shipped with the package
         return f"unavailable ({exc})"
-    from runtime.trt_import import TensorRTUnavailable, import_tensorrt
+    from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
 
     try:
         import_tensorrt()

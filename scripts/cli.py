@@ -10,14 +10,14 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("lama_deploy.demo", "export, validate and inpaint a sample on the embedded random-weights model"),
-    "export": ("export.to_onnx", "export LaMa to dynamic-shape ONNX (DFT-as-matmul)"),
-    "validate": ("export.validate", "check an ONNX export against PyTorch with Polygraphy"),
-    "build": ("export.build_engine", "build a dynamic-shape TensorRT engine"),
-    "inpaint": ("runtime.cli", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
-    "serve": ("runtime.server", "serve POST /inpaint over HTTP"),
-    "triton-repo": ("runtime.triton", "write a Triton Inference Server model repository"),
-    "bench": ("scripts.benchmark", "benchmark the deployment paths side by side"),
+    "demo": ("lama_deploy.scripts.demo", "export, validate and inpaint a sample on the embedded random-weights model"),
+    "export": ("lama_deploy.export.to_onnx", "export LaMa to dynamic-shape ONNX (DFT-as-matmul)"),
+    "validate": ("lama_deploy.export.validate", "check an ONNX export against PyTorch with Polygraphy"),
+    "build": ("lama_deploy.export.build_engine", "build a dynamic-shape TensorRT engine"),
+    "inpaint": ("lama_deploy.runtime.cli", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
+    "serve": ("lama_deploy.runtime.server", "serve POST /inpaint over HTTP"),
+    "triton-repo": ("lama_deploy.runtime.triton", "write a Triton Inference Server model repository"),
+    "bench": ("lama_deploy.scripts.benchmark", "benchmark the deployment paths side by side"),
 }
 
 
