@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb, sidecar_path, sidecar_weights, verify_sidecar
-from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency
+from lama_deploy.errors import InputNotFound, UserError, atomic_output, cli_entry, missing_dependency
 
 from .trt_builder import (
     ConfigOptions, ParserError, Profile, build_serialized, check_network_io, check_profile, create_builder,
@@ -144,7 +144,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     start = time.perf_counter()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
-        raise FileNotFoundError(f"ONNX model {onnx_path} not found")
+        raise InputNotFound(f"ONNX model {onnx_path} not found")
     profiles = profiles or make_profiles(None, None, None)
     for index, profile in enumerate(profiles):
         check_profile(profile, index)

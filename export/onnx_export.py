@@ -23,7 +23,7 @@ import torch
 
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb
-from lama_deploy.errors import atomic_output
+from lama_deploy.errors import UsageError, atomic_output
 from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
 from lama_model.checkpoint import config_name
 
@@ -65,7 +65,7 @@ def trace_to_onnx(model: InpaintingModel, path: Path, opset: int = C.DEFAULT_OPS
                   batch: int = 1, keep_fourier: bool = False, fourier: str = "matmul") -> onnx.ModelProto:
     """Raw export of `model` (its Fourier units switched to `fourier` unless `keep_fourier`); returns the ModelProto."""
     if opset < 13 or opset > C.MAX_TRT8_OPSET:
-        raise ValueError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
+        raise UsageError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
                          f"(TensorRT 8.5/8.6 on JetPack 5/6.0 import up to opset {C.MAX_TRT8_OPSET})")
     if not keep_fourier:
         set_fourier_mode(model, fourier)
@@ -172,6 +172,18 @@ def load_model(checkpoint: str | None, config: str | None, seed: int = 0,
     return random_model(name, seed=seed, trained_like=trained_like), name, describe_random_weights(seed, trained_like), ""
 
 
+def describe_model_object(model: InpaintingModel, checkpoint: str | None) -> tuple[str, str, dict[str, str]]:
+    """(weights label, checkpoint sha256, random-weights metadata) of a model handed in as an object."""
+    recipe = getattr(model, "random_weights_recipe", None)
+    if checkpoint:
+        return f"checkpoint {Path(checkpoint).name}", file_sha256(checkpoint), {}
+    if recipe is not None:
+        seed, trained_like = recipe
+        return describe_random_weights(seed, trained_like), "", {
+            C.META_RANDOM_SEED: str(seed), C.META_TRAINED_LIKE: str(bool(trained_like)).lower()}
+    return "in-memory model (weights unknown to the exporter)", "", {}
+
+
 def _rewritten_for_export(model: InpaintingModel, speedups: bool, precision: str) -> tuple[InpaintingModel, list[str]]:
     """(a copy of `model` to trace, names of the rewrites applied); the caller's model is left as it was.
 
@@ -202,11 +214,11 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     from .onnx_rules import check_tensorrt_compatible
 
     if fft not in FFT_MODES:
-        raise ValueError(f"unknown --fft {fft!r}; choose one of {FFT_MODES}")
+        raise UsageError(f"unknown --fft {fft!r}; choose one of {FFT_MODES}")
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown --precision {precision!r}; choose one of {PRECISIONS}")
+        raise UsageError(f"unknown --precision {precision!r}; choose one of {PRECISIONS}")
     if fft == "dft" and precision == "fp16":
-        raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
+        raise UsageError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
     start = time.perf_counter()
     random_weights: dict[str, str] = {}
     if model is None:
@@ -215,7 +227,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             random_weights = {C.META_RANDOM_SEED: str(seed), C.META_TRAINED_LIKE: str(bool(trained_like)).lower()}
     else:
         config = config or config_name(model.generator.config)
-        weights, sha = "in-memory model", ""
+        weights, sha, random_weights = describe_model_object(model, checkpoint)
     model, applied = _rewritten_for_export(model, speedups, precision)
     notes: list[str] = []
     output = Path(output)

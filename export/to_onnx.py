@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import cli_entry  # noqa: E402
+from lama_deploy.errors import UsageError, cli_entry  # noqa: E402
 
 PROG = "lama-deploy export"
 
@@ -47,7 +47,7 @@ def _batch_arg(value: str) -> tuple[bool, int]:
         return True, 1
     if value.isdigit() and int(value) >= 1:
         return False, int(value)
-    raise ValueError(f"--batch must be 'dynamic' or a positive integer, not {value!r}")
+    raise UsageError(f"--batch must be 'dynamic' or a positive integer, not {value!r}")
 
 
 @cli_entry(PROG)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     dynamic_batch, _batch = _batch_arg(args.batch)
     output = Path(args.output)
     if output.is_dir():
-        raise ValueError(f"--output {output} is a folder; give a file name such as {output / 'lama.onnx'}")
+        raise UsageError(f"--output {output} is a folder; give a file name such as {output / 'lama.onnx'}")
     from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     if not args.checkpoint:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import contract as C
-from .errors import UserError
+from .errors import InputNotFound, UserError
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -48,7 +48,7 @@ def verify_sidecar(engine_path: str | Path) -> dict[str, Any]:
     """The sidecar, after checking (size + sha256) that the engine file is the one it describes."""
     engine_path = Path(engine_path)
     if not engine_path.is_file():
-        raise FileNotFoundError(f"engine {engine_path} not found")
+        raise InputNotFound(f"engine {engine_path} not found")
     side = sidecar_path(engine_path)
     if not side.is_file():
         raise UserError(f"{side.name} not found next to the engine; rebuild with `lama-deploy build` to get one")

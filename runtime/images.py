@@ -22,7 +22,7 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lama_deploy.errors import UserError
+from lama_deploy.errors import UsageError, UserError
 
 #: Decompression-bomb guard; also the largest image the runtime accepts by default (40 MP).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -208,7 +208,7 @@ def load_hole(source: ImageSource, size: tuple[int, int], threshold: float = 0, 
 
 def check_threshold(threshold: float) -> None:
     if not 0 <= float(threshold) < 255:
-        raise ValueError(f"threshold {threshold} is out of range; use 0 <= threshold < 255 (mask > threshold is a hole)")
+        raise UsageError(f"threshold {threshold} is out of range; use 0 <= threshold < 255 (mask > threshold is a hole)")
 
 
 def to_output_image(loaded: LoadedImage, generated_rgb: np.ndarray, hole: np.ndarray) -> Image.Image:

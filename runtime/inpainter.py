@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from lama_deploy import contract as C
+from lama_deploy.errors import UsageError
 
 from .backends import Backend, BackendError, Profile, create_backend, is_random_weights, profile_from_override
 from .images import DEFAULT_MAX_PIXELS, ImageSource, LoadedImage, check_threshold, load_hole, load_image, to_output_image
@@ -84,7 +85,7 @@ class Inpainter:
     def _effective_profile(self) -> Profile:
         profile = profile_from_override(self.backend.profile, self._profile_override).narrowed(max_side=self._max_side)
         if profile.is_empty():
-            raise ValueError(f"the model's size range {profile.as_dict()} holds no valid size "
+            raise UsageError(f"the model's size range {profile.as_dict()} holds no valid size "
                              f"(H and W multiples of {profile.size_multiple}, at least {C.MIN_SIDE}); widen it")
         return profile.usable()
 
@@ -139,7 +140,7 @@ class Inpainter:
                       threshold: float | None = None) -> list[InpaintResult]:
         """Inpaint several images; those fed at the same tensor size share one model call (N > 1)."""
         if len(images) != len(masks):
-            raise ValueError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
+            raise UsageError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
         threshold = self.threshold if threshold is None else threshold
         jobs = [self._prepare(image, mask, threshold) for image, mask in zip(images, masks)]
         self._run(jobs)

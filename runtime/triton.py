@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_tensorrt, sidecar_weights, verify_sidecar
-from lama_deploy.errors import UserError, cli_entry
+from lama_deploy.errors import InputNotFound, UserError, cli_entry
 
 #: TensorRT I/O dtypes as the builder's sidecar names them -> Triton's.
 ENGINE_DTYPES = {"float": "TYPE_FP32", "half": "TYPE_FP16"}
@@ -218,7 +218,7 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
     """Check `model` against the options and write `output/<name>/` atomically."""
     model, output = Path(model), Path(output)
     if not model.is_file():
-        raise FileNotFoundError(f"model {model} does not exist; pass an .engine or .onnx file")
+        raise InputNotFound(f"model {model} does not exist; pass an .engine or .onnx file")
     platform = platform_for(model)
     _check_options(name, max_batch, instances, kind, platform, preferred_batch, max_queue_delay_us)
     notes, dtypes, label = check_engine(model, max_batch) if platform == "tensorrt_plan" else check_onnx(model)

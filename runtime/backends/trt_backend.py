@@ -17,7 +17,7 @@ import numpy as np
 
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import read_sidecar, sidecar_flavour, sidecar_weights
-from lama_deploy.errors import UserError
+from lama_deploy.errors import InputNotFound, UserError
 
 from .base import Backend, BackendError, Profile, io_problem
 from .cuda_memory import CudaStream, DeviceBuffer, import_cudart, set_device
@@ -116,7 +116,7 @@ class TensorRTBackend(Backend):
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"engine {self.path} does not exist; build one with `lama-deploy build`")
+            raise InputNotFound(f"engine {self.path} does not exist; build one with `lama-deploy build`")
         if device is not None and not device.startswith("cuda"):
             raise BackendError(f"TensorRT runs on NVIDIA GPUs only; use --device cuda[:N], not {device!r}")
         self.device = device
