@@ -6,6 +6,7 @@ Exit codes, the same for every `lama-deploy` command (README "Exit codes"):
     1  a check or a job failed, or a check the user asked for could not run (NOT CHECKED)
     2  user error: a bad option, a missing file, a missing dependency (one line, no traceback)
     3  internal error: a bug in lama-deploy (the traceback is kept; please report it)
+    0  also when the reader of the output goes away (`lama-deploy --help | head`)
     130 interrupted (Ctrl-C)
 """
 
@@ -63,6 +64,8 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callab
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return EXIT_INTERRUPTED
+            except BrokenPipeError:
+                return stdout_closed()
             except Exception as exc:
                 message = user_message(exc)
                 if message is not None:
@@ -76,6 +79,19 @@ def cli_entry(prog: str) -> Callable[[Callable[[list[str] | None], int]], Callab
         return main
 
     return wrap
+
+
+def stdout_closed() -> int:
+    """The reader of our output went away (`lama-deploy --help | head`): stop quietly, exit 0.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not raise again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
 
 
 #: The project's user-error types outside lama_deploy (lama_model imports nothing of the project; the TensorRT
