@@ -161,8 +161,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     notes: list[str] = []
     if timing_cache and not features.timing_cache:
         notes.append(f"timing cache ignored: {features.flavour} has none (its timing cache calls are no-ops)")
-    if compute_capability:
-        compute_capability = normalise_compute_capability(features, compute_capability)
+    target = target_compute_capability(features, compute_capability)
+    compute_capability = target if compute_capability else None  # ahead of time only when asked for
     strongly_typed = not features.weak_typing or (onnx_precision == "fp16" and features.strongly_typed_flag)
     fp16_flag = precision == "fp16" and not strongly_typed
 
@@ -199,7 +199,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
         "strongly_typed": strongly_typed,
         "fp32_pinned_layers": pinned,
         "tf32": bool(tf32),
-        "compute_capability": compute_capability,
+        "compute_capability": target,
         "profiles": [p.as_dict() for p in profiles],
         "io": io_info,
         "workspace_mib": workspace_mib,
@@ -218,12 +218,24 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
         engine=str(engine_path), sidecar=str(side), engine_bytes=len(engine_bytes),
         seconds=round(time.perf_counter() - start, 2), peak_rss_mb=round(peak_rss_mb(), 1),
         flavour=features.flavour, tensorrt_version=features.version, precision=precision,
-        strongly_typed=strongly_typed, fp32_pinned_layers=pinned, compute_capability=compute_capability,
+        strongly_typed=strongly_typed, fp32_pinned_layers=pinned, compute_capability=target,
         profiles=sidecar["profiles"], notes=notes,
     )
 
 
 # --- engine inspection ------------------------------------------------------------------------------------
+
+def target_compute_capability(features, requested: str | None) -> str:
+    """The GPUs the engine is for, never left unsaid: the ahead-of-time target, else the build GPU's."""
+    from .validate_runners import cuda_compute_capability
+
+    if requested:
+        return normalise_compute_capability(features, requested)
+    if features.compute_capabilities and cuda_compute_capability() is None:  # TensorRT-RTX without a GPU
+        raise UserError(f"no NVIDIA GPU here to build for; say which GPU will run the engine with "
+                        f"--compute-capability X.Y (one of {', '.join(features.compute_capabilities)})")
+    return cuda_compute_capability() or "the build GPU"
+
 
 def inspect_engine(engine_path: str | Path) -> dict:
     """The sidecar of `engine_path`, after checking the engine file is the one the sidecar describes."""

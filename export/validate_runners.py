@@ -49,6 +49,20 @@ def cuda_device_count() -> int:
         return 0
 
 
+def cuda_compute_capability(device: int = 0) -> str | None:
+    """'8.9' for the first visible NVIDIA GPU through the driver, None without one."""
+    import ctypes
+
+    if cuda_device_count() <= device:
+        return None
+    cuda = ctypes.CDLL("libcuda.so.1")
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+    if cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device) or cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device):
+        return None
+    return f"{major.value}.{minor.value}"
+
+
 def _unavailable(report: ValidationReport, name: str, reason: str, requested: bool) -> None:
     (report.not_checked if requested else report.skipped)[name] = reason
 
