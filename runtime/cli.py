@@ -107,7 +107,8 @@ def image_format(path: Path) -> str:
 def save_image(image: Image.Image, path: Path, quality: int = 95) -> None:
     fmt = image_format(path)
     if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
-        raise InpaintInputError(f"JPEG cannot keep the alpha channel of a {image.mode} image; write {path.stem}.png instead")
+        raise InpaintInputError(f"JPEG cannot keep the alpha channel of a {image.mode} image; write {path.stem}.png "
+                                f"instead (folders: --ext png)")
     with atomic_output(path) as tmp:
         image.save(tmp, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
 

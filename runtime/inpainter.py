@@ -86,7 +86,8 @@ class Inpainter:
         profile = profile_from_override(self.backend.profile, self._profile_override).narrowed(max_side=self._max_side)
         if profile.is_empty():
             raise UsageError(f"the model's size range {profile.as_dict()} holds no valid size "
-                             f"(H and W multiples of {profile.size_multiple}, at least {C.MIN_SIDE}); widen it")
+                             f"(H and W multiples of {profile.size_multiple}, at least {C.MIN_SIDE}); raise --max-side or "
+                             f"use a model with a wider profile")
         return profile.usable()
 
     @classmethod

@@ -103,7 +103,7 @@ def check_engine(engine: Path, max_batch: int) -> tuple[list[str], dict[str, str
     fixed = [name for name, info in io.items() if (info.get("shape") or [-1])[0] != -1]
     if fixed:
         raise UserError(f"the engine has a fixed batch dim ({', '.join(sorted(fixed))}); Triton's batching needs a "
-                        "dynamic N: rebuild it from an ONNX exported without --no-dynamic-batch")
+                        "dynamic N: rebuild it from an ONNX exported with `lama-deploy export --batch dynamic` (the default)")
     unknown = {name: info.get("dtype") for name, info in io.items() if info.get("dtype") not in ENGINE_DTYPES}
     if unknown:
         raise UserError(f"engine I/O types {unknown} have no Triton equivalent here; rebuild it from the exported ONNX")
@@ -148,7 +148,7 @@ def check_onnx(model: Path) -> tuple[list[str], dict[str, str], str]:
         batch_dim = value.type.tensor_type.shape.dim[0]
         if batch_dim.HasField("dim_value"):
             raise UserError(f"{model.name}: {name} has a fixed batch dim {batch_dim.dim_value}; Triton's batching "
-                            "needs a dynamic N: re-export without --no-dynamic-batch")
+                            "needs a dynamic N: re-export with `lama-deploy export --batch dynamic` (the default)")
         elem = onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)
         if elem not in ONNX_DTYPES:
             raise UserError(f"{model.name}: {name} is {elem}, not float32/float16; export it with `lama-deploy export`")
