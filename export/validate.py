@@ -1,7 +1,7 @@
 """`lama-deploy validate`: check an exported ONNX (and optionally its engine) against PyTorch with Polygraphy.
 
     lama-deploy validate lama.onnx --out-dir validation/            # default shapes, seeded synthetic inputs
-    lama-deploy validate lama.onnx --checkpoint best.ckpt --quick    # drop the 1024x1024 case (~10 s on CPU)
+    lama-deploy validate lama.onnx --checkpoint best.ckpt --quick    # no 1024x1024 case (big-lama: minutes on CPU)
     lama-deploy validate lama.onnx --images photos/ --masks masks/   # your own images, padded to multiples of 8
 
 The reference is the PyTorch model in `torch.fft` mode, stored as a Polygraphy `RunResults` JSON

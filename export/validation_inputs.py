@@ -12,7 +12,8 @@ from lama_deploy.errors import InputNotFound, UserError, one_line
 #: (N, H, W): min side, small, non-square, odd 1/8 feature maps (25x41, 33x25), batch 2, typical, large.
 DEFAULT_SHAPES = ((1, 16, 16), (1, 64, 64), (1, 256, 384), (1, 200, 328), (1, 264, 200), (2, 256, 256),
                   (1, 512, 512), (1, 1024, 1024))
-#: --quick drops the 1024x1024 case (big-lama: ~10 s in PyTorch on CPU).
+#: --quick drops the 1024x1024 case. Measured for big-lama (random weights, 2 shared CPU cores under heavy load):
+#: the PyTorch reference of the 7 remaining shapes alone took 167 s of CPU time, so minutes, not ~10 s.
 QUICK_MAX_SIDE = 512
 
 
