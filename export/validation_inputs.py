@@ -13,7 +13,8 @@ from lama_deploy.errors import InputNotFound, UserError, one_line
 DEFAULT_SHAPES = ((1, 16, 16), (1, 64, 64), (1, 256, 384), (1, 200, 328), (1, 264, 200), (2, 256, 256),
                   (1, 512, 512), (1, 1024, 1024))
 #: --quick drops the 1024x1024 case. Measured for big-lama (random weights, 2 shared CPU cores under heavy load):
-#: the PyTorch reference of the 7 remaining shapes alone took 167 s of CPU time, so minutes, not ~10 s.
+#: rebuilding the seeded model and its PyTorch reference for the 7 remaining shapes took 167 s of CPU time
+#: (the ONNX Runtime run did not finish: numpy was being reinstalled under it), so minutes, not ~10 s.
 QUICK_MAX_SIDE = 512
 
 
