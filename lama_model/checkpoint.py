@@ -27,8 +27,9 @@ import torch
 from .configs import CONFIGS, GeneratorConfig, get_config
 from .ffc import FFCResNetGenerator
 from .inpainting import InpaintingModel
-from .safe_pickle import (DEFAULT_LIMITS, CheckpointError, Limits, Placeholder, Record, StorageType,
-                          UnsafeCheckpointError, describe_error, short, unpickle)
+from .checkpoint_records import (DEFAULT_LIMITS, CheckpointError, Limits, Record, StorageType, UnsafeCheckpointError,
+                                 describe_error, short)
+from .safe_pickle import Placeholder, unpickle
 
 __all__ = ["CheckpointError", "Limits", "UnsafeCheckpointError", "load_inpainting_model", "read_checkpoint"]
 

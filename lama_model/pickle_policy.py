@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import torch
 
+from .checkpoint_records import RefusedCall
+
 # Module roots whose names are refused outright: their callables run code, import, or touch the system.
 DENIED_MODULES = frozenset({
     "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "_posixsubprocess", "sys", "builtins",
@@ -39,8 +41,6 @@ class RefusedName(Exception):
     """The pickle names a callable that can execute code or import; carries 'module.name'."""
 
 
-class RefusedCall(Exception):
-    """An allowlisted constructor was called with arguments it does not accept (one-line reason)."""
 
 
 def _sized(value: Any, what: str, limit: int) -> Any:

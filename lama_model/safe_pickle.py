@@ -19,42 +19,13 @@ import _compat_pickle
 import collections
 import io
 import pickle
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from . import pickle_policy as policy
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one line that says what to do."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The pickle asks for something that could execute code or exhaust the machine."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one checkpoint may make the loader build; defaults fit the official checkpoints."""
-
-    max_depth: int = 100  # nesting of tuples/frozensets (hashed) and of the walked object tree
-    max_tuple_size: int = 100_000  # elements of a tuple/frozenset counted through shared children
-    max_objects: int = 5_000_000  # objects and container elements created by one pickle
-    max_tensor_elements: int = 1 << 28  # elements of one tensor (1 GiB of fp32)
-    max_pickle_bytes: int = 512 << 20  # the data.pkl record
-    max_decompression_ratio: int = 20  # compressed records may not expand more than this (plus 16 MiB)
-
-
-DEFAULT_LIMITS = Limits()
-
-
-def short(text: Any, limit: int = 60) -> str:
-    """A name from the file, safe to put in a one-line message (never formats containers)."""
-    value = text if isinstance(text, str) else type(text).__name__
-    value = "".join(c if c.isprintable() else "?" for c in value[:limit])
-    return value + ("..." if isinstance(text, str) and len(text) > limit else "")
+from .checkpoint_records import (DEFAULT_LIMITS, STORAGE_DTYPES, CheckpointError, Limits, RecordLoader, RefusedCall,
+                                 StorageType, UnsafeCheckpointError, describe_error, rebuild_tensor, short)
 
 
 class Placeholder:
@@ -98,64 +69,9 @@ class _Callable:
         self.name, self.build = name, build
 
 
-class StorageType:
-    """What `torch.FloatStorage` (etc.) resolves to: just its dtype."""
-
-    __slots__ = ("dtype",)
-
-    def __init__(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
-
-
-_STORAGE_DTYPES = {
-    "UntypedStorage": torch.uint8, "ByteStorage": torch.uint8, "CharStorage": torch.int8,
-    "ShortStorage": torch.int16, "IntStorage": torch.int32, "LongStorage": torch.int64,
-    "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16, "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64, "BoolStorage": torch.bool,
-}
 _CONSTRUCTOR_OF_VALUE = {id(policy.VALUES[key]): build for key, build in policy.CONSTRUCTORS.items()
                          if key in policy.VALUES}
 _TYPING_VALUES = {id(value) for (module, _), value in policy.VALUES.items() if module == "typing"}
-
-
-class Record:
-    """A tensor data record (persistent id) of the archive: its bytes and the dtype the pickle gives them."""
-
-    __slots__ = ("storage", "dtype")
-
-    def __init__(self, storage: torch.UntypedStorage, dtype: torch.dtype) -> None:
-        self.storage, self.dtype = storage, dtype
-
-
-RecordLoader = Callable[[Any], Record]
-
-
-def _ints(value: Any, what: str) -> tuple[int, ...]:
-    if type(value) not in (tuple, list, torch.Size) or len(value) > 16 or any(
-            type(v) is not int or v < 0 for v in value):
-        raise policy.RefusedCall(f"tensor {what} that is not a short tuple of non-negative integers")
-    return tuple(value)
-
-
-def rebuild_tensor(limits: Limits, record: Any, offset: Any, size: Any, stride: Any) -> torch.Tensor:
-    """A view of `record`, refused unless every element it covers lies inside the record."""
-    if not isinstance(record, Record):
-        raise policy.RefusedCall("tensor rebuilt from something that is not a data record")
-    size, stride = _ints(size, "size"), _ints(stride, "stride")
-    if len(size) != len(stride) or type(offset) is not int or offset < 0:
-        raise policy.RefusedCall("tensor with mismatched size/stride or a bad offset")
-    numel = 1
-    for extent in size:
-        numel *= extent
-    if numel > limits.max_tensor_elements:
-        raise policy.RefusedCall(f"tensor of {numel} elements (limit {limits.max_tensor_elements})")
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if numel else 0
-    available = record.storage.nbytes() // record.dtype.itemsize
-    if numel and last >= available:
-        raise policy.RefusedCall(f"tensor needs {last + 1} elements but its data record holds {available}; "
-                                 "the file is truncated or crafted")
-    tensor = torch.empty((0,), dtype=record.dtype)
-    return tensor.set_(record.storage, offset, size, stride)
 
 
 class RestrictedUnpickler(pickle._Unpickler):
@@ -175,7 +91,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     def _spend(self, count: int) -> None:
         self._budget -= count
         if self._budget < 0:
-            raise policy.RefusedCall(f"more than {self.limits.max_objects} objects")
+            raise RefusedCall(f"more than {self.limits.max_objects} objects")
 
     def _made(self, obj: Any, size: int = 1) -> Any:
         self._spend(size)
@@ -186,7 +102,7 @@ class RestrictedUnpickler(pickle._Unpickler):
                 child_depth, child_total = self._shape.get(id(child), (0, 1))
                 depth, total = max(depth, child_depth + 1), total + child_total
             if depth > self.limits.max_depth or total > self.limits.max_tuple_size:
-                raise policy.RefusedCall(f"nesting deeper than {self.limits.max_depth} or wider than "
+                raise RefusedCall(f"nesting deeper than {self.limits.max_depth} or wider than "
                                          f"{self.limits.max_tuple_size} elements")
             self._shape[id(obj)] = (depth, total)
         return obj
@@ -194,7 +110,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     def _target(self, kinds: tuple[type, ...], opcode: str) -> Any:
         obj = self.stack[-1]
         if id(obj) not in self._fresh or not isinstance(obj, kinds + (Placeholder,)):
-            raise policy.RefusedCall(f"{opcode} on a {type(obj).__name__} it did not create")
+            raise RefusedCall(f"{opcode} on a {type(obj).__name__} it did not create")
         return obj
 
     # --- names and calls ---------------------------------------------------------------------------------
@@ -207,8 +123,8 @@ class RestrictedUnpickler(pickle._Unpickler):
             return policy.VALUES[key]
         if key in policy.CONSTRUCTORS or key in _SPECIAL_CALLS:
             return _Callable(f"{module}.{name}", policy.CONSTRUCTORS.get(key) or _SPECIAL_CALLS[key])
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return StorageType(_STORAGE_DTYPES[name])
+        if module == "torch" and name in STORAGE_DTYPES:
+            return StorageType(STORAGE_DTYPES[name])
         if module.split(".")[0] in policy.DENIED_MODULES:
             raise policy.RefusedName(f"{module}.{name}")
         return placeholder_class(module, name)
@@ -216,16 +132,17 @@ class RestrictedUnpickler(pickle._Unpickler):
     def _call(self, func: Any, args: Any, kwargs: Any = None) -> Any:
         kwargs = {} if kwargs is None else kwargs
         if type(args) not in (tuple, list) or type(kwargs) is not dict:
-            raise policy.RefusedCall("a call whose arguments are not a tuple")
+            raise RefusedCall("a call whose arguments are not a tuple")
         args = tuple(args)
         if isinstance(func, _Callable):
-            return self._made(func.build(self, args, kwargs) if func.build in _SPECIAL_CALLS.values()
+            special = func.build in _SPECIAL_FUNCTIONS  # these need the unpickler itself
+            return self._made(func.build(self, args, kwargs) if special
                               else func.build(self.limits.max_tuple_size, args, kwargs))
         if id(func) in _CONSTRUCTOR_OF_VALUE:
             return self._made(_CONSTRUCTOR_OF_VALUE[id(func)](self.limits.max_tuple_size, args, kwargs))
         if isinstance(func, type) and issubclass(func, Placeholder):
             return self._made(func(*args, **kwargs))
-        raise policy.RefusedCall(f"a call of a {short(getattr(func, '__name__', type(func).__name__))}, "
+        raise RefusedCall(f"a call of a {short(getattr(func, '__name__', type(func).__name__))}, "
                                  "which is not a constructor the loader allows")
 
     def _new(self, cls: Any, args: Any, kwargs: Any = None) -> Any:
@@ -233,7 +150,7 @@ class RestrictedUnpickler(pickle._Unpickler):
             return self._call(cls, args, kwargs)
         if cls in policy.NEWOBJ_TYPES and not args and not kwargs:
             return self._made(cls.__new__(cls))
-        raise policy.RefusedCall(f"creating a {short(getattr(cls, '__name__', type(cls).__name__))} object")
+        raise RefusedCall(f"creating a {short(getattr(cls, '__name__', type(cls).__name__))} object")
 
     def load_reduce(self) -> None:
         args = self.stack.pop()
@@ -252,10 +169,10 @@ class RestrictedUnpickler(pickle._Unpickler):
         self.append(value)
 
     def load_ext(self) -> None:
-        raise policy.RefusedCall("an extension code (copyreg registry), which checkpoints never use")
+        raise RefusedCall("an extension code (copyreg registry), which checkpoints never use")
 
     def load_buffer(self) -> None:
-        raise policy.RefusedCall("an out-of-band buffer, which checkpoints never use")
+        raise RefusedCall("an out-of-band buffer, which checkpoints never use")
 
     def persistent_load(self, pid: Any) -> Any:
         if self._records is None:
@@ -270,7 +187,7 @@ class RestrictedUnpickler(pickle._Unpickler):
             obj._state = state
             return
         if type(state) is not dict or any(type(k) is not str for k in state):
-            raise policy.RefusedCall(f"BUILD of a {type(obj).__name__} with a state that is not a dict of names")
+            raise RefusedCall(f"BUILD of a {type(obj).__name__} with a state that is not a dict of names")
         obj.__dict__.update(state)
 
     def load_setitem(self) -> None:
@@ -344,7 +261,7 @@ class RestrictedUnpickler(pickle._Unpickler):
 def _reconstructor(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
     """copyreg._reconstructor(cls, base, state), protocol 0/1 objects."""
     if kwargs or len(args) != 3:
-        raise policy.RefusedCall("copyreg._reconstructor with unexpected arguments")
+        raise RefusedCall("copyreg._reconstructor with unexpected arguments")
     cls, base, state = args
     if isinstance(cls, type) and issubclass(cls, Placeholder):
         obj = cls((), {})
@@ -352,25 +269,25 @@ def _reconstructor(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
         return obj
     if base is object and state is None:
         return u._new(cls, ())
-    raise policy.RefusedCall("copyreg._reconstructor of a builtin base")
+    raise RefusedCall("copyreg._reconstructor of a builtin base")
 
 
 def _newobj(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
     if kwargs or not args:
-        raise policy.RefusedCall("copyreg.__newobj__ without a class")
+        raise RefusedCall("copyreg.__newobj__ without a class")
     return u._new(args[0], args[1:])
 
 
 def _newobj_ex(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
     if kwargs or len(args) != 3:
-        raise policy.RefusedCall("copyreg.__newobj_ex__ with unexpected arguments")
+        raise RefusedCall("copyreg.__newobj_ex__ with unexpected arguments")
     return u._new(args[0], args[1], args[2])
 
 
 def _typing_alias(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
     """`operator.getitem(typing.Dict, (str, Any))` is how typing aliases pickle; kept as an inert record."""
     if kwargs or len(args) != 2 or not (id(args[0]) in _TYPING_VALUES or isinstance(args[0], Placeholder)):
-        raise policy.RefusedCall("operator.getitem other than on a typing form")
+        raise RefusedCall("operator.getitem other than on a typing form")
     return placeholder_class("typing", "alias")(*args)
 
 
@@ -385,14 +302,14 @@ def _enum_member(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
 def _tensor_v2(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> torch.Tensor:
     # (storage, offset, size, stride, requires_grad, backward_hooks[, metadata]): hooks and metadata are dropped
     if kwargs or not 4 <= len(args) <= 7:
-        raise policy.RefusedCall("_rebuild_tensor_v2 with unexpected arguments")
+        raise RefusedCall("_rebuild_tensor_v2 with unexpected arguments")
     return rebuild_tensor(u.limits, *args[:4])
 
 
 def _parameter(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> torch.Tensor:
     # (data, requires_grad, backward_hooks[, state]): the loader only needs the data
     if kwargs or not 1 <= len(args) <= 4 or not isinstance(args[0], torch.Tensor):
-        raise policy.RefusedCall("_rebuild_parameter of something that is not a tensor")
+        raise RefusedCall("_rebuild_parameter of something that is not a tensor")
     return args[0]
 
 
@@ -400,7 +317,7 @@ def _from_type_v2(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> torch.Te
     # (func, new_type, args, state): func must itself be a tensor rebuild helper; type and state are dropped
     if kwargs or len(args) != 4 or not isinstance(args[0], _Callable) or args[0].build not in (
             _tensor_v2, _parameter, _from_type_v2):
-        raise policy.RefusedCall("_rebuild_from_type_v2 of something that is not a tensor rebuild")
+        raise RefusedCall("_rebuild_from_type_v2 of something that is not a tensor rebuild")
     return u._call(args[0], args[2])
 
 
@@ -414,6 +331,7 @@ _SPECIAL_CALLS: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _from_type_v2,
 }
+_SPECIAL_FUNCTIONS = frozenset(_SPECIAL_CALLS.values())
 _deque_type = collections.deque
 
 
@@ -430,7 +348,7 @@ def unpickle(data: bytes, source: str, records: RecordLoader | None = None,
         raise UnsafeCheckpointError(
             f"refusing to load {source}: its pickle calls {short(str(exc.args[0]), 80)}, which could execute code; "
             "only load checkpoints from sources you trust, or re-save the weights as a plain state_dict") from None
-    except policy.RefusedCall as exc:
+    except RefusedCall as exc:
         raise UnsafeCheckpointError(f"refusing to load {source}: its pickle asks for {exc.args[0]}; "
                                     "the file is damaged or crafted") from None
     except (MemoryError, RecursionError) as exc:
@@ -438,13 +356,6 @@ def unpickle(data: bytes, source: str, records: RecordLoader | None = None,
                                     "the file is damaged or crafted") from None
     except Exception as exc:  # malformed pickle: report one line, not a stack trace
         raise CheckpointError(f"cannot read {source}: {describe_error(exc)}") from None
-
-
-def describe_error(exc: BaseException) -> str:
-    """`Type: message`, formatted only from short strings and numbers (never a container from the file)."""
-    parts = [a for a in exc.args if type(a) in (str, int, float)]
-    text = " ".join(short(str(a), 120) for a in parts[:2]) if len(parts) == len(exc.args) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 for _opcode, _method in {
     pickle.REDUCE: RestrictedUnpickler.load_reduce, pickle.NEWOBJ: RestrictedUnpickler.load_newobj,
