@@ -183,6 +183,7 @@ def generator_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
 # Bounds of an inferred configuration (the official ones are far inside): nothing larger is ever built.
 MAX_INFERRED_BLOCKS = 64
 MAX_INFERRED_CHANNELS = 16
+MAX_INFERRED_WIDTH = 256  # ngf; big-lama has 64 (its 18 blocks at 256 would be ~0.8 GB of fp32 weights)
 
 
 def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> GeneratorConfig:
@@ -196,7 +197,7 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> GeneratorConf
     heads = [k for k in state_dict if k.endswith(".weight") and state_dict[k].dim() == 4 and k.split(".")[1].isdigit()]
     head = max(heads, key=lambda k: int(k.split(".")[1]))
     output_nc = int(state_dict[head].shape[0])
-    limit = GeneratorConfig().max_features
+    limit = MAX_INFERRED_WIDTH
     if not (0 < ngf <= limit and 0 < input_nc <= MAX_INFERRED_CHANNELS and 0 < output_nc <= MAX_INFERRED_CHANNELS
             and len(blocks) <= MAX_INFERRED_BLOCKS):
         raise CheckpointError(f"the weights describe a generator of width {ngf}, {len(blocks)} blocks, {input_nc} "
