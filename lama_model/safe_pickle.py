@@ -264,7 +264,7 @@ def _reconstructor(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
         raise RefusedCall("copyreg._reconstructor with unexpected arguments")
     cls, base, state = args
     if isinstance(cls, type) and issubclass(cls, Placeholder):
-        obj = cls((), {})
+        obj = cls()
         obj._state = state
         return obj
     if base is object and state is None:
@@ -296,7 +296,7 @@ def _enum_member(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> Any:
     if kwargs or len(args) != 2 or type(args[1]) is not str or not (
             isinstance(args[0], type) and issubclass(args[0], Placeholder)):
         raise policy.RefusedName("builtins.getattr")
-    return args[0]((args[1],), {})
+    return args[0](args[1])
 
 
 def _tensor_v2(u: RestrictedUnpickler, args: tuple, kwargs: dict) -> torch.Tensor:
