@@ -7,10 +7,10 @@ Three layouts are accepted, all found by shape rather than by one hard-coded pre
 - the TorchScript `big-lama.pt` of IOPaint / lama-cleaner: its weights are read from the archive's pickled
   module tree; its code is never compiled or run.
 
-Safety: pickles are read with a restricted unpickler. Tensor rebuilding and plain containers are allowed;
-a call to anything that can execute code (os, subprocess, builtins.eval, ...) is refused with
-`UnsafeCheckpointError`; any other foreign object (a config class of a library that is not installed)
-becomes an inert placeholder, so its tensors still load.
+Safety (docs/security.md): pickles are read by safe_pickle's restricted, bounded unpickler under
+pickle_policy's table; zip records are read only when referenced and only after their size is checked against
+the tensor they back; keys and shapes are checked against the configuration (on a meta-device model) before the
+generator is allocated. Every problem is one CheckpointError line.
 """
 
 from __future__ import annotations

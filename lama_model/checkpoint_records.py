@@ -103,6 +103,6 @@ def rebuild_tensor(limits: Limits, record: Any, offset: Any, size: Any, stride: 
 
 def describe_error(exc: BaseException) -> str:
     """`Type: message`, formatted only from short strings and numbers (never a container from the file)."""
-    parts = [a for a in exc.args if type(a) in (str, int, float)]
+    parts = [a for a in exc.args if type(a) is str or (type(a) is int and a.bit_length() < 256)]
     text = " ".join(short(str(a), 120) for a in parts[:2]) if len(parts) == len(exc.args) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -93,6 +93,12 @@ class RestrictedUnpickler(pickle._Unpickler):
         if self._budget < 0:
             raise RefusedCall(f"more than {self.limits.max_objects} objects")
 
+    def _hashing(self, keys: Any) -> Any:
+        """Charge the cost of hashing `keys` (tuple hashes are not cached: a shared wide tuple used as many
+        keys would otherwise cost its expanded size every time)."""
+        self._spend(sum(self._shape.get(id(key), (0, 1))[1] for key in keys))
+        return keys
+
     def _made(self, obj: Any, size: int = 1) -> Any:
         self._spend(size)
         self._fresh[id(obj)] = obj
@@ -134,6 +140,9 @@ class RestrictedUnpickler(pickle._Unpickler):
         if type(args) not in (tuple, list) or type(kwargs) is not dict:
             raise RefusedCall("a call whose arguments are not a tuple")
         args = tuple(args)
+        for arg in args:  # constructors (set, dict, OrderedDict, ...) may hash the elements of an iterable
+            if type(arg) in (list, tuple, set, frozenset, dict) and len(arg) <= self.limits.max_tuple_size:
+                self._hashing(arg)
         if isinstance(func, _Callable):
             special = func.build in _SPECIAL_FUNCTIONS  # these need the unpickler itself
             return self._made(func.build(self, args, kwargs) if special
@@ -199,7 +208,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         self._set_items(self._target((dict,), "SETITEMS"), items)
 
     def _set_items(self, target: Any, items: list) -> None:
-        self._spend(len(items) // 2)
+        self._hashing(items[0::2])
         store = target._items if isinstance(target, Placeholder) else target
         for i in range(0, len(items) - 1, 2):
             store[items[i]] = items[i + 1]
@@ -219,7 +228,7 @@ class RestrictedUnpickler(pickle._Unpickler):
     def load_additems(self) -> None:
         items = self.pop_mark()
         target = self._target((set,), "ADDITEMS")
-        self._spend(len(items))
+        self._hashing(items)
         (target._items.update(dict.fromkeys(items)) if isinstance(target, Placeholder) else target.update(items))
 
     def load_tuple(self) -> None:
@@ -239,7 +248,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         self.append(self._made(()))
 
     def load_frozenset(self) -> None:
-        value = self._made(frozenset(self.pop_mark()))
+        value = self._made(frozenset(self._hashing(self.pop_mark())))
         self.append(value)
 
     def load_list(self) -> None:
@@ -251,7 +260,8 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     def load_dict(self) -> None:
         items = self.pop_mark()  # (pop_mark rebinds self.append: call it after)
-        value = self._made({items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}, len(items) // 2)
+        self._hashing(items[0::2])
+        value = self._made({items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)})
         self.append(value)
 
 

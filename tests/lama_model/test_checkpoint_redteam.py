@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hostile_checkpoints import (BUILD, EMPTY_DICT, EMPTY_LIST, MARK, NEWTRUE, POP, PROTO2, SETITEM, STOP, TUPLE1,
+                                 TUPLE2,
                                  add_zero_bomb, call, dict_of, get, glob, integer, patch_central_header, put,
                                  storage_ref, tensor, text, tuple_of, write_archive)
 from lama_model import CheckpointError, InpaintingModel, UnsafeCheckpointError, load_inpainting_model
@@ -42,6 +43,16 @@ def _deep_dicts(tmp: Path) -> Path:
     for level in range(1, 100_001):
         body += [get(level - 1), text("a"), EMPTY_DICT, put(level), SETITEM, POP]
     return write_archive(tmp / "deepdicts.ckpt", b"".join(body) + get(0) + STOP, compress_pickle=True)
+
+
+def _hash_bomb(tmp: Path) -> Path:
+    """t = ("a",); 15 x t = (t, t) (32,768 leaves, 16 objects); then 10^5 dict keys (i, t): hashing them all
+    would take 6.5e9 steps (a tuple hash is not cached)."""
+    body = [PROTO2, text("a"), TUPLE1, put(0), POP]
+    for level in range(1, 16):
+        body += [get(level - 1), get(level - 1), TUPLE2, put(level), POP]
+    body += [EMPTY_DICT] + [integer(i) + get(15) + TUPLE2 + integer(0) + SETITEM for i in range(100_000)]
+    return write_archive(tmp / "hash.ckpt", b"".join(body) + STOP, compress_pickle=True)
 
 
 def _shared_dag(tmp: Path) -> Path:
@@ -148,6 +159,7 @@ HOSTILE = {
     "deep-tuple-1e6": (_deep_tuple_key(10**6), "nesting deeper than 100"),
     "deep-tuple-1e5": (_deep_tuple_key(10**5), "nesting deeper than 100"),
     "deep-dicts-1e5": (_deep_dicts, "deeper than 100 levels"),
+    "hash-bomb": (_hash_bomb, "more than 5000000 objects"),
     "shared-dag-31": (_shared_dag, "no LaMa generator found"),
     "2000-blocks": (_many_blocks, "2000 blocks"),
     "3000x3000-stem": (_huge_stem, "441000000 elements"),
