@@ -88,7 +88,8 @@ def _scalar_type(kind: type) -> Callable[..., Any]:
 def _defaultdict(limit: int, args: tuple, kwargs: dict) -> Any:
     _no_kwargs(kwargs, "defaultdict")
     factory = args[0] if args else None
-    if factory is not None and factory not in SAFE_FACTORIES and not getattr(factory, "_placeholder", False):
+    placeholder_class = isinstance(factory, type) and getattr(factory, "_placeholder", False)
+    if factory is not None and not any(factory is kind for kind in SAFE_FACTORIES) and not placeholder_class:
         raise RefusedCall("defaultdict with a default factory that is not a plain container type")
     return collections.defaultdict(factory, *(_sized(a, "defaultdict", limit) for a in args[1:2]))
 

@@ -54,7 +54,7 @@ _PLACEHOLDER_CLASSES: dict[tuple[str, str], type] = {}
 
 def placeholder_class(module: str, name: str) -> type:
     key = (module[:200], name[:200])
-    if key not in _PLACEHOLDER_CLASSES and len(_PLACEHOLDER_CLASSES) < 100_000:
+    if key not in _PLACEHOLDER_CLASSES and len(_PLACEHOLDER_CLASSES) < 10_000:  # a process-wide cache
         _PLACEHOLDER_CLASSES[key] = _PlaceholderMeta(short(name, 100) or "unnamed", (Placeholder,),
                                                      {"__module__": f"placeholder.{short(module, 100)}"})
     return _PLACEHOLDER_CLASSES.get(key) or _PlaceholderMeta("unnamed", (Placeholder,), {})
@@ -109,7 +109,7 @@ class RestrictedUnpickler(pickle._Unpickler):
                 depth, total = max(depth, child_depth + 1), total + child_total
             if depth > self.limits.max_depth or total > self.limits.max_tuple_size:
                 raise RefusedCall(f"nesting deeper than {self.limits.max_depth} or wider than "
-                                         f"{self.limits.max_tuple_size} elements")
+                                  f"{self.limits.max_tuple_size} elements")
             self._shape[id(obj)] = (depth, total)
         return obj
 
@@ -152,12 +152,12 @@ class RestrictedUnpickler(pickle._Unpickler):
         if isinstance(func, type) and issubclass(func, Placeholder):
             return self._made(func(*args, **kwargs))
         raise RefusedCall(f"a call of a {short(getattr(func, '__name__', type(func).__name__))}, "
-                                 "which is not a constructor the loader allows")
+                          "which is not a constructor the loader allows")
 
     def _new(self, cls: Any, args: Any, kwargs: Any = None) -> Any:
         if isinstance(cls, type) and issubclass(cls, Placeholder):
             return self._call(cls, args, kwargs)
-        if cls in policy.NEWOBJ_TYPES and not args and not kwargs:
+        if any(cls is kind for kind in policy.NEWOBJ_TYPES) and not args and not kwargs:
             return self._made(cls.__new__(cls))
         raise RefusedCall(f"creating a {short(getattr(cls, '__name__', type(cls).__name__))} object")
 
