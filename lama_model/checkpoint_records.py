@@ -91,11 +91,11 @@ def rebuild_tensor(limits: Limits, record: Any, offset: Any, size: Any, stride: 
     for extent in size:
         numel *= extent
     if numel > limits.max_tensor_elements:
-        raise RefusedCall(f"tensor of {numel} elements (limit {limits.max_tensor_elements})")
+        raise RefusedCall(f"a tensor of {numel} elements (limit {limits.max_tensor_elements})")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if numel else 0
     available = record.storage.nbytes() // record.dtype.itemsize
     if numel and last >= available:
-        raise RefusedCall(f"tensor needs {last + 1} elements but its data record holds {available}; "
+        raise RefusedCall(f"a tensor that needs {last + 1} elements but its data record holds {available}; "
                                  "the file is truncated or crafted")
     tensor = torch.empty((0,), dtype=record.dtype)
     return tensor.set_(record.storage, offset, size, stride)
