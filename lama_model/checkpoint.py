@@ -34,6 +34,7 @@ from .safe_pickle import Placeholder, unpickle
 __all__ = ["CheckpointError", "Limits", "UnsafeCheckpointError", "load_inpainting_model", "read_checkpoint"]
 
 ANCHOR_KEY = "model.1.ffc.convl2l.weight"
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _RECORD_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, KeyError)
 
@@ -121,10 +122,15 @@ def read_checkpoint(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Any:
     try:
         if zipfile.is_zipfile(path):
             return _read_zip_archive(path, limits)
-        # Legacy (pre-1.6) torch.save files are not supported; a bare pickle without tensors is read as-is.
+        # A bare pickle without tensors is read as-is; legacy (pre-1.6) torch.save files start with a magic
+        # number pickle and are not supported.
         if path.stat().st_size > limits.max_pickle_bytes:
             raise UnsafeCheckpointError(f"{path} is not a zip archive and is larger than a pickle may be")
-        return unpickle(path.read_bytes(), str(path), None, limits)
+        obj = unpickle(path.read_bytes(), str(path), None, limits)
+        if type(obj) is int and obj == _LEGACY_MAGIC:
+            raise CheckpointError(f"{path} is in the legacy torch.save format (before PyTorch 1.6), which is not "
+                                  "supported; re-save it with a recent torch.save")
+        return obj
     except _ZIP_ERRORS as exc:
         raise CheckpointError(f"cannot read {path}: {describe_error(exc)}; the file is damaged") from None
 

@@ -81,6 +81,8 @@ def _scalar_type(kind: type) -> Callable[..., Any]:
             return kind(_sized(args[0], kind.__name__, limit))
         if kind is int and len(args) == 2 and type(args[0]) is str and len(args[0]) > 4300:
             raise RefusedCall("int() of a very long string")
+        if kind in (str, bytes, bytearray) and len(args) == 2 and args[1] not in TEXT_ENCODINGS:
+            raise RefusedCall(f"{kind.__name__}() with an encoding other than {', '.join(TEXT_ENCODINGS)}")
         return kind(*(_scalar(a, kind.__name__) for a in args))
     return build
 
@@ -133,6 +135,9 @@ def _scalars_only(kind: Callable[..., Any], name: str) -> Callable[..., Any]:
         return kind(*args)
     return build
 
+
+# Encodings str()/bytes() may name: looking up any other could import a codec module.
+TEXT_ENCODINGS = ("latin1", "latin-1", "utf-8", "utf8", "ascii")
 
 # Plain types a defaultdict may use as its factory (calling them makes an empty container or zero).
 SAFE_FACTORIES = (dict, list, set, frozenset, tuple, int, float, complex, bool, str, bytes,

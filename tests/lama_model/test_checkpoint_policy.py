@@ -331,6 +331,8 @@ def test_unknown_callables_become_inert_placeholders(tmp_path: Path) -> None:
     (PROTO2 + call(glob("__builtin__", "set"), call(glob("__builtin__", "xrange"), b"J\x00\x00\x00\x40")) + STOP,
      "set of a range"),
     (PROTO2 + call(glob("__builtin__", "type"), text("X"), tuple_of(), EMPTY_DICT) + STOP, "type() other than"),
+    (PROTO2 + call(glob("__builtin__", "str"), call(glob("_codecs", "encode"), text("x"), text("latin1")),
+                   text("idna")) + STOP, "encoding other than"),
     (PROTO2 + call(glob("torch._utils", "_rebuild_tensor_v2"), text("s"), b"K\x00", tuple_of(), tuple_of(),
                    b"\x89", b"N") + STOP, "not a data record"),
 ])
