@@ -321,6 +321,16 @@ def test_unknown_callables_become_inert_placeholders(tmp_path: Path) -> None:
     assert type(results[0]).__name__ == "run" and type(results[0]).__module__ == "placeholder.sentinel_lib"
 
 
+def test_numpy_values_become_placeholders() -> None:
+    """numpy scalars and arrays in hyper-parameters (Lightning metrics) load as inert records."""
+    numpy = pytest.importorskip("numpy")
+    payload = pickle.dumps({"score": numpy.float64(0.5), "array": numpy.arange(3)}, 2)
+    with sentinel() as events:
+        loaded = unpickle(payload, "numpy.pkl")
+    assert events == [] and all(isinstance(v, Placeholder) for v in loaded.values())
+    assert type(loaded["score"]).__name__ == "scalar" and type(loaded["array"]).__name__ == "_reconstruct"
+
+
 @pytest.mark.parametrize("payload, expected", [
     (PROTO2 + b"\x82\x01" + STOP, "extension code"),
     (PROTO2 + glob("__builtin__", "getattr") + tuple_of(glob("__builtin__", "dict"), text("fromkeys")) + REDUCE
