@@ -26,7 +26,8 @@ ANCHOR = "model.1.ffc.convl2l.weight"
 def _poison_defaults(tmp: Path) -> Path:
     """GLOBAL torch._utils._rebuild_tensor_v2, then BUILD {'__defaults__': ({'neg': True},)}."""
     state = EMPTY_DICT + text("__defaults__") + dict_of(neg=NEWTRUE) + TUPLE1 + SETITEM
-    return write_archive(tmp / "poison.ckpt", PROTO2 + glob("torch._utils", "_rebuild_tensor_v2") + state + BUILD + STOP)
+    payload = PROTO2 + glob("torch._utils", "_rebuild_tensor_v2") + state + BUILD + STOP
+    return write_archive(tmp / "poison.ckpt", payload)
 
 
 def _deep_tuple_key(depth: int):
@@ -65,14 +66,18 @@ def _shared_dag(tmp: Path) -> Path:
 
 def _many_blocks(tmp: Path) -> Path:
     """A real-looking anchor plus 2000 fake block keys, all views of one small record."""
-    items = {ANCHOR: tensor("0", 4, (8, 4, 7, 7), (0, 0, 0, 0)), "model.0.weight": tensor("0", 4, (8, 4, 1, 1), (0, 0, 0, 0))}
+    items = {ANCHOR: tensor("0", 4, (8, 4, 7, 7), (0, 0, 0, 0)),
+             "model.0.weight": tensor("0", 4, (8, 4, 1, 1), (0, 0, 0, 0))}
     items.update({f"model.{i}.conv1.ffc.convl2l.weight": tensor("0", 4, (1,), (1,)) for i in range(5, 2005)})
     return write_archive(tmp / "blocks.ckpt", PROTO2 + dict_of(**items) + STOP, {"0": bytes(16)}, compress_pickle=True)
 
 
+def _anchor_only(tmp: Path, name: str, anchor: bytes, record: bytes) -> Path:
+    return write_archive(tmp / name, PROTO2 + dict_of(**{ANCHOR: anchor}) + STOP, {"0": record})
+
+
 def _huge_stem(tmp: Path) -> Path:
-    return write_archive(tmp / "stem.ckpt", PROTO2 + dict_of(**{ANCHOR: tensor("0", 1, (3000, 3000, 7, 7), (0, 0, 0, 0))})
-                         + STOP, {"0": bytes(4)})
+    return _anchor_only(tmp, "stem.ckpt", tensor("0", 1, (3000, 3000, 7, 7), (0, 0, 0, 0)), bytes(4))
 
 
 def _set_over_stride0(kind: str):
@@ -111,13 +116,11 @@ def _tensor_allocation(tmp: Path) -> Path:
 
 
 def _tensor_beyond_record(tmp: Path) -> Path:
-    return write_archive(tmp / "beyond.ckpt", PROTO2 + dict_of(**{ANCHOR: tensor("0", 1, (8, 4, 7, 7), (196, 49, 7, 1))})
-                         + STOP, {"0": bytes(4)})
+    return _anchor_only(tmp, "beyond.ckpt", tensor("0", 1, (8, 4, 7, 7), (196, 49, 7, 1)), bytes(4))
 
 
 def _record_smaller_than_declared(tmp: Path) -> Path:
-    return write_archive(tmp / "short.ckpt", PROTO2 + dict_of(**{ANCHOR: tensor("0", 1568, (8, 4, 7, 7), (196, 49, 7, 1))})
-                         + STOP, {"0": bytes(4)})
+    return _anchor_only(tmp, "short.ckpt", tensor("0", 1568, (8, 4, 7, 7), (196, 49, 7, 1)), bytes(4))
 
 
 def _legit_archive(tmp: Path, name: str) -> Path:
