@@ -50,6 +50,7 @@ def _has_server() -> bool:
 needs_triton = pytest.mark.skipif(httpclient is None or not _has_server(),
                                   reason="needs tritonclient and a tritonserver: pip install 'lama-deploy[triton]'")
 
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 MAX_SIDE = 64  # small model range, so that crop and resize run too
 READY_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
@@ -173,6 +174,11 @@ def test_python_repository_served_by_tritonserver(tiny_onnx: Path, tmp_path: Pat
     with serving(repo, tmp_path / "server.log") as urls:
         for protocol, url in zip(("http", "grpc"), urls):  # literally the CLI's file
             assert np.array_equal(_infer(protocol, url, image, mask), np.asarray(Image.open(tmp_path / "cli.png")))
+            client = [sys.executable, str(SCRIPTS / "triton_client.py"), str(tmp_path / "image.png"),
+                      str(tmp_path / "mask.png"), "-o", str(tmp_path / f"{protocol}.png"), "--protocol", protocol,
+                      "--url", url]
+            subprocess.run(client, check=True, capture_output=True, timeout=60)
+            assert (tmp_path / f"{protocol}.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
         _check_concurrent(urls, reference)
         with pytest.raises(InferenceServerException, match="mask is 16x10 but the image is 61x37"):
             _infer("http", urls[0], _case(37, 61, "box", 0)[0], np.zeros((10, 16), np.uint8))
