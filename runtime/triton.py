@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -270,23 +268,9 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
 
 def _assemble(final: Path, spec: TritonModelSpec, model: Path) -> None:
     """Build the model folder next to `final`, then swap it in with renames only."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a non-root tritonserver
-        (staging / "1").mkdir()
-        shutil.copyfile(model, staging / "1" / MODEL_FILES[spec.platform])
-        (staging / "config.pbtxt").write_text(render_config(spec))
-        if final.exists():  # --force: keep the old folder until the new one is in place
-            retired = final.with_name(f".{final.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            final.rename(retired)
-            staging.rename(final)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    from .triton_repo import assemble
+
+    assemble(final, {f"1/{MODEL_FILES[spec.platform]}": model, "config.pbtxt": render_config(spec)})
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------

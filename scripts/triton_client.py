@@ -42,13 +42,17 @@ def infer(url: str, image: np.ndarray, mask: np.ndarray, protocol: str = "http",
           timeout_s: float = 60.0) -> np.ndarray:
     """One request: uint8 H x W x 3 and H x W in, the inpainted uint8 H x W x 3 out."""
     module = client_module(protocol)
-    client = module.InferenceServerClient(url)
+    http_options = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" else {}
+    client = module.InferenceServerClient(url, **http_options)
     try:
         inputs = [module.InferInput("image", list(image.shape), "UINT8"), module.InferInput("mask", list(mask.shape), "UINT8")]
         inputs[0].set_data_from_numpy(np.ascontiguousarray(image))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(mask))
-        options = {"client_timeout": timeout_s} if protocol == "grpc" else {"timeout": int(timeout_s * 1e6)}
+        options = {"client_timeout": timeout_s} if protocol == "grpc" else {}
         return client.infer(model, inputs, **options).as_numpy("inpainted")
+    except Exception as exc:  # tritonclient's and the socket's errors: one line
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"Triton request to {url} ({protocol}) failed: {text}") from exc
     finally:
         client.close()
 
@@ -63,7 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="lama", help="model name in the repository (default: lama)")
     parser.add_argument("--threshold", type=float, default=0, help="the repository's threshold (default 0)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    parser.add_argument("--bench", type=int, default=0, metavar="N", help="then send N more requests and print the "
+                        "throughput (answers checked equal to the first)")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight during --bench")
     return parser
+
+
+def bench(url: str, image: np.ndarray, mask: np.ndarray, expected: np.ndarray, args: argparse.Namespace) -> str:
+    """Throughput of `--bench` requests with `--concurrency` in flight; every answer must equal the first."""
+    import concurrent.futures
+    import time
+
+    def one(_: int) -> float:
+        started = time.perf_counter()
+        answer = infer(url, image, mask, args.protocol, args.model, args.timeout)
+        if not np.array_equal(answer, expected):
+            raise UserError("answers differ between identical requests")
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.concurrency)) as pool:
+        latencies = sorted(pool.map(one, range(args.bench)))
+    wall = time.perf_counter() - started
+    return (f"{args.bench} requests {image.shape[1]}x{image.shape[0]}, concurrency {args.concurrency}: "
+            f"{args.bench / wall:.2f} req/s, latency p50 {latencies[len(latencies) // 2] * 1e3:.0f} ms, "
+            f"max {latencies[-1] * 1e3:.0f} ms")
 
 
 @cli_entry(PROG)
@@ -73,14 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     mask_image = to_pil(args.mask, "mask", DEFAULT_MAX_PIXELS, is_mask=True)
     mask = np.asarray(mask_image if mask_image.mode == "L" else mask_image.convert("L"))
     hole = load_hole(mask, (loaded.width, loaded.height), args.threshold)  # checks the size, as the server does
-    try:
-        rgb = infer(args.url or DEFAULT_URLS[args.protocol], loaded.rgb, mask, args.protocol, args.model, args.timeout)
-    except Exception as exc:  # tritonclient's errors: one line
-        if isinstance(exc, UserError):
-            raise
-        raise UserError(f"Triton request failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from exc
+    rgb = infer(args.url or DEFAULT_URLS[args.protocol], loaded.rgb, mask, args.protocol, args.model, args.timeout)
     save_image(to_output_image(loaded, rgb, hole), Path(args.output))  # grey / alpha restored as the CLI does
     print(f"{PROG}: wrote {args.output} ({args.protocol}, model {args.model})")
+    if args.bench > 0:
+        print(f"{PROG}: {bench(args.url or DEFAULT_URLS[args.protocol], loaded.rgb, mask, rgb, args)}")
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lama_deploy import contract as C
-from lama_deploy.runtime import triton
+from lama_deploy.runtime import triton, triton_repo
 
 # --- a minimal protobuf text-format reader ------------------------------------------------------------------
 
@@ -271,7 +271,7 @@ def test_failed_copy_leaves_nothing_behind(tiny_onnx: Path, tmp_path: Path, monk
         Path(dst).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(triton.shutil, "copyfile", broken_copy)
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         triton.write_triton_repo(tiny_onnx, tmp_path / "repo")
     assert list((tmp_path / "repo").iterdir()) == []
