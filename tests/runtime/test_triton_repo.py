@@ -178,3 +178,15 @@ def test_launch_preparation(tmp_path: Path) -> None:
         triton_serve.prepare_launch(tmp_path / "repo", http_port=9000, grpc_port=9000)
     with pytest.raises(triton.UserError, match="holds no model"):
         triton_serve.prepare_launch(tmp_path)
+
+
+def test_triton_modules_import_thin() -> None:
+    """No torch / onnx / tritonclient / pytriton at import time: the Triton modules stay on the thin runtime."""
+    import subprocess
+
+    heavy = ("torch", "onnx", "tritonclient", "pytriton", "onnxruntime", "tensorrt")
+    code = ("import sys\nimport lama_deploy.runtime.triton, lama_deploy.runtime.triton_repo, lama_deploy.runtime."
+            "triton_serve, lama_deploy.runtime.triton_model, lama_deploy.runtime.triton_steps\n"
+            f"print(' '.join(sorted(n for n in {heavy!r} if n in sys.modules)) or '-')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "-", f"imported: {proc.stdout.strip()}"
