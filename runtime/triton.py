@@ -30,6 +30,7 @@ from lama_deploy.errors import UserError, cli_entry
 
 from .images import DEFAULT_MAX_PIXELS, check_threshold
 from .strategy import DEFAULT_CONTEXT_MARGIN
+from .triton_repo import Enum, assemble, render_pbtxt
 
 #: TensorRT I/O dtypes as the builder's sidecar names them -> Triton's.
 ENGINE_DTYPES = {"float": "TYPE_FP32", "half": "TYPE_FP16"}
@@ -169,36 +170,31 @@ def check_onnx(model: Path) -> tuple[list[str], dict[str, str], str]:
 
 # --- config.pbtxt ------------------------------------------------------------------------------------------
 
-def _tensor_block(name: str, data_type: str) -> str:
-    dims = f"    dims: [ {C.CHANNELS[name]}, -1, -1 ]"
-    return "\n".join(["  {", f'    name: "{name}"', f"    data_type: {data_type}", dims, "  }"])
+def config_fields(spec: TritonModelSpec) -> dict[str, Any]:
+    """Triton's ModelConfig of the raw model as plain fields (written by `render_pbtxt`, as every config here)."""
+    def tensor(name: str) -> dict[str, Any]:
+        return {"name": name, "data_type": Enum(spec.data_types[name]), "dims": [C.CHANNELS[name], -1, -1]}
+
+    batching = None
+    if spec.dynamic_batching:
+        batching = {"preferred_batch_size": spec.preferred_batch_sizes or None,
+                    "max_queue_delay_microseconds": spec.max_queue_delay_us}
+    warmup = None
+    if spec.warmup_size:
+        height, width = spec.warmup_size
+        inputs = [{"key": name, "value": {"data_type": Enum(spec.data_types[name]),
+                                          "dims": [C.CHANNELS[name], height, width], "zero_data": True}}
+                  for name in C.INPUT_NAMES]
+        warmup = [{"name": f"zeros_{height}x{width}", "batch_size": 1, "inputs": inputs}]
+    return {"name": spec.name, "platform": spec.platform, "max_batch_size": spec.max_batch_size,
+            "input": [tensor(n) for n in C.INPUT_NAMES], "output": [tensor(n) for n in C.OUTPUT_NAMES],
+            "instance_group": [{"count": spec.instance_count, "kind": Enum(spec.instance_kind)}],
+            "dynamic_batching": batching, "model_warmup": warmup}
 
 
 def render_config(spec: TritonModelSpec) -> str:
     """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
-    lines = [f"# {' '.join(line.split())}" for line in spec.comments]  # one line each, always
-    lines += [f'name: "{spec.name}"', f'platform: "{spec.platform}"', f"max_batch_size: {spec.max_batch_size}"]
-    for section, names in (("input", C.INPUT_NAMES), ("output", C.OUTPUT_NAMES)):
-        lines += [f"{section} [", ",\n".join(_tensor_block(name, spec.data_types[name]) for name in names), "]"]
-    lines += ["instance_group [", "  {", f"    count: {spec.instance_count}", f"    kind: {spec.instance_kind}", "  }", "]"]
-    if spec.dynamic_batching:
-        lines.append("dynamic_batching {")
-        if spec.preferred_batch_sizes:
-            lines.append(f"  preferred_batch_size: [ {', '.join(str(n) for n in spec.preferred_batch_sizes)} ]")
-        lines.append(f"  max_queue_delay_microseconds: {spec.max_queue_delay_us}")
-        lines.append("}")
-    if spec.warmup_size:
-        lines += _warmup_lines(spec)
-    return "\n".join(lines) + "\n"
-
-
-def _warmup_lines(spec: TritonModelSpec) -> list[str]:
-    height, width = spec.warmup_size
-    lines = ["model_warmup [", "  {", f'    name: "zeros_{height}x{width}"', "    batch_size: 1"]
-    for name in C.INPUT_NAMES:
-        lines += [f'    inputs {{ key: "{name}" value {{ data_type: {spec.data_types[name]} '
-                  f"dims: [ {C.CHANNELS[name]}, {height}, {width} ] zero_data: true }} }}"]
-    return lines + ["  }", "]"]
+    return render_pbtxt(config_fields(spec), spec.comments)
 
 
 # --- the repository ----------------------------------------------------------------------------------------
@@ -268,8 +264,6 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
 
 def _assemble(final: Path, spec: TritonModelSpec, model: Path) -> None:
     """Build the model folder next to `final`, then swap it in with renames only."""
-    from .triton_repo import assemble
-
     assemble(final, {f"1/{MODEL_FILES[spec.platform]}": model, "config.pbtxt": render_config(spec)})
 
 

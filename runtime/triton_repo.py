@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
@@ -65,7 +65,7 @@ def _render(fields: dict[str, Any], depth: int) -> list[str]:
     return lines
 
 
-def render_pbtxt(fields: dict[str, Any], comments: list[str] = ()) -> str:
+def render_pbtxt(fields: dict[str, Any], comments: Sequence[str] = ()) -> str:
     """Protobuf text format of a ModelConfig given as dicts (messages), lists (repeated) and scalars."""
     return "\n".join([f"# {' '.join(c.split())}" for c in comments] + _render(fields, 0)) + "\n"
 

@@ -76,7 +76,8 @@ def find_tritonserver() -> tuple[Path, bool]:
         path = Path(configured)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise UserError(f"${ENV_BINARY}={configured} is not an executable file; point it at a tritonserver binary")
-        return path, pytriton_root() is not None and path.resolve() == (pytriton_root() / "bin" / "tritonserver").resolve()
+        bundled = pytriton_root()
+        return path, bundled is not None and path.resolve() == (bundled / "bin" / "tritonserver").resolve()
     on_path = shutil.which("tritonserver")
     if on_path:
         return Path(on_path), False
@@ -92,7 +93,8 @@ def python_backend_dir(root: Path, scratch: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        shipped = sorted(p.name for p in (root / "python_backend_stubs").iterdir()) if (root / "python_backend_stubs").is_dir() else []
+        stubs = root / "python_backend_stubs"
+        shipped = sorted(p.name for p in stubs.iterdir()) if stubs.is_dir() else []
         raise UserError(f"the nvidia-pytriton wheel has no python backend stub for Python {version} (it has "
                         f"{', '.join(shipped) or 'none'}); run triton-serve from one of those Python versions")
     backends = scratch / "backends"

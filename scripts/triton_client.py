@@ -45,7 +45,8 @@ def infer(url: str, image: np.ndarray, mask: np.ndarray, protocol: str = "http",
     http_options = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" else {}
     client = module.InferenceServerClient(url, **http_options)
     try:
-        inputs = [module.InferInput("image", list(image.shape), "UINT8"), module.InferInput("mask", list(mask.shape), "UINT8")]
+        inputs = [module.InferInput("image", list(image.shape), "UINT8"),
+                  module.InferInput("mask", list(mask.shape), "UINT8")]
         inputs[0].set_data_from_numpy(np.ascontiguousarray(image))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(mask))
         options = {"client_timeout": timeout_s} if protocol == "grpc" else {}

@@ -109,7 +109,8 @@ def _tensors(config: dict, kind: str) -> dict[str, dict]:
 def test_onnx_repository_declares_the_contract(tiny_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     code = triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--kind", "cpu",
-                        "--max-batch", "8", "--instances", "2", "--preferred-batch", "4", "2", "--max-queue-delay-us", "250"])
+                        "--max-batch", "8", "--instances", "2", "--preferred-batch", "4", "2",
+                        "--max-queue-delay-us", "250"])
     assert code == 0
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")) == \
         ["lama", "lama/1", "lama/1/model.onnx", "lama/config.pbtxt"]
@@ -142,7 +143,8 @@ def test_existing_model_needs_force_and_is_replaced_whole(tiny_onnx: Path, tmp_p
     assert triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert _config(repo)["max_batch_size"] == [2]
-    assert triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3", "--force"]) == 0
+    assert triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3",
+                        "--force"]) == 0
     assert _config(repo)["max_batch_size"] == [3]
     assert sorted(p.name for p in repo.iterdir()) == ["lama"]  # no staging or retired folders left
 
@@ -193,7 +195,8 @@ def test_fp16_engine_io_is_declared_fp16(tmp_path: Path) -> None:
 
 def test_max_batch_beyond_engine_profile_is_refused(tmp_path: Path, capsys) -> None:
     engine = _fake_engine(tmp_path, max_n=2)
-    assert triton.main(["--backend", "raw", "--model", str(engine), "--output", str(tmp_path / "repo"), "--max-batch", "4"]) == 2
+    assert triton.main(["--backend", "raw", "--model", str(engine), "--output", str(tmp_path / "repo"),
+                        "--max-batch", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("lama-deploy triton-repo: error: --max-batch 4 exceeds the engine's profile max batch 2; "
                    "use --max-batch 2 or rebuild the engine with a larger max N")
@@ -256,7 +259,8 @@ def test_unknown_file_type_and_missing_model(tmp_path: Path, capsys) -> None:
     weird.write_bytes(b"not a model")
     assert triton.main(["--backend", "raw", "--model", str(weird), "--output", str(tmp_path / "repo")]) == 2
     assert "cannot tell what model.pt is" in capsys.readouterr().err
-    assert triton.main(["--backend", "raw", "--model", str(tmp_path / "absent.onnx"), "--output", str(tmp_path / "repo")]) == 2
+    assert triton.main(["--backend", "raw", "--model", str(tmp_path / "absent.onnx"),
+                        "--output", str(tmp_path / "repo")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()
 

@@ -83,8 +83,9 @@ def test_ensemble_repository_for_an_engine(tmp_path: Path) -> None:
     ensemble = _config(repo, "lama")
     assert ensemble["platform"] == ["ensemble"] and ensemble["max_batch_size"] == [0]
     assert _io(ensemble, "input") == RAW_IN and _io(ensemble, "output") == RAW_OUT
+    scheduled = ensemble["ensemble_scheduling"][0]["step"]
     steps = [(s["model_name"][0], {m["key"][0]: m["value"][0] for m in s["input_map"]},
-              {m["key"][0]: m["value"][0] for m in s["output_map"]}) for s in ensemble["ensemble_scheduling"][0]["step"]]
+              {m["key"][0]: m["value"][0] for m in s["output_map"]}) for s in scheduled]
     assert steps == [
         ("lama_pre", {"image": "image", "mask": "mask"}, {"model_image": "model_image", "model_mask": "model_mask"}),
         ("lama_model", {"image": "model_image", "mask": "model_mask"}, {"inpainted": "model_output"}),
@@ -99,7 +100,8 @@ def test_ensemble_repository_for_an_engine(tmp_path: Path) -> None:
     assert _params(pre) == _params(post)
     assert {k: _params(pre)[k] for k in ("threshold", "min_height", "max_height", "max_width")} == \
         {"threshold": "10.0", "min_height": "64", "max_height": "1024", "max_width": "1024"}
-    assert _io(pre, "output") == {"model_image": ("TYPE_FP32", [-1, 3, -1, -1]), "model_mask": ("TYPE_FP32", [-1, 1, -1, -1])}
+    assert _io(pre, "output") == {"model_image": ("TYPE_FP32", [-1, 3, -1, -1]),
+                                  "model_mask": ("TYPE_FP32", [-1, 1, -1, -1])}
     assert _io(post, "input")["model_output"] == ("TYPE_FP32", [-1, 3, -1, -1])
 
 

@@ -229,7 +229,7 @@ def test_bundled_server_loads_the_ensemble_python_steps(kind: str, tiny_onnx: Pa
     assert "ensemble 'lama' depends on 'lama_model' which has no loaded version" in log
 
 
-STAND_IN = '''"""Test stand-in for the model step: the raw ONNX through the project's ONNX Runtime backend, per request."""
+STAND_IN = '''"""Test stand-in for the model step: the raw ONNX through the project's ONNX Runtime backend."""
 import os
 import sys
 
