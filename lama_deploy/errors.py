@@ -96,14 +96,13 @@ def stdout_closed() -> int:
 
 #: The project's user-error types outside lama_deploy (lama_model imports nothing of the project; the TensorRT
 #: import error is an ImportError), matched by module and name so that no heavy module is imported here.
-OTHER_USER_ERRORS = {("lama_model.checkpoint", "CheckpointError"),
-                     ("lama_deploy.runtime.trt_import", "TensorRTUnavailable")}
+OTHER_USER_ERRORS = {("lama_model", "CheckpointError"), ("lama_deploy.runtime", "TensorRTUnavailable")}
 
 
 def user_message(exc: BaseException) -> str | None:
     """The one line to print when `exc` is a mistake the user can fix; None for a bug."""
-    if isinstance(exc, UserError) or any((cls.__module__, cls.__name__) in OTHER_USER_ERRORS
-                                         for cls in type(exc).__mro__):
+    if isinstance(exc, UserError) or any(cls.__module__.startswith(package) and cls.__name__ == name
+                                         for cls in type(exc).__mro__ for package, name in OTHER_USER_ERRORS):
         return one_line(exc)
     if isinstance(exc, ModuleNotFoundError):  # a runtime-only install running a build-machine command
         return install_hint(exc.name or "")

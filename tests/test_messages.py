@@ -12,6 +12,7 @@ OTHER_TOOLS = {
     "scripts/trtexec_commands.py": "trtexec / polygraphy command lines",
     "export/trt_builder.py": "polygraphy flags in a generated script",
     "export/validation_report.py": "the `polygraphy run` replay line",
+    "runtime/triton_serve.py": "the `tritonserver` command line",
 }
 OTHER_FLAGS = {"--help", "--index-url", "--no-deps", "--model-repository"}  # pip, tritonserver
 
