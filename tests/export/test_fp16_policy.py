@@ -1,0 +1,76 @@
+"""fp16 policies of the Fourier units, checked with fp16 storage emulated on ONNX Runtime CPU.
+
+`emulate_fp16_storage` rounds every fp16-typed tensor to fp16 where it is produced (compute in fp32, as
+tensor cores accumulate), so overflow and rounding show on a CPU as they would on a GPU. Hot weights:
+`trained_like=True`. Reference: the fp32 official (torch.fft) model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from lama_deploy import contract as C
+from lama_deploy.export.fp16 import emulated_session
+from lama_deploy.export.onnx_export import export_inpainting_onnx
+from lama_model import random_model
+from lama_model.precision import FP16_POLICIES
+from lama_model.synthetic import sample_batch
+
+
+def _hole_error(model, onnx_model: onnx.ModelProto, size: int) -> tuple[float, float]:
+    """(share of finite outputs, hole mean abs error in 1/255) of the emulated fp16 graph vs fp32 torch."""
+    image, mask = sample_batch(1, size, size, 11)
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(image), torch.from_numpy(mask)).numpy()
+    got = emulated_session(onnx_model).run(None, {C.IMAGE: image, C.MASK: mask})[0]
+    hole = np.broadcast_to(mask > 0, got.shape)
+    return float(np.isfinite(got).mean()), float(np.abs(np.nan_to_num(got, nan=1e3) - want)[hole].mean() * 255)
+
+
+def _fp16_matmuls_in_units(onnx_model: onnx.ModelProto) -> tuple[int, int]:
+    """(fp16, all) MatMul outputs inside the Fourier units."""
+    inferred = onnx.shape_inference.infer_shapes(onnx_model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    outputs = [n.output[0] for n in onnx_model.graph.node if n.op_type == "MatMul" and "/fu/" in n.name]
+    return sum(types.get(o) == onnx.TensorProto.FLOAT16 for o in outputs), len(outputs)
+
+
+@pytest.fixture(scope="module")
+def hot_tiny():
+    return random_model("tiny", seed=0, trained_like=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", FP16_POLICIES)
+def test_every_policy_is_finite_and_accurate_at_1024_with_hot_weights(policy: str, hot_tiny, tmp_path: Path) -> None:
+    path = tmp_path / "tiny16.onnx"
+    export_inpainting_onnx(path, model=hot_tiny, config="tiny", precision="fp16", fp16_policy=policy)
+    onnx_model = onnx.load(str(path))
+    meta = {p.key: p.value for p in onnx_model.metadata_props}
+    assert meta[C.META_FP16_POLICY] == policy
+    assert float(meta[C.META_FOURIER_SCALE]) == (1.0 if policy == "fourier-fp32" else 256.0)
+    half, total = _fp16_matmuls_in_units(onnx_model)
+    assert total > 0 and half == (total if policy == "fourier-scaled" else 0)
+    finite, error = _hole_error(hot_tiny, onnx_model, 1024)
+    assert finite == 1.0 and error <= 1.0, (finite, error)
+
+
+@pytest.mark.slow
+def test_fp16_units_without_the_scale_overflow(hot_tiny, tmp_path: Path) -> None:
+    """Control: the same fp16 Fourier units with scale 1 leave fp16's range, so the check above can fail."""
+    path = tmp_path / "tiny16-unscaled.onnx"
+    export_inpainting_onnx(path, model=hot_tiny, config="tiny", precision="fp16", fp16_policy="fourier-scaled",
+                           fourier_scale=1.0)
+    finite, _ = _hole_error(hot_tiny, onnx.load(str(path)), 1024)
+    assert finite < 0.5
+
+
+def test_unknown_policy_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fp16-policy"):
+        export_inpainting_onnx(tmp_path / "x.onnx", model=random_model("tiny", seed=0), config="tiny",
+                               precision="fp16", fp16_policy="fp16-everywhere")
