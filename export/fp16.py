@@ -155,6 +155,9 @@ def size_arithmetic_nodes(model: onnx.ModelProto) -> list[str]:
         inputs = [name for name in node.input if name]
         if node.op_type == "Constant":
             constants.update(node.output)
+        elif inputs and all(i in constants for i in inputs):  # folds to a constant (e.g. Mod of two Constants)
+            constants.update(node.output)
+            names.append(node.name)
         elif node.op_type == "Shape" or (inputs and any(i in derived for i in inputs)
                                          and all(i in derived or i in constants for i in inputs)):
             derived.update(node.output)
