@@ -74,3 +74,20 @@ def test_unknown_policy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fp16-policy"):
         export_inpainting_onnx(tmp_path / "x.onnx", model=random_model("tiny", seed=0), config="tiny",
                                precision="fp16", fp16_policy="fp16-everywhere")
+
+
+@pytest.fixture(scope="module")
+def hot_big_lama():
+    return random_model("big-lama", seed=0, trained_like=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", FP16_POLICIES)
+def test_big_lama_fp16_policies_hold_from_512_to_2048(policy: str, hot_big_lama, tmp_path: Path) -> None:
+    """Done-when of issue 11: hot weights, every fp16 policy, one image per size, one export per policy."""
+    path = tmp_path / f"big-lama-{policy}.onnx"
+    export_inpainting_onnx(path, model=hot_big_lama, config="big-lama", precision="fp16", fp16_policy=policy)
+    onnx_model = onnx.load(str(path))
+    for size in (512, 768, 1024, 2048):
+        finite, error = _hole_error(hot_big_lama, onnx_model, size)
+        assert finite == 1.0 and error <= 1.0, (size, finite, error)
