@@ -7,6 +7,7 @@ tensor cores accumulate), so overflow and rounding show on a CPU as they would o
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,54 +41,48 @@ def _fp16_matmuls_in_units(onnx_model: onnx.ModelProto) -> tuple[int, int]:
     return sum(types.get(o) == onnx.TensorProto.FLOAT16 for o in outputs), len(outputs)
 
 
-@pytest.fixture(scope="module")
-def hot_tiny():
-    return random_model("tiny", seed=0, trained_like=True)
+def _export_fp16(model, config: str, path: Path, policy: str, scale: float | None = None) -> onnx.ModelProto:
+    export_inpainting_onnx(path, model=model, config=config, precision="fp16", fp16_policy=policy, fourier_scale=scale)
+    return onnx.load(str(path))
+
+
+@lru_cache(maxsize=None)
+def hot(config: str):
+    """Trained-like ("hot") random weights, built once per config (calibration is the slow part)."""
+    return random_model(config, seed=0, trained_like=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", FP16_POLICIES)
-def test_every_policy_is_finite_and_accurate_at_1024_with_hot_weights(policy: str, hot_tiny, tmp_path: Path) -> None:
-    path = tmp_path / "tiny16.onnx"
-    export_inpainting_onnx(path, model=hot_tiny, config="tiny", precision="fp16", fp16_policy=policy)
-    onnx_model = onnx.load(str(path))
+def test_every_policy_is_finite_and_accurate_at_1024_with_hot_weights(policy: str, tmp_path: Path) -> None:
+    onnx_model = _export_fp16(hot("tiny"), "tiny", tmp_path / "tiny16.onnx", policy)
     meta = {p.key: p.value for p in onnx_model.metadata_props}
     assert meta[C.META_FP16_POLICY] == policy
     assert float(meta[C.META_FOURIER_SCALE]) == (1.0 if policy == "fourier-fp32" else 256.0)
     half, total = _fp16_matmuls_in_units(onnx_model)
     assert total > 0 and half == (total if policy == "fourier-scaled" else 0)
-    finite, error = _hole_error(hot_tiny, onnx_model, 1024)
+    finite, error = _hole_error(hot("tiny"), onnx_model, 1024)
     assert finite == 1.0 and error <= 1.0, (finite, error)
 
 
 @pytest.mark.slow
-def test_fp16_units_without_the_scale_overflow(hot_tiny, tmp_path: Path) -> None:
+def test_fp16_units_without_the_scale_overflow(tmp_path: Path) -> None:
     """Control: the same fp16 Fourier units with scale 1 leave fp16's range, so the check above can fail."""
-    path = tmp_path / "tiny16-unscaled.onnx"
-    export_inpainting_onnx(path, model=hot_tiny, config="tiny", precision="fp16", fp16_policy="fourier-scaled",
-                           fourier_scale=1.0)
-    finite, _ = _hole_error(hot_tiny, onnx.load(str(path)), 1024)
+    onnx_model = _export_fp16(hot("tiny"), "tiny", tmp_path / "tiny16-unscaled.onnx", "fourier-scaled", scale=1.0)
+    finite, _ = _hole_error(hot("tiny"), onnx_model, 1024)
     assert finite < 0.5
 
 
 def test_unknown_policy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fp16-policy"):
-        export_inpainting_onnx(tmp_path / "x.onnx", model=random_model("tiny", seed=0), config="tiny",
-                               precision="fp16", fp16_policy="fp16-everywhere")
-
-
-@pytest.fixture(scope="module")
-def hot_big_lama():
-    return random_model("big-lama", seed=0, trained_like=True)
+        export_inpainting_onnx(tmp_path / "x.onnx", config="tiny", precision="fp16", fp16_policy="fp16-everywhere")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", FP16_POLICIES)
-def test_big_lama_fp16_policies_hold_from_512_to_2048(policy: str, hot_big_lama, tmp_path: Path) -> None:
+def test_big_lama_fp16_policies_hold_from_512_to_2048(policy: str, tmp_path: Path) -> None:
     """Done-when of issue 11: hot weights, every fp16 policy, one image per size, one export per policy."""
-    path = tmp_path / f"big-lama-{policy}.onnx"
-    export_inpainting_onnx(path, model=hot_big_lama, config="big-lama", precision="fp16", fp16_policy=policy)
-    onnx_model = onnx.load(str(path))
+    onnx_model = _export_fp16(hot("big-lama"), "big-lama", tmp_path / f"big-lama-{policy}.onnx", policy)
     for size in (512, 768, 1024, 2048):
-        finite, error = _hole_error(hot_big_lama, onnx_model, size)
+        finite, error = _hole_error(hot("big-lama"), onnx_model, size)
         assert finite == 1.0 and error <= 1.0, (size, finite, error)
