@@ -86,3 +86,15 @@ def test_big_lama_fp16_policies_hold_from_512_to_2048(policy: str, tmp_path: Pat
     for size in (512, 768, 1024, 2048):
         finite, error = _hole_error(hot("big-lama"), onnx_model, size)
         assert finite == 1.0 and error <= 1.0, (size, finite, error)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--fp16-policy", "fourier-scaled"], "--fp16-policy applies to --precision fp16 only"),
+    (["--precision", "fp16", "--fourier-scale", "4"], "--fourier-scale applies to --fp16-policy fourier-scaled only"),
+])
+def test_cli_refuses_policy_options_that_would_be_ignored(args: list[str], message: str, tmp_path: Path, capsys) -> None:
+    from lama_deploy.export.to_onnx import main
+
+    assert main(["--config", "tiny", "-o", str(tmp_path / "x.onnx"), *args]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"lama-deploy export: error: {message}")
+    assert not (tmp_path / "x.onnx").exists()
