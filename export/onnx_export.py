@@ -26,6 +26,7 @@ from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb
 from lama_deploy.errors import atomic_output
 from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
 from lama_model.checkpoint import config_name
+from lama_model.precision import FP16_POLICIES, choose_fourier_scale, fold_fourier_scale
 
 #: Size used to trace; any multiple of 8 works, the graph does not depend on it (dims are symbolic).
 TRACE_SIZE = (64, 96)
@@ -142,6 +143,9 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 
 FFT_MODES = C.EXPORT_FOURIER
 PRECISIONS = ("fp32", "fp16")
+DEFAULT_FP16_POLICY = "fourier-fp32"
+#: Scopes kept fp32 by each fp16 policy (pre/post-processing and size arithmetic stay fp32 under both).
+FP32_SCOPES_BY_POLICY = {"fourier-fp32": C.FP32_SCOPES, "fourier-scaled": ()}
 
 
 @dataclass
@@ -187,15 +191,29 @@ def _rewritten_for_export(model: InpaintingModel, speedups: bool, precision: str
     return apply_speedups(model, **chosen), [name for name in SPEEDUPS if chosen[name]]
 
 
+def _fp16_policy_settings(precision: str, policy: str, scale: float | None) -> tuple[float, dict[str, str]]:
+    """(scale folded into the Fourier units, metadata entries) of an export's precision policy."""
+    if precision != "fp16":
+        return 1.0, {}
+    if policy == "fourier-fp32":
+        return 1.0, {C.META_FP16_POLICY: policy, C.META_FOURIER_SCALE: "1"}
+    scale = float(scale) if scale is not None else choose_fourier_scale()
+    return scale, {C.META_FP16_POLICY: policy, C.META_FOURIER_SCALE: f"{scale:g}"}
+
+
 def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, config: str | None = None,
                            opset: int = C.DEFAULT_OPSET, fft: str = "matmul", precision: str = "fp32",
                            dynamic_batch: bool = True, seed: int = 0, trained_like: bool = False,
-                           model: InpaintingModel | None = None, speedups: bool = True) -> ExportResult:
+                           model: InpaintingModel | None = None, speedups: bool = True,
+                           fp16_policy: str = DEFAULT_FP16_POLICY, fourier_scale: float | None = None) -> ExportResult:
     """Export, check and atomically write the inpainting ONNX model; the one function behind every caller.
 
     `model` skips loading (tests pass a model they already built; it is never modified); `checkpoint=None`
     exports seeded random weights and says so in the metadata. `speedups` applies the exact graph
-    rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed).
+    rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed). `fp16_policy`
+    (fp16 only, `lama_model.precision.FP16_POLICIES`): `fourier-fp32` keeps the Fourier units in fp32 islands;
+    `fourier-scaled` folds the exact scale `fourier_scale` (default `choose_fourier_scale()`) into their
+    weights and runs them in fp16.
     """
     from .dft_ops import export_with_dft_ops
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
@@ -205,6 +223,8 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
         raise ValueError(f"unknown --fft {fft!r}; choose one of {FFT_MODES}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown --precision {precision!r}; choose one of {PRECISIONS}")
+    if fp16_policy not in FP16_POLICIES:
+        raise ValueError(f"unknown --fp16-policy {fp16_policy!r}; choose one of {FP16_POLICIES}")
     if fft == "dft" and precision == "fp16":
         raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
     start = time.perf_counter()
@@ -217,6 +237,9 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
         config = config or config_name(model.generator.config)
         weights, sha = "in-memory model", ""
     model, applied = _rewritten_for_export(model, speedups, precision)
+    scale, precision_meta = _fp16_policy_settings(precision, fp16_policy, fourier_scale)
+    if scale != 1.0:
+        model = fold_fourier_scale(model, scale)
     notes: list[str] = []
     output = Path(output)
     with atomic_output(output) as tmp:
@@ -230,13 +253,13 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
         name_output_dims(onnx_model, dynamic_batch)
         assert_dynamic_io(onnx_model, dynamic_batch)
         if precision == "fp16":
-            onnx_model = convert_to_mixed_fp16(onnx_model)
+            onnx_model = convert_to_mixed_fp16(onnx_model, FP32_SCOPES_BY_POLICY[fp16_policy])
         set_metadata(onnx_model, {
             C.META_CONFIG: config, C.META_FOURIER: fft, C.META_PRECISION: precision, C.META_OPSET: str(opset),
             C.META_CHECKPOINT_SHA256: sha, C.META_WEIGHTS: weights, C.META_EXPORTER: EXPORTER,
             C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
             C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
-            C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights,
+            C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights, **precision_meta,
         })
         onnx.checker.check_model(onnx_model, full_check=True)
         if fft != "dft":

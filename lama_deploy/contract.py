@@ -55,6 +55,10 @@ META_SPEEDUPS = "lama.speedups"
 #: Seeded random weights only: what rebuilds the same weights for validation.
 META_RANDOM_SEED = "lama.random_seed"
 META_TRAINED_LIKE = "lama.trained_like"
+#: fp16 exports: policy of the Fourier units (`lama_model.precision.FP16_POLICIES`) and the exact power-of-two
+#: scale folded into their weights (`fourier-scaled`; "1" for `fourier-fp32`).
+META_FP16_POLICY = "lama.fp16_policy"
+META_FOURIER_SCALE = "lama.fourier_scale"
 
 #: Exported node-name fragments (TorchScript exporter scopes): the generator, and the Fourier units that
 #: must stay fp32 (their spectrum passes fp16's range with trained weights). Read by the fp16 converter,
