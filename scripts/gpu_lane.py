@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "without CUDA): checks collection and writes the summary files")
     parser.add_argument("--test-timeout", type=float, default=150.0, help="seconds per test (default 150)")
     parser.add_argument("--tests-timeout", type=float, default=210.0, help="seconds for all tests (default 210)")
-    parser.add_argument("--bench-timeout", type=float, default=130.0, help="seconds for the benchmark (default 130)")
+    parser.add_argument("--bench-timeout", type=float, default=170.0, help="seconds for the benchmark (default 170)")
     parser.add_argument("--no-bench", action="store_true", help="tests only")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression (a subset of the GPU tests)")
     parser.add_argument("--tests", default="tests", help="test folder or file (default: the checkout's tests)")
@@ -104,7 +104,7 @@ def run_bench(out: Path, env: dict[str, str], timeout_s: float, dry_run: bool) -
     if dry_run:  # the same command on a tiny config: it must say why its GPU rows are empty
         extra = ["--config", "tiny", "--sizes", "64", "--batch", "1", "--batch-at", "64"]
     else:
-        extra = ["--gpu-quick", "--budget-s", str(max(30, int(timeout_s - 30)))]
+        extra = ["--gpu-quick", "--budget-s", str(max(30, int(timeout_s - 25)))]
     cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--device", "cuda", "--out", str(bench_out)] + extra
     result = run_child(cmd, env, out / "bench.log", timeout_s)
     result["command"] = " ".join(["python3 scripts/benchmark.py"] + cmd[2:])

@@ -148,7 +148,9 @@ def autocast_context(mode: TorchMode) -> Any:
     if mode.autocast_dtype is None:
         return contextlib.nullcontext()
     device_type = "cuda" if mode.device.startswith("cuda") else "cpu"
-    return torch.autocast(device_type, dtype=mode.autocast_dtype)
+    # No weight-cast cache: CUDA-graph capture requires it off (PyTorch's CUDA-graph notes), and one
+    # inference reuses a weight only once anyway.
+    return torch.autocast(device_type, dtype=mode.autocast_dtype, cache_enabled=False)
 
 
 def add_mode_arguments(parser: Any) -> None:

@@ -18,15 +18,6 @@ FORMS = [mode for mode in FOURIER_MODES if mode != "torch"]
 SHAPES = [(2, 3, 64, 64), (3, 2, 63, 65), (2, 4, 96, 80), (4, 1, 25, 41), (1, 2, 128, 96)]
 
 
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    """TF32 off: the DFT-as-matmul is exact fp32 only then (TensorRT fp32 builds turn it off as well)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_form_matches_cufft_on_cuda(form, shape):

@@ -18,14 +18,6 @@ pytestmark = pytest.mark.gpu
 MODES = [(p, g) for p in ("fp32", "fp16", "bf16") for g in (True, False)]
 
 
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _pair(h, w, seed=0):
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
