@@ -90,27 +90,33 @@ GPU_QUICK = {"sizes": "512", "batch": "1,4", "batch_at": 512, "repeats": 5, "bud
 
 def run_gpu_command(args: Any, sizes: list[int], batches: list[int], command: str) -> int:
     """`lama-deploy bench --device cuda`: measure, write bench_gpu.json / bench_gpu.md (and the docs section)."""
-    import json
-    from pathlib import Path
-
-    from lama_deploy.errors import atomic_output
     from lama_deploy.scripts.bench_gpu import run_gpu_bench
     from lama_deploy.scripts.bench_report import created_utc
 
     gpu = run_gpu_bench(args.config, sizes, batches, args.batch_at, args.repeats, args.seed, budget_s=args.budget_s)
     gpu.update(created_utc=created_utc(), command=command)
-    out = Path(args.out)
+    return write_gpu_outputs(gpu, args.out, args.docs, command)
+
+
+def write_gpu_outputs(gpu: dict[str, Any], out: Any, docs: str | None, command: str) -> int:
+    """bench_gpu.json / bench_gpu.md in `out`, and the GPU section of `docs` (only when measured)."""
+    import json
+    from pathlib import Path
+
+    from lama_deploy.errors import atomic_output
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     section = gpu_markdown(gpu, command)
     with atomic_output(out / "bench_gpu.json") as tmp:
         tmp.write_text(json.dumps(gpu, indent=2) + "\n")
     with atomic_output(out / "bench_gpu.md") as tmp:
         tmp.write_text(section)
-    if args.docs and not gpu.get("skipped"):
-        docs = Path(args.docs)
-        page = docs.read_text() if docs.is_file() else "# Benchmarks\n"
-        with atomic_output(docs) as tmp:
+    write_docs = bool(docs) and not gpu.get("skipped")
+    if write_docs:
+        page = Path(docs).read_text() if Path(docs).is_file() else "# Benchmarks\n"
+        with atomic_output(Path(docs)) as tmp:
             tmp.write_text(with_gpu_section(page, section))
     print(section)
-    print(f"wrote {out / 'bench_gpu.json'}, {out / 'bench_gpu.md'}" + (f", {args.docs}" if args.docs and not gpu.get("skipped") else ""))
+    print(f"wrote {out / 'bench_gpu.json'}, {out / 'bench_gpu.md'}" + (f", {docs}" if write_docs else ""))
     return 0

@@ -339,6 +339,10 @@ def _gpu_main(args: argparse.Namespace, argv: list[str] | None) -> int:
 def _render_existing(path: Path, out: Path, args: argparse.Namespace) -> int:
     """Targets and pages again from a finished run (the measurements are not touched)."""
     report = json.loads(path.read_text())
+    if "forms" in report:  # a bench_gpu.json (e.g. from the GPU lane): its section goes into --docs
+        from lama_deploy.scripts.bench_gpu_report import write_gpu_outputs
+
+        return write_gpu_outputs(report, out, args.docs, report.get("command", "lama-deploy bench --device cuda"))
     report["targets"] = R.evaluate_targets(report["rows"], BASELINE)
     out.mkdir(parents=True, exist_ok=True)
     return _write_outputs(report, out, args)

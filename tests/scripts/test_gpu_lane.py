@@ -160,3 +160,15 @@ def test_model_cache_round_trips(tmp_path, monkeypatch):
     loaded = G.cached_random_model("tiny", seed=3)
     assert (tmp_path / "tiny-seed3.pt").is_file()
     assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_gpu_json_from_the_lane_renders_into_the_docs_page(tmp_path):
+    from lama_deploy.scripts.benchmark import main
+
+    source = tmp_path / "bench_gpu.json"
+    source.write_text(json.dumps({**_fake_gpu_report(), "command": "lama-deploy bench --device cuda --gpu-quick"}))
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# Benchmarks\n\nCPU rows\n\n{NOTES_MARKER}\n\nnotes\n")
+    assert main(["--from-json", str(source), "--docs", str(docs), "--out", str(tmp_path / "out")]) == 0
+    page = docs.read_text()
+    assert page.count(BEGIN) == 1 and "NVIDIA H100" in page and "CPU rows" in page and page.rstrip().endswith("notes")
