@@ -6,40 +6,9 @@ CUDA entry points are replaced by CPU stand-ins so the data flow and the cache l
 
 from __future__ import annotations
 
-import contextlib
-import types
-
 import numpy as np
-import torch
 
-from lama_deploy.runtime.backends.torch_cuda import CudaExecutor
-
-
-class FakeGraph:
-    """Replays the forward captured last (CPU stand-in for torch.cuda.CUDAGraph)."""
-
-    def __init__(self) -> None:
-        self.replays = 0
-
-    def replay(self) -> None:
-        self.replays += 1
-        self.output.copy_(self.forward(*self.inputs))
-
-
-def fake_torch(captured: list) -> types.SimpleNamespace:
-    def zeros(*shape, pin_memory=False, device=None):
-        return torch.zeros(*shape)
-
-    def graph(g, stream=None):
-        captured.append(g)
-        return contextlib.nullcontext()
-
-    cuda = types.SimpleNamespace(
-        Stream=lambda device=None: types.SimpleNamespace(wait_stream=lambda other: None, synchronize=lambda: None),
-        stream=lambda s: contextlib.nullcontext(), device=lambda d: contextlib.nullcontext(),
-        current_stream=lambda d=None: types.SimpleNamespace(wait_stream=lambda other: None),
-        CUDAGraph=FakeGraph, graph=graph, synchronize=lambda d=None: None, empty_cache=lambda: None)
-    return types.SimpleNamespace(zeros=zeros, device=torch.device, inference_mode=torch.inference_mode, cuda=cuda)
+from cuda_stubs import stub_executor
 
 
 def _feed(batch, size, seed):
@@ -56,15 +25,7 @@ def test_slots_staging_and_lru_eviction_on_cpu_stand_ins():
         return image * (1 - mask) + 0.5 * mask
 
     captured: list = []
-    executor = CudaExecutor(fake_torch(captured), forward, "cpu", use_graphs=True, capacity=2)
-    # Wire the fake graphs to the forward they captured (the real CUDAGraph records kernels instead).
-    original = executor._capture
-
-    def capture(slot):
-        original(slot)
-        slot.graph.forward, slot.graph.inputs, slot.graph.output = forward, (slot.inputs["image"], slot.inputs["mask"]), slot.output
-
-    executor._capture = capture
+    executor = stub_executor(forward, use_graphs=True, capacity=2, captured=captured)
     feeds = [_feed(1, 16, 0), _feed(2, 24, 1), _feed(1, 16, 2), _feed(1, 32, 3), _feed(2, 24, 4)]
     for feed in feeds:
         out = executor.run(feed)
@@ -83,7 +44,7 @@ def test_eager_mode_reuses_the_static_inputs():
         seen.append(image.data_ptr())
         return image + mask
 
-    executor = CudaExecutor(fake_torch([]), forward, "cpu", use_graphs=False)
+    executor = stub_executor(forward, use_graphs=False)
     for seed in range(3):
         feed = _feed(1, 16, seed)
         assert np.array_equal(executor.run(feed), feed["image"] + feed["mask"])

@@ -14,7 +14,6 @@ from lama_deploy.runtime.backends import torch_precision as tp
 from lama_deploy.runtime.backends.torch_backend import TorchBackend
 from lama_deploy.runtime.inpainter import Inpainter
 from lama_model import random_model
-from lama_model.ffc import FourierUnit
 
 
 def _pair(h=40, w=52, seed=0):

@@ -172,3 +172,38 @@ def test_gpu_json_from_the_lane_renders_into_the_docs_page(tmp_path):
     assert main(["--from-json", str(source), "--docs", str(docs), "--out", str(tmp_path / "out")]) == 0
     page = docs.read_text()
     assert page.count(BEGIN) == 1 and "NVIDIA H100" in page and "CPU rows" in page and page.rstrip().endswith("notes")
+
+
+@pytest.mark.slow
+def test_gpu_bench_flow_runs_end_to_end_on_cpu_stand_ins(monkeypatch):
+    """run_gpu_bench with CUDA replaced by CPU stand-ins: every cell, share, error and target is filled."""
+    from cuda_stubs import stub_executor
+
+    from lama_deploy.runtime.backends.torch_backend import TorchBackend
+
+    def make_backend(model, device, precision, policy, graphs):
+        backend = TorchBackend(model, device="cpu", weights="bench", precision="bf16" if precision == "fp16" else precision,
+                               fp16_policy=policy, cuda_graphs=False)
+        backend.activate()
+        backend.executor = stub_executor(backend._forward, use_graphs=graphs, capacity=2)
+        return backend
+
+    def times(torch_module, run, stream, repeats):
+        with torch.inference_mode():  # as gpu_times_ms runs them (CUDA events replaced by wall time)
+            return G.wall_times_ms(run, repeats)
+
+    monkeypatch.setattr(G, "cuda_skip_reason", lambda: None)
+    monkeypatch.setattr(G, "make_backend", make_backend)
+    monkeypatch.setattr(G, "gpu_times_ms", times)
+    for name, stub in {"reset_peak_memory_stats": lambda *a: None, "max_memory_allocated": lambda *a: 3 * 2**20,
+                       "empty_cache": lambda: None, "get_device_name": lambda *a: "CPU stand-in"}.items():
+        monkeypatch.setattr(torch.cuda, name, stub)
+    gpu = G.run_gpu_bench("tiny", sizes=[32], batches=[1, 2], batch_at=32, repeats=2, seed=0, budget_s=300, device="cpu")
+    assert gpu["gpu"] == "CPU stand-in" and len(gpu["forms"]) == len(G.precisions()) * (len(FOURIER_MODES) + 1)
+    assert all("error" not in r and r["graph_ms"] > 0 and r["eager_ms"] > 0 for r in gpu["forms"]), gpu["forms"]
+    assert all(0 <= r["fourier_share"] <= 1 for r in gpu["forms"] if r["form"] != G.FLOOR)
+    hot = [r["hot_error"] for r in gpu["forms"] if r["precision"] == "fp16" and r["form"] != G.FLOOR]
+    assert hot and all(h["non_finite"] == 0 and h["hole_mean_255"] < 5 for h in hot)
+    assert len(gpu["backend"]) == 8 and all(r["latency_ms"] > 0 and r["peak_gpu_mb"] == 3.0 for r in gpu["backend"])
+    assert gpu["speedup_graphs_fp16_vs_eager_fp32"]["ratio"] > 0
+    assert "CPU stand-in" in gpu_markdown(gpu, "test")
