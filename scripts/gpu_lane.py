@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="skip every GPU test and the GPU rows (automatic "
                         "without CUDA): checks collection and writes the summary files")
     parser.add_argument("--test-timeout", type=float, default=150.0, help="seconds per test (default 150)")
-    parser.add_argument("--tests-timeout", type=float, default=210.0, help="seconds for all tests (default 210)")
-    parser.add_argument("--bench-timeout", type=float, default=170.0, help="seconds for the benchmark (default 170)")
+    parser.add_argument("--tests-timeout", type=float, default=200.0, help="seconds for all tests (default 200)")
+    parser.add_argument("--bench-timeout", type=float, default=150.0, help="seconds for the benchmark (default 150)")
     parser.add_argument("--no-bench", action="store_true", help="tests only")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression (a subset of the GPU tests)")
     parser.add_argument("--tests", default="tests", help="test folder or file (default: the checkout's tests)")
@@ -92,7 +92,7 @@ def _kill_group(process: subprocess.Popen) -> None:
 def probe(out: Path, env: dict[str, str]) -> dict[str, Any]:
     """Versions and devices, read in a child (a broken driver can hang or crash an import)."""
     path = out / "probe.json"
-    result = run_child([sys.executable, "-c", PROBE_CODE, str(path)], env, out / "probe.log", 90)
+    result = run_child([sys.executable, "-c", PROBE_CODE, str(path)], env, out / "probe.log", 60)
     if path.is_file():
         return json.loads(path.read_text())
     how = "timed out" if result["timed_out"] else f"exit {result['exit_code']}"
