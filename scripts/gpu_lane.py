@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # a plain checkout: no install step on the GPU machine
     sys.path.insert(0, str(ROOT))
 
-from lama_deploy.scripts.gpu_lane_report import (PROBE_CODE, collect_tests, render_markdown,  # noqa: E402
-                                                  unfinished_test)
+from lama_deploy.scripts.gpu_lane_report import (PROBE_CODE, collect_tests, collected_tests,  # noqa: E402
+                                                  render_markdown, unfinished_test)
 
 PLUGIN = "lama_deploy.scripts.gpu_lane_plugin"
 DRY_RUN_REASON = "needs an NVIDIA GPU (GPU lane dry run)"
@@ -150,6 +150,9 @@ def run_tests(out: Path, env: dict[str, str], per_test_s: float, total_s: float,
     tests = collect_tests(events)
     for nodeid, message in lost.items():
         tests[nodeid] = {"outcome": "failed", "message": message}
+    for nodeid in collected_tests(events):
+        if nodeid not in tests:  # selected, never started: the lane's test time ran out first
+            tests[nodeid] = {"outcome": "failed", "message": f"not run: the lane's test time ({total_s:.0f} s) ran out"}
     return {"runs": runs, "tests": tests}
 
 

@@ -49,6 +49,11 @@ def pytest_collectreport(report: Any) -> None:
         _emit({"event": "collect_error", "nodeid": report.nodeid, "message": _first_line(report)})
 
 
+def pytest_collection_finish(session: Any) -> None:
+    """Every selected test, so the lane can name those a timeout left unrun."""
+    _emit({"event": "collected", "nodeids": [item.nodeid for item in session.items]})
+
+
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
     _emit({"event": "start", "nodeid": nodeid})
     if _state.get("timeout"):

@@ -96,6 +96,15 @@ def collect_tests(path: Path) -> dict[str, dict[str, Any]]:
     return tests
 
 
+def collected_tests(path: Path) -> list[str]:
+    """Every test id any pytest run of the lane selected."""
+    seen: dict[str, None] = {}
+    for event in read_events(path):
+        if event.get("event") == "collected":
+            seen.update(dict.fromkeys(event.get("nodeids", [])))
+    return list(seen)
+
+
 def unfinished_test(path: Path) -> tuple[str, float] | None:
     """(nodeid, start time) of the test that started last and never finished (hung or crashed), if any."""
     open_test = None

@@ -6,6 +6,11 @@ import pytest
 import torch
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """torch.compile tests last: their cold compiles are the slowest, the lane's time limit should cut them first."""
+    items.sort(key=lambda item: "compile" in item.nodeid)
+
+
 @pytest.fixture(autouse=True)
 def exact_fp32():
     """TF32 off: the DFT-as-matmul and graph-vs-eager checks are exact fp32 only then."""

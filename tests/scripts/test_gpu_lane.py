@@ -207,3 +207,16 @@ def test_gpu_bench_flow_runs_end_to_end_on_cpu_stand_ins(monkeypatch):
     assert len(gpu["backend"]) == 8 and all(r["latency_ms"] > 0 and r["peak_gpu_mb"] == 3.0 for r in gpu["backend"])
     assert gpu["speedup_graphs_fp16_vs_eager_fp32"]["ratio"] > 0
     assert "CPU stand-in" in gpu_markdown(gpu, "test")
+
+
+def test_tests_a_timeout_left_unrun_are_named(tmp_path):
+    tests = tmp_path / "t"
+    tests.mkdir()
+    (tests / "test_slow.py").write_text("import time, pytest\npytestmark = pytest.mark.gpu\n"
+                                        "def test_a(): time.sleep(600)\ndef test_b(): pass\n")
+    result = _run_lane(tmp_path / "lane", "--no-bench", "--tests", str(tests), "--test-timeout", "300",
+                       "--tests-timeout", "8", timeout=300)
+    summary = json.loads((tmp_path / "lane" / "gpu_lane.json").read_text())
+    outcome = {nodeid.split("::")[-1]: t["message"] for nodeid, t in summary["pytest"]["tests"].items()}
+    assert result.returncode == 1 and outcome["test_a"].startswith("stopped when the lane's test time (8 s) ran out")
+    assert outcome["test_b"] == "not run: the lane's test time (8 s) ran out"
