@@ -38,6 +38,10 @@ MAX_TRT8_OPSET = 17
 #: (ONNX Runtime; TensorRT 8.x/10 cannot parse them).
 EXPORT_FOURIER = ("matmul", "matmul-dense", "dft")
 
+#: Precisions the PyTorch backend runs in (autocast); fp16/bf16 keep the Fourier units safe (see
+#: runtime/backends/torch_precision.py). Exports and engines take the first two.
+TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
 # Keys of the ONNX metadata_props and of the engine sidecar.
 META_CONFIG = "lama.config"
 META_FOURIER = "lama.fourier"

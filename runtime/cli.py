@@ -24,6 +24,7 @@ from PIL import Image
 from lama_deploy.errors import UserError, atomic_output, cli_entry
 
 from .backends import BACKENDS
+from .backends.torch_precision import add_mode_arguments
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError
 from .strategy import DEFAULT_CONTEXT_MARGIN
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="context kept around the mask when cropping large images (pixels)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
+    add_mode_arguments(parser)
     return parser
 
 
@@ -111,7 +113,8 @@ def _load_inpainter(args: argparse.Namespace):
         raise UserError("no model given: pass --model PATH (.engine/.plan, .onnx or .ckpt/.pt/.pth), "
                         "or run `lama-deploy demo` to try the random-weights demo")
     inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=args.max_pixels,
-                                    threshold=args.threshold, max_side=args.max_side, context_margin=args.margin)
+                                    threshold=args.threshold, max_side=args.max_side, context_margin=args.margin,
+                                    precision=args.precision, cuda_graphs=args.cuda_graphs)
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
               f"the output is a plumbing demo, not inpainting", file=sys.stderr)

@@ -303,6 +303,7 @@ def test_big_lama_engine_ahead_of_time(request, precision: str, tmp_path: Path) 
 
 
 @pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.skipif(cuda_device_count() == 0, reason=GPU_SKIP_REASON)
 def test_engine_inference_matches_pytorch_on_gpu(tiny_onnx: Path, tiny_model, tmp_path: Path) -> None:
     from lama_deploy.export.validate import validate_onnx

@@ -32,6 +32,8 @@ class FakeCudart:
         self.allocations: dict[int, ctypes.Array] = {}
         self.mallocs: list[int] = []
         self.freed: list[int] = []
+        self.host_mallocs: list[int] = []
+        self.host_freed: list[int] = []
         self.device = None
 
     def cudaMalloc(self, nbytes):  # noqa: N802
@@ -43,6 +45,17 @@ class FakeCudart:
     def cudaFree(self, ptr):  # noqa: N802
         self.allocations.pop(ptr)
         self.freed.append(ptr)
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMallocHost(self, nbytes):  # noqa: N802
+        buffer = ctypes.create_string_buffer(nbytes)
+        self.allocations[ctypes.addressof(buffer)] = buffer
+        self.host_mallocs.append(nbytes)
+        return self.cudaError_t.cudaSuccess, ctypes.addressof(buffer)
+
+    def cudaFreeHost(self, ptr):  # noqa: N802
+        self.allocations.pop(ptr)
+        self.host_freed.append(ptr)
         return (self.cudaError_t.cudaSuccess,)
 
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802

@@ -213,6 +213,7 @@ def test_real_engine_without_a_gpu_says_so(tmp_path, tiny_onnx):
 
 
 @pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.skipif(not CAN_RUN_TRT, reason=GPU_REASON)
 def test_tensorrt_matches_onnxruntime_on_a_gpu(tmp_path, tiny_onnx):
     trt = import_tensorrt()
