@@ -22,9 +22,6 @@ from .base import BackendError
 
 PRECISIONS = C.TORCH_PRECISIONS
 DEFAULT_POLICY = "fourier-fp32"
-#: Exact scale folded into the Fourier units by "fourier-scaled" (32 keeps big-lama's trained-like
-#: spectrum below ~5e3 at 1024x1024, far from fp16's 65504; see shared GPU measurements).
-FOURIER_SCALE = 32.0
 #: CUDA-graph switch values of the CLI / server ("auto": on for CUDA, off for CPU).
 GRAPH_CHOICES = ("auto", "on", "off")
 
@@ -132,9 +129,9 @@ def apply_policy(model: Any, mode: TorchMode) -> Any:
             if not getattr(unit.forward, "lama_fp32_island", False):
                 unit.forward = _fp32_forward(unit.forward, device_type)
     elif mode.policy == "fourier-scaled":
-        from lama_model.precision import fold_fourier_scale
+        from lama_model.precision import choose_fourier_scale, fold_fourier_scale
 
-        result = fold_fourier_scale(model, FOURIER_SCALE)
+        result = fold_fourier_scale(model, choose_fourier_scale())  # the export's default scale
         model = result if result is not None else model
     return model
 
