@@ -22,7 +22,7 @@ import onnx
 import torch
 from torch import nn
 
-from lama_deploy.contract import FP32_SCOPES, GENERATOR_SCOPE
+from lama_deploy.contract import runs_in_fp16
 from lama_deploy.errors import missing_dependency
 
 
@@ -51,18 +51,13 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def fp32_node_names(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> list[str]:
-    """Nodes that must stay fp32: Fourier units, and everything outside the generator."""
-    keep = []
-    for node in model.graph.node:
-        name = node.name
-        if any(scope in name for scope in fp32_scopes) or GENERATOR_SCOPE not in name:
-            keep.append(name)
-    return keep
+def fp32_node_names(model: onnx.ModelProto) -> list[str]:
+    """Nodes that must stay fp32 (`contract.runs_in_fp16`): Fourier units, and everything outside the generator."""
+    return [node.name for node in model.graph.node if not runs_in_fp16(node.name)]
 
 
-def convert_to_mixed_fp16(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> onnx.ModelProto:
-    """fp16 graph with fp32 islands (`fp32_scopes`, plus pre/post-processing) and float32 I/O."""
+def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 graph with fp32 islands (Fourier units, pre/post-processing) and float32 I/O."""
     try:
         from onnxconverter_common import float16
     except ImportError:
@@ -74,7 +69,7 @@ def convert_to_mixed_fp16(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] =
         # far inside it); the numbers are checked against fp32 after export instead.
         warnings.simplefilter("ignore")
         converted = float16.convert_float_to_float16(
-            model, keep_io_types=True, node_block_list=set(fp32_node_names(model, fp32_scopes)), disable_shape_infer=False,
+            model, keep_io_types=True, node_block_list=set(fp32_node_names(model)), disable_shape_infer=False,
         )
     remove_fp16_round_trips(converted)
     restore_fp32_outputs(converted)

@@ -22,8 +22,9 @@ import onnx
 import torch
 
 from lama_deploy import contract as C
-from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb
-from lama_deploy.errors import atomic_output
+from lama_deploy.files import atomic_output, file_sha256
+from lama_deploy.host import peak_rss_mb
+from lama_deploy.model_facts import facts_from_proto
 from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
 from lama_model.checkpoint import config_name
 
@@ -89,10 +90,10 @@ def symbolic_dims(model: onnx.ModelProto) -> dict[str, list[str | int]]:
 
 def assert_dynamic_io(model: onnx.ModelProto, dynamic_batch: bool = True) -> None:
     """The exporter can silently specialise a dim to a constant: check every I/O dim is as declared."""
+    problem = C.io_problem(facts_from_proto(model, "the exported graph"))
+    if problem:
+        raise ExportError(problem)
     dims = symbolic_dims(model)
-    expected_names = set(C.INPUT_NAMES + C.OUTPUT_NAMES)
-    if set(dims) != expected_names:
-        raise ExportError(f"graph I/O is {sorted(dims)}, expected {sorted(expected_names)}")
     for name, shape in dims.items():
         want: list[str | int] = [C.DIM_BATCH if dynamic_batch else shape[0], C.CHANNELS[name], C.DIM_HEIGHT, C.DIM_WIDTH]
         if shape != want:
@@ -139,9 +140,6 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 
 
 # --- the whole export job ---------------------------------------------------------------------------------
-
-FFT_MODES = C.EXPORT_FOURIER
-PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -197,14 +195,14 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     exports seeded random weights and says so in the metadata. `speedups` applies the exact graph
     rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed).
     """
-    from .dft_ops import export_with_dft_ops
+    from .dft_ops import onnx_dft_units
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
     from .onnx_rules import check_tensorrt_compatible
 
-    if fft not in FFT_MODES:
-        raise ValueError(f"unknown --fft {fft!r}; choose one of {FFT_MODES}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown --precision {precision!r}; choose one of {PRECISIONS}")
+    if fft not in C.EXPORT_FOURIER:
+        raise ValueError(f"unknown --fft {fft!r}; choose one of {C.EXPORT_FOURIER}")
+    if precision not in C.PRECISIONS:
+        raise ValueError(f"unknown --precision {precision!r}; choose one of {C.PRECISIONS}")
     if fft == "dft" and precision == "fp16":
         raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
     start = time.perf_counter()
@@ -223,7 +221,8 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
         if precision == "fp16":
             fold_batchnorm(model)
         if fft == "dft":
-            onnx_model = export_with_dft_ops(model, tmp, opset=opset, dynamic_batch=dynamic_batch)
+            with onnx_dft_units(model):
+                onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, keep_fourier=True)
             notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
         else:
             onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fft)

@@ -7,6 +7,8 @@ edge runtime can import it without torch or onnx.
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Protocol
+
 IMAGE = "image"
 MASK = "mask"
 OUTPUT = "inpainted"
@@ -33,10 +35,14 @@ DEFAULT_OPSET = 17
 #: TensorRT 8.5/8.6 (JetPack 5 / 6.0) import ONNX up to opset 17.
 MAX_TRT8_OPSET = 17
 
-#: Fourier-unit forms an export can take (`lama.fourier`): factorised DFT-as-matmul (default), dense
-#: DFT-as-matmul (simpler graph, faster TensorRT builds, more work at large sizes), ONNX DFT ops
-#: (ONNX Runtime; TensorRT 8.x/10 cannot parse them).
+#: Fourier-unit forms an export can take (`--fft`, metadata `lama.fourier`): factorised DFT-as-matmul
+#: (default), dense DFT-as-matmul (simpler graph, faster TensorRT builds, more work at large sizes), ONNX DFT
+#: ops (ONNX Runtime; TensorRT 8.x/10 cannot parse them).
 EXPORT_FOURIER = ("matmul", "matmul-dense", "dft")
+DEFAULT_FOURIER = "matmul"
+
+#: Precisions of an export and of an engine (`--precision`, metadata `lama.precision`).
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 
 # Keys of the ONNX metadata_props and of the engine sidecar.
 META_CONFIG = "lama.config"
@@ -61,6 +67,8 @@ META_TRAINED_LIKE = "lama.trained_like"
 #: the TensorRT builder's precision constraints and the trtexec line generator.
 GENERATOR_SCOPE = "/generator/"
 FP32_SCOPES: tuple[str, ...] = ("/fu/",)
+#: Helper nodes/layers the TensorRT ONNX parser adds carry this prefix and no scope: kept fp32.
+PARSER_HELPER_PREFIX = "ONNXTRT_"
 
 RANDOM_WEIGHTS_LABEL = "random weights (seeded, BatchNorm-calibrated) - NOT the trained LaMa; output is a plumbing demo"
 
@@ -82,3 +90,50 @@ def input_shapes(batch: int, height: int, width: int) -> dict[str, tuple[int, in
 def shape_spec(batch: int, height: int, width: int, sep: str = "x") -> str:
     """`image:1x3x512x512,mask:1x1x512x512` as trtexec and ORT-TRT want it."""
     return ",".join(f"{name}:{sep.join(str(d) for d in shape)}" for name, shape in input_shapes(batch, height, width).items())
+
+
+def runs_in_fp16(node_name: str) -> bool:
+    """The fp16 scope rule, for ONNX nodes and TensorRT layers alike: inside the generator, not in a Fourier
+    unit (its spectrum passes fp16's range with trained weights) and not a scope-less parser helper layer."""
+    return (GENERATOR_SCOPE in node_name and not any(scope in node_name for scope in FP32_SCOPES)
+            and not node_name.startswith(PARSER_HELPER_PREFIX))
+
+
+def is_random_weights(metadata: Mapping[str, Any] | str | None) -> bool:
+    """Whether a model carries seeded random weights: its `lama.*` metadata (ONNX metadata, the sidecar's
+    `lama` section) or just its weights label."""
+    if isinstance(metadata, Mapping):
+        if metadata.get(META_RANDOM_SEED) not in (None, ""):
+            return True
+        metadata = metadata.get(META_WEIGHTS)
+    return bool(metadata) and "random weights" in str(metadata).lower()
+
+
+# --- "is this file our model?" --------------------------------------------------------------------------
+
+class TensorLike(Protocol):
+    dims: tuple[Any, ...]   # ints for fixed dims, names or None for dynamic ones
+
+
+class FactsLike(Protocol):
+    """What `io_problem` reads (lama_deploy.model_facts.ModelFacts)."""
+
+    name: str
+    inputs: Mapping[str, TensorLike]
+    outputs: Mapping[str, TensorLike]
+
+
+def io_problem(facts: FactsLike) -> str | None:
+    """The one check of a model's I/O against the contract, used by every command: None when it is this
+    model, else one line naming the file, what it has and what to do. An extra output is refused too: every
+    consumer (builder, Triton, runtime) would carry a tensor the contract does not know."""
+    inputs, outputs = sorted(facts.inputs), sorted(facts.outputs)
+    if inputs != sorted(INPUT_NAMES) or outputs != sorted(OUTPUT_NAMES):
+        return (f"{facts.name} is not a lama-deploy inpainting model: its inputs are {inputs} and outputs {outputs}, "
+                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}; export it with `lama-deploy export`")
+    for name, tensor in {**facts.inputs, **facts.outputs}.items():
+        dims = tuple(tensor.dims)
+        if dims and (len(dims) != 4 or (isinstance(dims[1], int) and dims[1] > 0 and dims[1] != CHANNELS[name])):
+            return (f"{facts.name} is not a lama-deploy inpainting model: {name} has dims {list(dims)}, expected "
+                    f"[N,{CHANNELS[name]},H,W]; export it with `lama-deploy export`")
+    return None
