@@ -30,7 +30,7 @@ from lama_deploy.errors import UserError, cli_entry
 from lama_deploy.files import atomic_output
 from lama_deploy.host import peak_rss_mb
 from lama_deploy.model_facts import ModelFacts, read_model_facts
-from lama_deploy.profiles import Profile, check_profile, format_nhw, make_profiles
+from lama_deploy.profiles import Profile, add_profile_options, check_profile, format_nhw, make_profiles, profiles_from
 
 from .trt_builder import (
     ConfigOptions, ParserError, build_serialized, create_builder, create_config, create_network, detect_features,
@@ -176,9 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("onnx", nargs="?", help="ONNX from `lama-deploy export`")
     parser.add_argument("-o", "--output", help="engine path (default: the ONNX path with .engine)")
-    parser.add_argument("--min", action="append", metavar="NxHxW", help="profile min shape (repeat for more profiles)")
-    parser.add_argument("--opt", action="append", metavar="NxHxW", help="profile opt shape")
-    parser.add_argument("--max", action="append", metavar="NxHxW", help="profile max shape")
+    add_profile_options(parser)
     parser.add_argument("--precision", choices=C.PRECISIONS, help="default: the ONNX's own precision")
     parser.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit")
     parser.add_argument("--timing-cache", metavar="FILE", help="load (if present) and save a timing cache")
@@ -198,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.onnx:
         raise UserError("give the ONNX to build from (or --inspect ENGINE)")
-    profiles = make_profiles(args.min, args.opt, args.max)
+    profiles = profiles_from(args)
     output = args.output or str(Path(args.onnx).with_suffix(".engine"))
     for index, profile in enumerate(profiles):
         print(f"profile {index}: min {format_nhw(profile.min)}  opt {format_nhw(profile.opt)}  "

@@ -146,7 +146,7 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 class ExportResult:
     path: str
     config: str
-    fft: str
+    fourier: str
     precision: str
     opset: int
     weights: str
@@ -186,7 +186,7 @@ def _rewritten_for_export(model: InpaintingModel, speedups: bool, precision: str
 
 
 def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, config: str | None = None,
-                           opset: int = C.DEFAULT_OPSET, fft: str = "matmul", precision: str = "fp32",
+                           opset: int = C.DEFAULT_OPSET, fourier: str = C.DEFAULT_FOURIER, precision: str = "fp32",
                            dynamic_batch: bool = True, seed: int = 0, trained_like: bool = False,
                            model: InpaintingModel | None = None, speedups: bool = True) -> ExportResult:
     """Export, check and atomically write the inpainting ONNX model; the one function behind every caller.
@@ -199,11 +199,11 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
     from .onnx_rules import check_tensorrt_compatible
 
-    if fft not in C.EXPORT_FOURIER:
-        raise ValueError(f"unknown --fft {fft!r}; choose one of {C.EXPORT_FOURIER}")
+    if fourier not in C.EXPORT_FOURIER:
+        raise ValueError(f"unknown --fft {fourier!r}; choose one of {C.EXPORT_FOURIER}")
     if precision not in C.PRECISIONS:
         raise ValueError(f"unknown --precision {precision!r}; choose one of {C.PRECISIONS}")
-    if fft == "dft" and precision == "fp16":
+    if fourier == "dft" and precision == "fp16":
         raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
     start = time.perf_counter()
     random_weights: dict[str, str] = {}
@@ -220,26 +220,26 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     with atomic_output(output) as tmp:
         if precision == "fp16":
             fold_batchnorm(model)
-        if fft == "dft":
+        if fourier == "dft":
             with onnx_dft_units(model):
                 onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, keep_fourier=True)
             notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
         else:
-            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fft)
+            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fourier)
         name_output_dims(onnx_model, dynamic_batch)
         assert_dynamic_io(onnx_model, dynamic_batch)
         if precision == "fp16":
             onnx_model = convert_to_mixed_fp16(onnx_model)
         set_metadata(onnx_model, {
-            C.META_CONFIG: config, C.META_FOURIER: fft, C.META_PRECISION: precision, C.META_OPSET: str(opset),
+            C.META_CONFIG: config, C.META_FOURIER: fourier, C.META_PRECISION: precision, C.META_OPSET: str(opset),
             C.META_CHECKPOINT_SHA256: sha, C.META_WEIGHTS: weights, C.META_EXPORTER: EXPORTER,
             C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
             C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
             C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights,
         })
         onnx.checker.check_model(onnx_model, full_check=True)
-        if fft != "dft":
+        if fourier != "dft":
             check_tensorrt_compatible(onnx_model)
         save_model(onnx_model, tmp)
-    return ExportResult(str(output), config, fft, precision, opset, weights, sha,
+    return ExportResult(str(output), config, fourier, precision, opset, weights, sha,
                         round(time.perf_counter() - start, 2), round(peak_rss_mb(), 1), notes)

@@ -150,7 +150,7 @@ def export_models(keys: set[str], config: str, weights: Path, folder: Path, spee
         path = folder / f"{config}-{key}-{tag}.onnx"
         if not path.is_file():
             model = _load_model(config, weights)
-            export_inpainting_onnx(path, model=model, config=config, fft=fft, precision=precision, speedups=fast)
+            export_inpainting_onnx(path, model=model, config=config, fourier=fft, precision=precision, speedups=fast)
         paths[key] = str(path)
     return paths
 

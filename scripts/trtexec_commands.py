@@ -34,7 +34,7 @@ from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402
 from lama_deploy.export.polygraphy_hooks import HOOK_SCRIPT, polygraphy_no_tf32, polygraphy_pin_fp32  # noqa: E402
 from lama_deploy.files import atomic_output  # noqa: E402
-from lama_deploy.profiles import Profile, make_profiles  # noqa: E402
+from lama_deploy.profiles import Profile, add_profile_options, profiles_from  # noqa: E402
 
 PROG = "python -m lama_deploy.scripts.trtexec_commands"
 ONNX_VAR, ENGINE_VAR, CACHE_VAR = "${ONNX}", "${ENGINE}", "${TIMING_CACHE}"
@@ -293,9 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--onnx", help="fp32 ONNX (layer names for fp16 lines on TensorRT 8.x/10.x)")
     parser.add_argument("--onnx-fp16", help="fp16 ONNX (strongly typed fp16 builds)")
-    parser.add_argument("--min", action="append", metavar="NxHxW")
-    parser.add_argument("--opt", action="append", metavar="NxHxW")
-    parser.add_argument("--max", action="append", metavar="NxHxW")
+    add_profile_options(parser)
     parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB")
     parser.add_argument("--optimization-level", type=int, choices=range(0, 6), metavar="0-5")
     parser.add_argument("--compute-capability", default="8.9", help="TensorRT-RTX target (polygraphy line)")
@@ -309,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    profiles = make_profiles(args.min, args.opt, args.max)
+    profiles = profiles_from(args)
     facts32 = read_onnx_facts(args.onnx) if args.onnx else None
     facts16 = read_onnx_facts(args.onnx_fp16) if args.onnx_fp16 else None
     if args.print:

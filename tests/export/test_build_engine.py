@@ -165,7 +165,7 @@ def test_dft_graph_is_rejected_by_the_tensorrt_rtx_parser(tmp_path: Path, capsys
     from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     path = tmp_path / "dft.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fft="dft")
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fourier="dft")
     assert "DFT" in {node.op_type for node in onnx.load(str(path)).graph.node}
     assert main([str(path), "-o", str(tmp_path / "dft.engine"), "--compute-capability", "8.9"]) == 2
     lines = _error_lines(capsys)
