@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", choices=sorted(CONFIGS), help="model config (default: inferred from the checkpoint, big-lama for random weights)")
     parser.add_argument("--opset", type=int, default=C.DEFAULT_OPSET, help=f"ONNX opset (default {C.DEFAULT_OPSET}; TensorRT 8.x reads up to {C.MAX_TRT8_OPSET})")
     parser.add_argument("--fft", "--fourier", dest="fourier", choices=C.EXPORT_FOURIER, default=C.DEFAULT_FOURIER, help="matmul: factorised DFT-as-matmul (TensorRT-parsable, default); matmul-dense: dense DFT-as-matmul (TensorRT builds it several times faster, more work at large sizes); dft: ONNX DFT ops (ONNX Runtime only)")
-    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="fp16: mixed precision with Fourier units in fp32, explicit casts (strongly typed builders)")
+    parser.add_argument("--precision", choices=C.PRECISIONS, default="fp32", help="fp16: mixed precision with Fourier units in fp32, explicit casts (strongly typed builders)")
     parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --checkpoint)")
     parser.add_argument("--trained-like", action="store_true", help="random weights with trained-model activation magnitudes (fp16 testing)")

@@ -252,7 +252,7 @@ def generate_scripts(out_dir: str | Path, profiles: list[Profile], facts32: Onnx
     written = []
     for target in [*TARGETS.values(), None]:
         key = target.key if target else "rtx"
-        for precision in ("fp32", "fp16"):
+        for precision in C.PRECISIONS:
             facts = choose_onnx(target, precision, facts32, facts16)
             if facts is False:
                 continue

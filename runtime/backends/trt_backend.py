@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from lama_deploy import contract as C
-from lama_deploy.engine_sidecar import read_sidecar, sidecar_flavour, sidecar_weights
+from lama_deploy.engine_sidecar import (
+    K_COMPUTE_CAPABILITY, K_PRECISION, read_sidecar, sidecar_flavour, sidecar_metadata, sidecar_tensorrt, sidecar_weights,
+)
 from lama_deploy.errors import UserError
 from lama_deploy.model_facts import ModelFacts, facts_from_io
 
@@ -177,7 +179,8 @@ class TensorRTBackend(Backend):
         facts: dict[str, Any] = {"device": self.device or "cuda:0"}
         if self.trt is not None and self.engine is not None:
             facts.update(flavour=flavour_of(self.trt), tensorrt=version_of(self.trt), api="tensors (execute_async_v3)")
-        for key in ("precision", "config", "built_with", "gpu"):
-            if key in self.sidecar:
-                facts[key] = self.sidecar[key]
+        if self.sidecar:
+            facts.update(precision=self.sidecar.get(K_PRECISION), built_with=sidecar_tensorrt(self.sidecar),
+                         config=sidecar_metadata(self.sidecar).get(C.META_CONFIG),
+                         compute_capability=self.sidecar.get(K_COMPUTE_CAPABILITY))
         return facts
