@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lama_deploy import contract as C
-
 
 @dataclass
 class ShapeResult:

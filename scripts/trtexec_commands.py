@@ -34,6 +34,7 @@ from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402
 from lama_deploy.export.polygraphy_hooks import HOOK_SCRIPT, polygraphy_no_tf32, polygraphy_pin_fp32  # noqa: E402
 from lama_deploy.files import atomic_output  # noqa: E402
+from lama_deploy.model_facts import read_model_facts  # noqa: E402
 from lama_deploy.profiles import Profile, add_profile_options, profiles_from  # noqa: E402
 
 PROG = "python -m lama_deploy.scripts.trtexec_commands"
@@ -99,22 +100,17 @@ class OnnxFacts:
 
 def read_onnx_facts(onnx_path: str | Path) -> OnnxFacts:
     """Precision from the metadata and the names of the layers that may run in fp16 (float outputs only)."""
+    metadata = read_model_facts(onnx_path).check().metadata   # the one reader and check; the graph is read below
     try:
         import onnx
     except ImportError:
         raise missing_dependency("onnx", "pip install onnx") from None
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise UserError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}); re-export it") from None
+    model = onnx.load(str(onnx_path), load_external_data=False)
     inferred = onnx.shape_inference.infer_shapes(model)
     elem = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
     layers = [node.name for node in model.graph.node
               if C.runs_in_fp16(node.name) and node.op_type != "Constant" and any(elem.get(o) in floats for o in node.output)]
-    metadata = {p.key: p.value for p in model.metadata_props}
     return OnnxFacts(metadata.get(C.META_PRECISION, "fp32"), layers, metadata.get(C.META_CONFIG, "unknown"))
 
 

@@ -43,9 +43,9 @@ def _error_line(module: str, argv: list[str], capsys) -> str:
 def test_extra_output_is_refused_by_every_command_with_one_line(extra_output_onnx: Path, tmp_path: Path,
                                                                  capsys) -> None:
     expected = C.io_problem(read_model_facts(extra_output_onnx))
-    assert expected == (f"extra.onnx is not a lama-deploy inpainting model: its inputs are ['image', 'mask'] and "
-                        f"outputs ['extra', 'inpainted'], expected ['image', 'mask'] -> ['inpainted']; "
-                        f"export it with `lama-deploy export`")
+    assert expected == ("extra.onnx is not a lama-deploy inpainting model: its inputs are ['image', 'mask'] and "
+                        "outputs ['extra', 'inpainted'], expected ['image', 'mask'] -> ['inpainted']; "
+                        "export it with `lama-deploy export`")
     with pytest.raises(BackendError) as excinfo:
         Inpainter.from_path(extra_output_onnx)
     assert str(excinfo.value) == expected
