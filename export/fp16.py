@@ -22,7 +22,7 @@ import onnx
 import torch
 from torch import nn
 
-from lama_deploy.contract import FP32_SCOPES, GENERATOR_SCOPE
+from lama_deploy.contract import DEFAULT_FP16_POLICY, runs_in_fp16
 from lama_deploy.errors import missing_dependency
 
 
@@ -51,21 +51,15 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def fp32_node_names(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> list[str]:
-    """Nodes that must stay fp32: Fourier units, and everything outside the generator."""
-    keep = []
-    for node in model.graph.node:
-        name = node.name
-        if any(scope in name for scope in fp32_scopes) or GENERATOR_SCOPE not in name:
-            keep.append(name)
-    return keep
+def fp32_node_names(model: onnx.ModelProto, fp16_policy: str = DEFAULT_FP16_POLICY) -> list[str]:
+    """Nodes that must stay fp32 (`contract.runs_in_fp16`): everything outside the generator, and the Fourier
+    units unless the policy is `fourier-scaled`."""
+    return [node.name for node in model.graph.node if not runs_in_fp16(node.name, fp16_policy)]
 
 
-def convert_to_mixed_fp16(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> onnx.ModelProto:
-    """fp16 graph with fp32 islands (`fp32_scopes`, pre/post-processing, size arithmetic) and float32 I/O.
-
-    `fp32_scopes=()` is the `fourier-scaled` policy: Fourier units in fp16 (after `fold_fourier_scale`).
-    """
+def convert_to_mixed_fp16(model: onnx.ModelProto, fp16_policy: str = DEFAULT_FP16_POLICY) -> onnx.ModelProto:
+    """fp16 graph with fp32 islands (Fourier units under `fourier-fp32`, pre/post-processing, size arithmetic)
+    and float32 I/O. Under `fourier-scaled` the Fourier units run in fp16 (after `fold_fourier_scale`)."""
     try:
         from onnxconverter_common import float16
     except ImportError:
@@ -78,7 +72,7 @@ def convert_to_mixed_fp16(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] =
         warnings.simplefilter("ignore")
         converted = float16.convert_float_to_float16(
             model, keep_io_types=True, disable_shape_infer=False,
-            node_block_list=set(fp32_node_names(model, fp32_scopes)) | set(size_arithmetic_nodes(model)),
+            node_block_list=set(fp32_node_names(model, fp16_policy)) | set(size_arithmetic_nodes(model)),
         )
     remove_fp16_round_trips(converted)
     restore_fp32_outputs(converted)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from lama_deploy.errors import UserError, atomic_output, cli_entry
+from lama_deploy.errors import UserError, cli_entry
+from lama_deploy.files import atomic_output
 
 from .backends import BACKENDS
 from .backends.torch_precision import add_mode_arguments

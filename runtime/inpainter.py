@@ -24,7 +24,7 @@ from PIL import Image
 
 from lama_deploy import contract as C
 
-from .backends import Backend, BackendError, Profile, create_backend, is_random_weights, profile_from_override
+from .backends import Backend, BackendError, Profile, create_backend, profile_from_override
 from .images import DEFAULT_MAX_PIXELS, ImageSource, LoadedImage, check_threshold, load_hole, load_image, to_output_image
 from .preprocess import make_feed, output_to_images
 from .strategy import DEFAULT_CONTEXT_MARGIN, Plan, plan_image
@@ -117,7 +117,7 @@ class Inpainter:
 
     @property
     def random_weights(self) -> bool:
-        return is_random_weights(self.weights)
+        return C.is_random_weights(self.weights)
 
     def info(self) -> dict[str, Any]:
         facts = {

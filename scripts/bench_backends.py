@@ -273,7 +273,7 @@ class TensorRTRunner(Runner):
 
     def __init__(self, spec: BackendSpec, job: dict[str, Any]) -> None:
         from lama_deploy.export.build_engine import build_engine
-        from lama_deploy.export.trt_builder import Profile
+        from lama_deploy.profiles import Profile
         from lama_deploy.runtime.backends.trt_backend import TensorRTBackend
 
         image, mask = cell_inputs(job)

@@ -26,7 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency  # noqa: E402
+from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402
+from lama_deploy.files import atomic_output  # noqa: E402
 from lama_deploy.scripts import bench_report as R  # noqa: E402
 from lama_deploy.scripts.bench_backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason  # noqa: E402
 
@@ -153,7 +154,7 @@ def export_models(keys: set[str], config: str, weights: Path, folder: Path, spee
         path = folder / f"{config}-{key}-{tag}.onnx"
         if not path.is_file():
             model = _load_model(config, weights)
-            export_inpainting_onnx(path, model=model, config=config, fft=fft, precision=precision, speedups=fast)
+            export_inpainting_onnx(path, model=model, config=config, fourier=fft, precision=precision, speedups=fast)
         paths[key] = str(path)
     return paths
 

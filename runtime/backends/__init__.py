@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .base import Backend, BackendError, Profile, io_problem, is_random_weights, profile_from_override
+from .base import Backend, BackendError, Profile, profile_from_override
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pt": "torch", ".pth": "torch"}
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend", "io_problem",
-           "is_random_weights", "profile_from_override"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend",
+           "profile_from_override"]
 
 
 def backend_for_path(path: str | Path, backend: str = "auto") -> str:

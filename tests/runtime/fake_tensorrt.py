@@ -140,46 +140,6 @@ class TensorEngine:
         return TensorContext()
 
 
-class BindingContext:
-    def __init__(self) -> None:
-        self.shapes = {}
-
-    def set_binding_shape(self, index, shape):
-        self.shapes[NAMES[index]] = tuple(shape)
-        return _in_profile(tuple(shape))
-
-    def get_binding_shape(self, index):
-        return self.shapes[C.IMAGE]
-
-    def execute_async_v2(self, bindings, stream):
-        _run(self.shapes, dict(zip(NAMES, bindings)))
-        return True
-
-
-class BindingEngine:
-    """TensorRT 8.x before the tensor API: bindings."""
-
-    num_bindings = len(NAMES)
-
-    def get_binding_name(self, i):
-        return NAMES[i]
-
-    def binding_is_input(self, i):
-        return i < 2
-
-    def get_binding_index(self, name):
-        return NAMES.index(name)
-
-    def get_binding_dtype(self, index):
-        return "float32"
-
-    def get_profile_shape(self, profile, name):
-        return PROFILE
-
-    def create_execution_context(self):
-        return BindingContext()
-
-
 class TensorIOMode(enum.Enum):
     INPUT = 0
     OUTPUT = 1
