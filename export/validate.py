@@ -26,12 +26,14 @@ import numpy as np
 
 from lama_deploy import contract as C
 from lama_deploy.errors import EXIT_FAILED, EXIT_OK, InputNotFound, UserError, cli_entry, missing_dependency
+from lama_deploy.files import file_sha256
+from lama_deploy.model_facts import read_model_facts
 
 from .validate_runners import (  # noqa: F401 (cuda_device_count, GPU_SKIP_REASON: re-exported for tests)
     GPU_SKIP_REASON, REFERENCE_RUNNER, collect_runners, cuda_device_count, run_and_compare,
 )
 from .validation_inputs import DEFAULT_SHAPES, QUICK_MAX_SIDE, make_feeds, parse_shapes
-from .validation_report import ValidationReport, format_summary, is_random_weights, replay_command, write_report
+from .validation_report import ValidationReport, format_summary, replay_command, write_report
 
 PROG = "lama-deploy validate"
 
@@ -51,19 +53,7 @@ TOLERANCE_SOURCE = "measured ORT CPU vs PyTorch on seeded big-lama, documented i
 # --- reference ----------------------------------------------------------------------------------------
 
 def read_metadata(onnx_path: Path) -> dict[str, str]:
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "pip install onnx") from None
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}); re-export it") from None
-    inputs = sorted(v.name for v in model.graph.input)
-    if inputs != sorted(C.INPUT_NAMES) or [v.name for v in model.graph.output] != list(C.OUTPUT_NAMES):
-        raise UserError(f"{onnx_path.name} is not a lama-deploy inpainting model (inputs {inputs}); "
-                        f"export it with `lama-deploy export`")
-    return {p.key: p.value for p in model.metadata_props}
+    return read_model_facts(onnx_path).check().metadata
 
 
 def random_weights_recipe(metadata: dict[str, str]) -> tuple[int, bool]:
@@ -90,8 +80,6 @@ def reference_model(metadata: dict[str, str], checkpoint: str | None, model=None
     if model is not None:
         return lama_model.set_fourier_mode(model, "torch").eval(), "PyTorch model passed in, torch.fft"
     if checkpoint:
-        from .build_engine import file_sha256
-
         expected = metadata.get(C.META_CHECKPOINT_SHA256, "")
         if expected and file_sha256(checkpoint) != expected:
             raise UserError(f"{Path(checkpoint).name} is not the checkpoint this ONNX was exported from "
@@ -141,8 +129,6 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
                   quick: bool = False, providers: list[str] | None = None, engine: str | None = None,
                   use_tensorrt: bool = True) -> ValidationReport:
     """Run every available runner on the ONNX (and engine) and compare with the PyTorch reference."""
-    from .build_engine import file_sha256
-
     start = time.perf_counter()
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.is_file():
@@ -169,7 +155,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
         replay_command=replay_command(onnx_path, files["inputs"], files["reference"], atol, rtol),
     )
     report.notes.extend(f"skipped input {line}" for line in bad_inputs)
-    if is_random_weights(weights):
+    if C.is_random_weights(metadata):
         report.notes.append("random weights: these numbers check the export's plumbing, not inpainting quality")
     with quiet_polygraphy():
         from polygraphy.json import save_json

@@ -15,6 +15,7 @@ import numpy as np
 
 from lama_deploy import contract as C
 from lama_deploy.errors import UsageError, one_line, user_message
+from lama_deploy.host import cuda_device_count
 
 from .validation_report import ShapeResult, ValidationReport, error_stats, format_shape
 
@@ -33,34 +34,6 @@ class Runner:
     polygraphy_runner: object
     profile: tuple | None      # engine profile (min NHW, max NHW), None = any shape
     requested: bool            # the user named it: failing to run it is a failure, not a skip
-
-
-def cuda_device_count() -> int:
-    """NVIDIA GPUs visible through the driver (0 without a driver); no CUDA toolkit needed."""
-    import ctypes
-
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-        count = ctypes.c_int(0)
-        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return count.value
-    except OSError:
-        return 0
-
-
-def cuda_compute_capability(device: int = 0) -> str | None:
-    """'8.9' for the first visible NVIDIA GPU through the driver, None without one."""
-    import ctypes
-
-    if cuda_device_count() <= device:
-        return None
-    cuda = ctypes.CDLL("libcuda.so.1")
-    major, minor = ctypes.c_int(0), ctypes.c_int(0)
-    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
-    if cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device) or cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device):
-        return None
-    return f"{major.value}.{minor.value}"
 
 
 def _unavailable(report: ValidationReport, name: str, reason: str, requested: bool) -> None:
@@ -91,8 +64,11 @@ def _engine_profile(onnx_path: Path, engine: str | None, shapes, out_dir: Path, 
     """(engine path, its sidecar), building one over the validation shapes when none is given."""
     from lama_deploy.runtime.trt_import import flavour_of
 
-    from .build_engine import build_engine, file_sha256, inspect_engine
-    from .trt_builder import Profile
+    from lama_deploy.engine_sidecar import K_ONNX_SHA256, verify_sidecar
+    from lama_deploy.files import file_sha256
+    from lama_deploy.profiles import Profile
+
+    from .build_engine import build_engine
 
     if engine is None:
         lo = tuple(min(s[i] for s in shapes) for i in range(3))
@@ -100,8 +76,8 @@ def _engine_profile(onnx_path: Path, engine: str | None, shapes, out_dir: Path, 
         opt = tuple(min(max(v, lo[i]), hi[i]) for i, v in enumerate((1, 512, 512)))
         engine = str(out_dir / "validate.engine")
         build_engine(onnx_path, engine, [Profile(lo, opt, hi)], flavour=flavour_of(trt))
-    sidecar = inspect_engine(engine)
-    if sidecar.get("onnx_sha256") != file_sha256(onnx_path):
+    sidecar = verify_sidecar(engine)
+    if sidecar.get(K_ONNX_SHA256) != file_sha256(onnx_path):
         raise RunnerUnavailable(f"{Path(engine).name} was built from another ONNX (sha256 in its sidecar differs "
                                 f"from {onnx_path.name}); rebuild it with `lama-deploy build` or pass the matching ONNX")
     return engine, sidecar
@@ -111,10 +87,10 @@ def trt_runner(onnx_path: Path, engine: str | None, shapes, out_dir: Path) -> Ru
     """The TensorRT runner, or RunnerUnavailable saying why it cannot run here."""
     requested = engine is not None
     if requested:
-        from .build_engine import inspect_engine
+        from lama_deploy.engine_sidecar import verify_sidecar
 
         try:
-            inspect_engine(engine)  # a broken engine is reported as such, GPU or not
+            verify_sidecar(engine)  # a broken engine is reported as such, GPU or not
         except Exception as exc:
             raise RunnerUnavailable(user_message(exc) or one_line(exc)) from None
     try:
@@ -124,14 +100,16 @@ def trt_runner(onnx_path: Path, engine: str | None, shapes, out_dir: Path) -> Ru
         raise RunnerUnavailable(GPU_SKIP_REASON + " (TensorRT is not installed)") from None
     if cuda_device_count() == 0:
         raise RunnerUnavailable(GPU_SKIP_REASON + " (no NVIDIA GPU/driver found)")
+    from lama_deploy.engine_sidecar import sidecar_profiles
+
     engine, sidecar = _engine_profile(onnx_path, engine, shapes, out_dir, trt)
-    profile = sidecar["profiles"][0]  # TrtRunner uses the engine's first profile
+    profile = sidecar_profiles(sidecar)[0]  # TrtRunner uses the engine's first profile
     if flavour_of(trt) == "tensorrt_rtx":
         os.environ.setdefault("POLYGRAPHY_USE_TENSORRT_RTX", "1")
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     runner = TrtRunner(EngineFromBytes(Path(engine).read_bytes()), name="tensorrt")
-    return Runner(runner, (tuple(profile["min"]), tuple(profile["max"])), requested=requested)
+    return Runner(runner, (profile.min, profile.max), requested=requested)
 
 
 def collect_runners(report: ValidationReport, onnx_path: Path, providers, engine, use_tensorrt: bool, shapes,

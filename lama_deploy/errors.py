@@ -15,11 +15,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 import traceback
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -134,42 +131,3 @@ def install_hint(module: str) -> str | None:
         return None
     return (f"{top} is not installed (this command needs it; a runtime-only install lacks it); "
             f"install it with `{INSTALL_HINTS[top]}`")
-
-
-@contextmanager
-def atomic_output(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    check_output_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes files 0600; give the result the permissions a plain open() would (e.g. for a Triton
-    # container running as another user).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def check_output_parent(path: str | Path, flag: str = "--output") -> None:
-    """Fail in one line, before any work, when `path`'s folder is missing or read-only."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"output folder {parent} does not exist; create it or choose another {flag}")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write to {parent}; choose a writable {flag}")
-
-
-def check_output_file(path: str | Path, flag: str = "--output") -> None:
-    """`check_output_parent`, and `path` must not be a folder."""
-    check_output_parent(path, flag)
-    if Path(path).is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file name")

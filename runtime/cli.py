@@ -21,9 +21,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from lama_deploy.errors import InputNotFound, UserError, atomic_output, check_output_file, cli_entry
+from lama_deploy.errors import InputNotFound, UserError, cli_entry
+from lama_deploy.files import atomic_output, check_output_file
 
 from .backends import BACKENDS
+from .backends.torch_precision import add_mode_arguments
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError, check_threshold
 from .progress import stage
 from .strategy import DEFAULT_CONTEXT_MARGIN
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
     parser.add_argument("--jpeg-quality", type=int, default=95, metavar="1-100",
                         help="quality of JPEG/WebP outputs (default 95)")
+    add_mode_arguments(parser)
     return parser
 
 
@@ -144,7 +147,8 @@ def _load_inpainter(args: argparse.Namespace):
     with stage(PROG, f"loading {args.model}"):
         inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device,
                                         max_pixels=args.max_pixels, threshold=args.threshold or 0,
-                                        max_side=args.max_side, context_margin=args.margin)
+                                        max_side=args.max_side, context_margin=args.margin,
+                                        precision=args.precision, cuda_graphs=args.cuda_graphs)
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
               f"the output is a plumbing demo, not inpainting", file=sys.stderr)

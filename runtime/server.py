@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
 
+from .backends.torch_precision import add_mode_arguments
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError
 from .server_limits import (RequestRejected, ServerLimits, check_content_length,
                             check_same_size, checked_size, limited_receive, parse_threshold)
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a request may wait and run "
                         "(default: 120)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_mode_arguments(parser)
     return parser
 
 
@@ -299,7 +301,8 @@ def load_inpainters(args: argparse.Namespace, limits: ServerLimits) -> list[Any]
     """One Inpainter per worker: each owns its session / execution context, so workers never share one."""
     from .inpainter import Inpainter
 
-    return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels)
+    return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels,
+                                precision=args.precision, cuda_graphs=args.cuda_graphs)
             for _ in range(args.workers_per_model)]
 
 

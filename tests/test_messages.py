@@ -13,6 +13,9 @@ OTHER_TOOLS = {
     "export/trt_builder.py": "polygraphy flags in a generated script",
     "export/validation_report.py": "the `polygraphy run` replay line",
     "runtime/triton_serve.py": "the `tritonserver` command line",
+    "export/polygraphy_hooks.py": "`polygraphy convert` flags in its usage line",
+    "scripts/gpu_lane.py": "pytest flags of the GPU lane's child runs",
+    "scripts/gpu_lane_report.py": "the `nvidia-smi` query",
 }
 OTHER_FLAGS = {"--help", "--index-url", "--no-deps", "--model-repository"}  # pip, tritonserver
 
@@ -22,6 +25,10 @@ def _defined_flags() -> set[str]:
     for path in SOURCES:
         for call in re.finditer(r"add_argument\(([^)]*)", path.read_text()):
             flags.update(re.findall(r'"(--[a-z0-9-]+)"', call.group(1)))
+        if "def add_profile_options" in path.read_text():  # f"--{which}" over lama_deploy.profiles.WHICH
+            from lama_deploy.profiles import WHICH
+
+            flags.update(f"--{which}" for which in WHICH)
             if "BooleanOptionalAction" in call.group(1):
                 flags.update("--no-" + f[2:] for f in re.findall(r'"--([a-z0-9-]+)"', call.group(1)))
     return flags

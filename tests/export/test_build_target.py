@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lama_deploy.export import build_engine, validate_runners
+from lama_deploy import host
+from lama_deploy.export import build_engine
 from lama_deploy.export.build_engine import main
 
 requires_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
@@ -17,7 +18,7 @@ requires_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is No
 
 @requires_rtx
 def test_no_gpu_and_no_target_is_refused_in_one_line(tiny_onnx: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(validate_runners, "cuda_compute_capability", lambda device=0: None)
+    monkeypatch.setattr(host, "cuda_compute_capability", lambda device=0: None)
     engine = tmp_path / "x.engine"
     assert main([str(tiny_onnx), "-o", str(engine), "--flavour", "tensorrt_rtx"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line]
@@ -28,7 +29,7 @@ def test_no_gpu_and_no_target_is_refused_in_one_line(tiny_onnx: Path, tmp_path: 
 @requires_rtx
 def test_build_gpu_target_is_recorded(tiny_onnx: Path, tmp_path: Path, monkeypatch) -> None:
     """Built for the GPU it runs on (stood in for: none here): the sidecar names that GPU's compute capability."""
-    monkeypatch.setattr(validate_runners, "cuda_compute_capability", lambda device=0: "8.9")
+    monkeypatch.setattr(host, "cuda_compute_capability", lambda device=0: "8.9")
     engine = tmp_path / "x.engine"
     assert main([str(tiny_onnx), "-o", str(engine), "--flavour", "tensorrt_rtx", "--min", "1x64x64",
                  "--opt", "1x64x64", "--max", "1x64x64"]) == 0
@@ -38,4 +39,4 @@ def test_build_gpu_target_is_recorded(tiny_onnx: Path, tmp_path: Path, monkeypat
 def test_classic_tensorrt_without_a_query_still_names_the_target() -> None:
     features = type("F", (), {"compute_capabilities": []})()
     assert build_engine.target_compute_capability(features, None) in ("the build GPU",
-                                                                       validate_runners.cuda_compute_capability())
+                                                                       host.cuda_compute_capability())
