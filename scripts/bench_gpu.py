@@ -52,7 +52,7 @@ def cached_random_model(config: str, seed: int = 0, trained_like: bool = False) 
         return model.eval()
     model = random_model(config, seed=seed, trained_like=trained_like)
     if path is not None:
-        from lama_deploy.errors import atomic_output
+        from lama_deploy.files import atomic_output
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:
@@ -94,7 +94,10 @@ def model_variant(base: Any, form: str) -> Any:
     from lama_model import set_fourier_mode
 
     model = copy.deepcopy(base)
-    return remove_fourier_units(model) if form == FLOOR else set_fourier_mode(model, form)
+    if form == FLOOR:
+        # The floor's units never run their transform; a DFT-as-matmul form keeps every fp16 policy valid for it.
+        return remove_fourier_units(set_fourier_mode(model, "matmul-dense"))
+    return set_fourier_mode(model, form)
 
 
 def _device_scoped(model: Any, device: str) -> None:

@@ -103,7 +103,7 @@ def write_gpu_outputs(gpu: dict[str, Any], out: Any, docs: str | None, command: 
     import json
     from pathlib import Path
 
-    from lama_deploy.errors import atomic_output
+    from lama_deploy.files import atomic_output
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
