@@ -47,7 +47,7 @@ class MemoryCost:
 
 
 # Measured on CPU with big-lama fp32 (random weights), one image per fresh process (see the module doc).
-ORT_CPU_COST = MemoryCost("onnxruntime-cpu", bytes_per_pixel=1000.0, fixed_bytes=700 * 10**6)
+ORT_CPU_COST = MemoryCost("onnxruntime-cpu", bytes_per_pixel=1400.0, fixed_bytes=450 * 10**6)
 TORCH_CPU_COST = MemoryCost("torch-cpu", bytes_per_pixel=900.0, fixed_bytes=900 * 10**6)
 
 

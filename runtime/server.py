@@ -4,9 +4,11 @@
                     headers X-Inpaint-Strategy, X-Inpaint-Backend, X-Inpaint-Seconds, X-Inpaint-Weights
     GET  /health    backend, model, weights label, profile ranges, size rule, limits, uptime, request counts
 
-Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 413 body or pixel
-count over the limit, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out
-(with Retry-After), 500 unexpected failure (traceback in the server log only). Inference runs in a
+Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 408 body not received
+within --request-timeout, 413 body or pixel count over the limit or an image the memory budget cannot hold
+even downscaled, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out (with
+Retry-After), 500 unexpected failure (details in the server log only). Connection limits (header deadline,
+idle cap) are in `server_http`; what the server promises is in docs/security.md. Inference runs in a
 bounded worker pool (`lama_deploy.runtime.server_pool`), one Inpainter per worker, so a TensorRT execution context
 never serves two requests at once. FastAPI and uvicorn are imported only when the server is built.
 """
@@ -371,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     state: ServerState = app.state.lama
     LOG.info("serving %s (%s, %d worker(s), queue %d) on http://%s:%d  POST /inpaint  GET /health", args.model,
              state.info.get("backend"), len(inpainters), limits.queue_size, args.host, args.port)
+    worker_memory = state.info.get("max_memory")
+    LOG.info("memory budget: %s", "none (GPU backend or --max-memory none)" if worker_memory is None else
+             f"{format_bytes(worker_memory)} per worker (--max-memory)")
     if "random" in state.weights.lower():
         LOG.warning("model has %s", state.weights)
     uvicorn.run(app, **uvicorn_options(limits), host=args.host, port=args.port, log_level=args.log_level)

@@ -29,13 +29,16 @@ def memory_lean_options(ort: Any, threads: int | None = None) -> Any:
 
     - no memory pattern: with dynamic H/W a pattern is planned per shape and allocated as one block beside
       the arena's chunks from the tracing run, which roughly doubles the peak of the second call;
-    - sequential execution: parallel branches would hold their full-resolution tensors at the same time.
+    - sequential execution: parallel branches would hold their full-resolution tensors at the same time;
+    - no layout optimisation (ORT_ENABLE_EXTENDED, not ALL): the NCHWc rewrite brackets every full-resolution
+      convolution with ReorderInput/ReorderOutput copies (1 GB each at 2048x2048 for big-lama).
     The arena itself stays on (without it every large tensor is a fresh malloc: slower and no smaller).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # ORT's per-node warnings are noise for users of a finished model
     options.enable_mem_pattern = False
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     if threads:
         options.intra_op_num_threads = threads
     return options

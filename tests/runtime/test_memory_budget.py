@@ -75,19 +75,19 @@ def _big_case(side: int = 2048, hole: tuple[slice, slice] | None = None) -> tupl
 
 
 def test_budget_downscales_a_full_mask_and_crops_a_small_one(tiny_onnx: Path) -> None:
-    with Inpainter.from_path(tiny_onnx, device="cpu", max_memory=_budget_for(2048, 512)) as inpainter:
+    with Inpainter.from_path(tiny_onnx, device="cpu", max_memory=_budget_for(1024, 256)) as inpainter:
         assert inpainter.memory_cost == COST
         shapes = _spy(inpainter)
-        image, mask = _big_case()
+        image, mask = _big_case(1024)
         result = inpainter.inpaint(image, mask)
-        assert result.strategy == "resize" and result.image.size == (2048, 2048)
+        assert result.strategy == "resize" and result.image.size == (1024, 1024)
         assert any("memory budget" in note for note in result.notes)
-        image, mask = _big_case(hole=(slice(900, 1000), slice(300, 420)))
+        image, mask = _big_case(1024, hole=(slice(700, 760), slice(300, 380)))
         cropped = inpainter.inpaint(image, mask)
         assert cropped.strategy == "crop"
         assert np.array_equal(np.asarray(cropped.image)[mask == 0], image[mask == 0])
-    assert [s[2] * s[3] <= 512 * 512 for s in shapes] == [True, True]
-    assert max(shapes[0][2:]) == 512  # as large as the budget allows, not smaller
+    assert [s[2] * s[3] <= 256 * 256 for s in shapes] == [True, True]
+    assert max(shapes[0][2:]) == 256  # as large as the budget allows, not smaller
 
 
 def test_budget_that_holds_nothing_refuses_before_inference(tiny_onnx: Path) -> None:
@@ -123,7 +123,7 @@ def _write_case(folder: Path, side: int) -> tuple[Path, Path]:
 
 
 def _inpaint_cli(tiny_onnx: Path, tmp_path: Path, budget: int) -> tuple[subprocess.CompletedProcess, float]:
-    image, mask = _write_case(tmp_path, 2048)
+    image, mask = _write_case(tmp_path, 1024)
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "lama_deploy.scripts.cli", "inpaint", str(image), str(mask), "-o",
                            str(tmp_path / "out.png"), "--model", str(tiny_onnx), "--device", "cpu",
@@ -132,7 +132,7 @@ def _inpaint_cli(tiny_onnx: Path, tmp_path: Path, budget: int) -> tuple[subproce
 
 
 def test_cli_refuses_in_one_line_within_seconds(tiny_onnx: Path, tmp_path: Path) -> None:
-    done, seconds = _inpaint_cli(tiny_onnx, tmp_path, _budget_for(2048, 8))
+    done, seconds = _inpaint_cli(tiny_onnx, tmp_path, _budget_for(1024, 8))
     assert done.returncode == 1 and seconds < 60, done.stderr
     lines = [line for line in done.stderr.splitlines() if "warning" not in line]
     assert len(lines) == 1 and "memory budget" in lines[0] and "Traceback" not in done.stderr
@@ -140,7 +140,7 @@ def test_cli_refuses_in_one_line_within_seconds(tiny_onnx: Path, tmp_path: Path)
 
 
 def test_cli_downscales_to_fit(tiny_onnx: Path, tmp_path: Path) -> None:
-    done, _ = _inpaint_cli(tiny_onnx, tmp_path, _budget_for(2048, 256))
+    done, _ = _inpaint_cli(tiny_onnx, tmp_path, _budget_for(1024, 256))
     assert done.returncode == 0, done.stderr
     assert "(resize," in done.stdout and "memory budget" in done.stdout
-    assert Image.open(tmp_path / "out.png").size == (2048, 2048)
+    assert Image.open(tmp_path / "out.png").size == (1024, 1024)
