@@ -283,6 +283,20 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
 
 # --- CLI ----------------------------------------------------------------------------------------------------
 
+#: Memory and connection limits: flag, type, default, help (docs/security.md lists the same).
+_GUARD_OPTIONS = (
+    ("--max-memory", str, "auto", "host memory all inference workers may take together, e.g. 4GB (CPU backends; "
+     "larger images are cropped/downscaled or refused with 413); default: 70%% of the memory available, 'none' "
+     "for no budget"),
+    ("--header-timeout", float, 10.0, "seconds a connection may take to send its request headers before it is "
+     "closed (default: 10)"),
+    ("--max-connections", int, 128, "open connections and requests at once; beyond that requests get 503 "
+     "(default: 128)"),
+    ("--max-idle-connections", int, 32, "connections waiting to send headers; one more closes the oldest "
+     "(default: 32)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lama-deploy serve", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="TensorRT engine, ONNX model or checkpoint")
@@ -299,15 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "that the server answers 503 (default: 64)")
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a request may wait and run "
                         "(default: 120), reading the body included")
-    parser.add_argument("--max-memory", default="auto", help="host memory all inference workers may take together, "
-                        "e.g. 4GB (CPU backends; larger images are cropped/downscaled or refused with 413); "
-                        "default: 70%% of the memory available, 'none' for no budget")
-    parser.add_argument("--header-timeout", type=float, default=10.0, help="seconds a connection may take to send "
-                        "its request headers before it is closed (default: 10)")
-    parser.add_argument("--max-connections", type=int, default=128, help="open connections and requests at once; "
-                        "beyond that requests get 503 (default: 128)")
-    parser.add_argument("--max-idle-connections", type=int, default=32, help="connections waiting to send headers; "
-                        "one more closes the oldest (default: 32)")
+    for flag, kind, default, text in _GUARD_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
