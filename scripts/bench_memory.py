@@ -117,7 +117,7 @@ def table(model: str, sizes: list[int], big: int, max_memory: str, variants: lis
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lama-deploy bench-memory", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lama_deploy.scripts.bench_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="an exported big-lama .onnx (fp32)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048])
     parser.add_argument("--variants", nargs="*", default=["before", "after"], choices=["before", "after"])
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     if not args.model:
-        print("lama-deploy bench-memory: error: pass --model big-lama.onnx (export one with lama-deploy export)",
+        print("bench_memory: error: pass --model big-lama.onnx (export one with lama-deploy export)",
               file=sys.stderr)
         return 2
     print(table(args.model, args.sizes, args.big, args.max_memory, args.variants))
