@@ -19,28 +19,25 @@ TF32 is off unless `--tf32`: it would round the fp32 DFT matmuls to a 10-bit man
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from lama_deploy import contract as C
-from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb, sidecar_path, sidecar_weights, verify_sidecar
-from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency
+from lama_deploy.engine_sidecar import describe_sidecar, make_sidecar, verify_sidecar, write_engine_and_sidecar
+from lama_deploy.errors import UserError, cli_entry
+from lama_deploy.files import atomic_output
+from lama_deploy.host import peak_rss_mb
+from lama_deploy.model_facts import ModelFacts, read_model_facts
+from lama_deploy.profiles import Profile, add_profile_options, check_profile, format_nhw, make_profiles, profiles_from
 
 from .trt_builder import (
-    ConfigOptions, ParserError, Profile, build_serialized, check_network_io, check_profile, create_builder,
-    create_config, create_network, detect_features, format_nhw, fp32_scopes, make_logger, make_profiles,
-    normalise_compute_capability, parse_onnx, pin_fp32_layers, serialized_timing_cache,
+    ConfigOptions, ParserError, build_serialized, create_builder, create_config, create_network, detect_features,
+    network_facts, normalise_compute_capability, parse_onnx, pin_fp32_layers, serialized_timing_cache,
 )
 
 PROG = "lama-deploy build"
-PRECISIONS = ("fp32", "fp16")
-SIDECAR_FORMAT = 1
 
 
 @dataclass
@@ -66,37 +63,12 @@ class BuildReport:
 
 # --- the ONNX side --------------------------------------------------------------------------------------
 
-def read_onnx_info(onnx_path: Path) -> dict:
-    """Metadata and I/O dims of the ONNX, checked against the contract (one clear line when it isn't this model)."""
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "pip install onnx") from None
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise UserError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}); re-export it "
-                        f"with `lama-deploy export`") from None
-    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(model.graph.input) + list(model.graph.output)}
-    inputs = [v.name for v in model.graph.input]
-    outputs = [v.name for v in model.graph.output]
-    if sorted(inputs) != sorted(C.INPUT_NAMES) or outputs != list(C.OUTPUT_NAMES):
-        raise UserError(f"{onnx_path.name} is not a lama-deploy inpainting model: I/O is {inputs} -> {outputs}, "
-                        f"expected {list(C.INPUT_NAMES)} -> {list(C.OUTPUT_NAMES)}; export it with `lama-deploy export`")
-    for name, shape in dims.items():
-        if len(shape) != 4 or shape[1] != C.CHANNELS[name]:
-            raise UserError(f"{onnx_path.name} is not a lama-deploy inpainting model: {name} has dims {shape}, "
-                            f"expected [N,{C.CHANNELS[name]},H,W]")
-    metadata = {p.key: p.value for p in model.metadata_props if p.key.startswith("lama.")}
-    return {"dims": dims, "metadata": metadata}
-
-
-def check_profiles_fit(profiles: list[Profile], dims: dict) -> None:
+def check_profiles_fit(profiles: list[Profile], facts: ModelFacts) -> None:
     """A fixed batch or size in the ONNX must be what every profile asks for."""
+    dims = facts.inputs[C.IMAGE].dims
     for index, profile in enumerate(profiles):
         for onnx_axis, profile_axis, name in ((0, 0, "N"), (2, 1, "H"), (3, 2, "W")):
-            fixed = dims[C.IMAGE][onnx_axis]
+            fixed = dims[onnx_axis]
             asked = {profile.min[profile_axis], profile.max[profile_axis]}
             if isinstance(fixed, int) and fixed > 0 and asked != {fixed}:
                 raise UserError(f"profile {index}: the ONNX has a fixed {name} = {fixed}; use {name} = {fixed} "
@@ -105,8 +77,8 @@ def check_profiles_fit(profiles: list[Profile], dims: dict) -> None:
 
 def resolve_precision(requested: str | None, onnx_precision: str, strongly_typed_only: bool, flavour: str,
                       version: str) -> str:
-    if requested is not None and requested not in PRECISIONS:
-        raise UserError(f"unknown --precision {requested!r}; choose one of {PRECISIONS}")
+    if requested is not None and requested not in C.PRECISIONS:
+        raise UserError(f"unknown --precision {requested!r}; choose one of {C.PRECISIONS}")
     precision = requested or onnx_precision
     if precision == "fp32" and onnx_precision == "fp16":
         raise UserError("--precision fp32 but this ONNX is the fp16 export (lama.precision=fp16); "
@@ -119,27 +91,13 @@ def resolve_precision(requested: str | None, onnx_precision: str, strongly_typed
 
 # --- the build ------------------------------------------------------------------------------------------
 
-def host_info() -> dict[str, str]:
-    return {"node": platform.node(), "machine": platform.machine(), "system": platform.system(),
-            "python": platform.python_version()}
-
-
-def write_engine_and_sidecar(engine_path: Path, engine_bytes: bytes, sidecar: dict) -> Path:
-    """Each file goes to a temporary name and is renamed into place only after both are fully written."""
-    side = sidecar_path(engine_path)
-    with atomic_output(engine_path) as tmp_engine, atomic_output(side) as tmp_side:
-        tmp_engine.write_bytes(engine_bytes)
-        tmp_side.write_text(json.dumps(sidecar, indent=2) + "\n")
-    return side
-
-
 def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[Profile] | None = None,
                  precision: str | None = None, workspace_mib: int | None = None,
                  timing_cache: str | Path | None = None, compute_capability: str | None = None,
                  flavour: str | None = None, optimization_level: int | None = None,
                  tf32: bool = False) -> BuildReport:
     """Build `engine_path` (+ `<engine>.json` sidecar) from `onnx_path`; both written atomically."""
-    from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
+    from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt, make_logger
 
     start = time.perf_counter()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
@@ -148,9 +106,10 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     profiles = profiles or make_profiles(None, None, None)
     for index, profile in enumerate(profiles):
         check_profile(profile, index)
-    info = read_onnx_info(onnx_path)
-    check_profiles_fit(profiles, info["dims"])
-    onnx_precision = info["metadata"].get(C.META_PRECISION, "fp32")
+    facts = read_model_facts(onnx_path).check()
+    check_profiles_fit(profiles, facts)
+    metadata = {key: value for key, value in facts.metadata.items() if key.startswith("lama.")}
+    onnx_precision = metadata.get(C.META_PRECISION, "fp32")
     try:
         trt = import_tensorrt(flavour)
     except TensorRTUnavailable as exc:
@@ -170,10 +129,16 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     builder = create_builder(trt, logger)
     network = create_network(trt, builder, features, strongly_typed=strongly_typed)
     parser = parse_onnx(trt, network, logger, str(onnx_path))
-    io_info = check_network_io(network)
-    if io_info[C.OUTPUT]["dtype"] != "float":
-        notes.append(f"output '{C.OUTPUT}' is {io_info[C.OUTPUT]['dtype']} in this ONNX; the contract says float32")
-    pinned = pin_fp32_layers(trt, network, *fp32_scopes()) if fp16_flag else 0
+    parsed = network_facts(network, onnx_path.name).check()
+    io_info = {name: {"mode": mode, "shape": list(tensor.dims), "dtype": "half" if tensor.dtype == "float16" else
+                      "float" if tensor.dtype == "float32" else tensor.dtype}
+               for mode, tensors in (("input", parsed.inputs), ("output", parsed.outputs))
+               for name, tensor in tensors.items()}
+    if parsed.outputs[C.OUTPUT].dtype != "float32":
+        notes.append(f"output '{C.OUTPUT}' is {parsed.outputs[C.OUTPUT].dtype} in this ONNX; the contract says float32")
+    # An fp32 ONNX carries unscaled Fourier units, so only an fp16 `fourier-scaled` export may leave them in fp16.
+    fp16_policy = metadata.get(C.META_FP16_POLICY, C.DEFAULT_FP16_POLICY) if onnx_precision == "fp16" else C.DEFAULT_FP16_POLICY
+    pinned = pin_fp32_layers(trt, network, fp16_policy) if fp16_flag else 0
 
     cache_path = Path(timing_cache) if timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else (b"" if cache_path else None)
@@ -186,30 +151,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     build_seconds = time.perf_counter() - build_start
     del parser  # kept alive until here: the parser owns the weights the network points at
 
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "engine": engine_path.name,
-        "engine_bytes": len(engine_bytes),
-        "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
-        "onnx": str(onnx_path),
-        "onnx_sha256": file_sha256(onnx_path),
-        "tensorrt": {"flavour": features.flavour, "version": features.version},
-        "precision": precision,
-        "onnx_precision": onnx_precision,
-        "strongly_typed": strongly_typed,
-        "fp32_pinned_layers": pinned,
-        "tf32": bool(tf32),
-        "compute_capability": compute_capability,
-        "profiles": [p.as_dict() for p in profiles],
-        "io": io_info,
-        "workspace_mib": workspace_mib,
-        "optimization_level": optimization_level,
-        "build_seconds": round(build_seconds, 2),
-        "lama": info["metadata"],
-        "host": host_info(),
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "notes": notes,
-    }
+    sidecar = make_sidecar(engine_path, engine_bytes, onnx_path, flavour=features.flavour, version=features.version,
+                           precision=precision, onnx_precision=onnx_precision, strongly_typed=strongly_typed,
+                           pinned=pinned, tf32=tf32, compute_capability=compute_capability, profiles=profiles,
+                           io=io_info, workspace_mib=workspace_mib, optimization_level=optimization_level,
+                           build_seconds=build_seconds, metadata=metadata, notes=notes)
     side = write_engine_and_sidecar(engine_path, engine_bytes, sidecar)
     if cache_path and features.timing_cache:
         with atomic_output(cache_path) as tmp_cache:
@@ -219,33 +165,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
         seconds=round(time.perf_counter() - start, 2), peak_rss_mb=round(peak_rss_mb(), 1),
         flavour=features.flavour, tensorrt_version=features.version, precision=precision,
         strongly_typed=strongly_typed, fp32_pinned_layers=pinned, compute_capability=compute_capability,
-        profiles=sidecar["profiles"], notes=notes,
+        profiles=[p.as_lists() for p in profiles], notes=notes,
     )
 
 
 # --- engine inspection ------------------------------------------------------------------------------------
-
-def inspect_engine(engine_path: str | Path) -> dict:
-    """The sidecar of `engine_path`, after checking the engine file is the one the sidecar describes."""
-    return verify_sidecar(engine_path)
-
-
-def describe(sidecar: dict) -> str:
-    trt = sidecar["tensorrt"]
-    lines = [f"engine      {sidecar['engine']} ({sidecar['engine_bytes'] / 2**20:.1f} MiB, sha256 ok)",
-             f"tensorrt    {trt['flavour']} {trt['version']}, compute capability "
-             f"{sidecar.get('compute_capability') or 'of the build GPU'}",
-             f"precision   {sidecar['precision']} (ONNX {sidecar['onnx_precision']}, "
-             f"{'strongly typed' if sidecar['strongly_typed'] else 'weakly typed'})",
-             f"onnx        {sidecar['onnx']} sha256 {sidecar['onnx_sha256'][:16]}..."]
-    for index, profile in enumerate(sidecar["profiles"]):
-        shapes = " / ".join(format_nhw(tuple(profile[k])) for k in ("min", "opt", "max"))
-        lines.append(f"profile {index}   N x H x W min / opt / max: {shapes}")
-    weights = sidecar_weights(sidecar)
-    if weights:
-        lines.append(f"weights     {weights}")
-    return "\n".join(lines)
-
 
 # --- CLI ----------------------------------------------------------------------------------------------
 
@@ -254,10 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("onnx", nargs="?", help="ONNX from `lama-deploy export`")
     parser.add_argument("-o", "--output", help="engine path (default: the ONNX path with .engine)")
-    parser.add_argument("--min", action="append", metavar="NxHxW", help="profile min shape (repeat for more profiles)")
-    parser.add_argument("--opt", action="append", metavar="NxHxW", help="profile opt shape")
-    parser.add_argument("--max", action="append", metavar="NxHxW", help="profile max shape")
-    parser.add_argument("--precision", choices=PRECISIONS, help="default: the ONNX's own precision")
+    add_profile_options(parser)
+    parser.add_argument("--precision", choices=C.PRECISIONS, help="default: the ONNX's own precision")
     parser.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit")
     parser.add_argument("--timing-cache", metavar="FILE", help="load (if present) and save a timing cache")
     parser.add_argument("--compute-capability", metavar="X.Y", help="TensorRT-RTX: build ahead of time for this GPU")
@@ -272,11 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.inspect:
-        print(describe(inspect_engine(args.inspect)))
+        print(describe_sidecar(verify_sidecar(args.inspect)))
         return 0
     if not args.onnx:
         raise UserError("give the ONNX to build from (or --inspect ENGINE)")
-    profiles = make_profiles(args.min, args.opt, args.max)
+    profiles = profiles_from(args)
     output = args.output or str(Path(args.onnx).with_suffix(".engine"))
     for index, profile in enumerate(profiles):
         print(f"profile {index}: min {format_nhw(profile.min)}  opt {format_nhw(profile.opt)}  "

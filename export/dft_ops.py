@@ -10,7 +10,8 @@ ONNX's inverse DFT divides by the length; the ortho scale is applied explicitly.
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+from typing import Iterator
 
 import onnx
 import torch
@@ -72,16 +73,18 @@ class OnnxDFT(nn.Module):
         return _Irfft2.apply(spectrum, like)
 
 
-def export_with_dft_ops(model: InpaintingModel, path: Path, opset: int = 17, dynamic_batch: bool = True) -> onnx.ModelProto:
-    """Export `model` with DFT ops; the model's own Fourier units are restored afterwards."""
-    from .onnx_export import trace_to_onnx
+@contextlib.contextmanager
+def onnx_dft_units(model: InpaintingModel) -> Iterator[InpaintingModel]:
+    """Within the block, `model`'s Fourier units trace to ONNX DFT ops; their own transforms come back after.
 
+    The exporter (`onnx_export`) traces inside this block, so this module needs nothing from it (no circle).
+    """
     units = [m for m in model.modules() if isinstance(m, FourierUnit)]
     saved = [u.transform for u in units]
     try:
         for unit in units:
             unit.transform = OnnxDFT()
-        return trace_to_onnx(model, path, opset=opset, dynamic_batch=dynamic_batch, keep_fourier=True)
+        yield model
     finally:
         for unit, transform in zip(units, saved):
             unit.transform = transform

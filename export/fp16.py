@@ -22,7 +22,7 @@ import onnx
 import torch
 from torch import nn
 
-from lama_deploy.contract import FP32_SCOPES, GENERATOR_SCOPE
+from lama_deploy.contract import DEFAULT_FP16_POLICY, runs_in_fp16
 from lama_deploy.errors import missing_dependency
 
 
@@ -51,18 +51,15 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def fp32_node_names(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> list[str]:
-    """Nodes that must stay fp32: Fourier units, and everything outside the generator."""
-    keep = []
-    for node in model.graph.node:
-        name = node.name
-        if any(scope in name for scope in fp32_scopes) or GENERATOR_SCOPE not in name:
-            keep.append(name)
-    return keep
+def fp32_node_names(model: onnx.ModelProto, fp16_policy: str = DEFAULT_FP16_POLICY) -> list[str]:
+    """Nodes that must stay fp32 (`contract.runs_in_fp16`): everything outside the generator, and the Fourier
+    units unless the policy is `fourier-scaled`."""
+    return [node.name for node in model.graph.node if not runs_in_fp16(node.name, fp16_policy)]
 
 
-def convert_to_mixed_fp16(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] = FP32_SCOPES) -> onnx.ModelProto:
-    """fp16 graph with fp32 islands (`fp32_scopes`, plus pre/post-processing) and float32 I/O."""
+def convert_to_mixed_fp16(model: onnx.ModelProto, fp16_policy: str = DEFAULT_FP16_POLICY) -> onnx.ModelProto:
+    """fp16 graph with fp32 islands (Fourier units under `fourier-fp32`, pre/post-processing, size arithmetic)
+    and float32 I/O. Under `fourier-scaled` the Fourier units run in fp16 (after `fold_fourier_scale`)."""
     try:
         from onnxconverter_common import float16
     except ImportError:
@@ -74,7 +71,8 @@ def convert_to_mixed_fp16(model: onnx.ModelProto, fp32_scopes: tuple[str, ...] =
         # far inside it); the numbers are checked against fp32 after export instead.
         warnings.simplefilter("ignore")
         converted = float16.convert_float_to_float16(
-            model, keep_io_types=True, node_block_list=set(fp32_node_names(model, fp32_scopes)), disable_shape_infer=False,
+            model, keep_io_types=True, disable_shape_infer=False,
+            node_block_list=set(fp32_node_names(model, fp16_policy)) | set(size_arithmetic_nodes(model)),
         )
     remove_fp16_round_trips(converted)
     restore_fp32_outputs(converted)
@@ -134,3 +132,90 @@ def restore_fp32_outputs(model: onnx.ModelProto) -> None:
             if attr.name == "to":
                 attr.i = onnx.TensorProto.FLOAT
         value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+
+
+# --- size arithmetic stays fp32 ------------------------------------------------------------------------------
+
+def size_arithmetic_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes computing from runtime sizes only (the DFT bases: Range, Mod, Cos, Sin...), and their constants.
+
+    They run once per inference on small tensors, and fp16 would round the angles (2*pi*k/N to ~1e-3 rad),
+    so they stay fp32 under every policy; the converter casts the finished bases where fp16 products read them.
+    """
+    constants = {i.name for i in model.graph.initializer}
+    derived: set[str] = set()
+    names: list[str] = []
+    for node in model.graph.node:  # topological order
+        inputs = [name for name in node.input if name]
+        if node.op_type == "Constant":
+            constants.update(node.output)
+        elif inputs and all(i in constants for i in inputs):  # folds to a constant (e.g. Mod of two Constants)
+            constants.update(node.output)
+            names.append(node.name)
+        elif node.op_type == "Shape" or (inputs and any(i in derived for i in inputs)
+                                         and all(i in derived or i in constants for i in inputs)):
+            derived.update(node.output)
+            names.append(node.name)
+    feeding = {i for n in model.graph.node if n.name in set(names) for i in n.input}
+    users: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, set()).add(node.name)
+    only_size = set(names)
+    extra = [n.name for n in model.graph.node if n.op_type == "Constant" and n.output[0] in feeding
+             and users.get(n.output[0], set()) <= only_size]
+    return names + extra
+
+
+# --- fp16 storage emulated on a CPU -----------------------------------------------------------------------
+
+def _tensor_as_float32(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(numpy_helper.to_array(tensor).astype("float32"), tensor.name)
+
+
+def emulate_fp16_storage(model: onnx.ModelProto) -> onnx.ModelProto:
+    """An fp32 copy of a mixed-precision graph that rounds every fp16 tensor to fp16 where it is produced.
+
+    ONNX Runtime's CPU provider computes fp16 ops in fp32 and drops the casts between them, so an fp16 graph
+    run there keeps fp32 intermediates. Here every node output typed fp16 gets a Cast(fp16) -> Cast(fp32)
+    pair (run with graph optimisations off, so the pairs stay): compute in fp32, storage in fp16, as on
+    tensor cores with fp32 accumulation; values past 65504 become inf as they would on a GPU.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    half = onnx.TensorProto.FLOAT16
+    fp16 = {v.name for v in inferred.graph.value_info if v.type.tensor_type.elem_type == half}
+    emulated = onnx.ModelProto()
+    emulated.CopyFrom(model)
+    graph = emulated.graph
+    for i, tensor in enumerate(graph.initializer):
+        if tensor.data_type == half:
+            graph.initializer[i].CopyFrom(_tensor_as_float32(tensor))
+    nodes = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i == half:
+                attr.i = onnx.TensorProto.FLOAT
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == half:
+                attr.t.CopyFrom(_tensor_as_float32(attr.t))
+        nodes.append(node)
+        for k, name in enumerate(node.output):
+            if name in fp16:
+                node.output[k] = f"{name}__fp32"
+                nodes.append(onnx.helper.make_node("Cast", [node.output[k]], [f"{name}__fp16"], to=half))
+                nodes.append(onnx.helper.make_node("Cast", [f"{name}__fp16"], [name], to=onnx.TensorProto.FLOAT))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]
+    return emulated
+
+
+def emulated_session(model: onnx.ModelProto):
+    """An ONNX Runtime CPU session of `emulate_fp16_storage(model)`, optimisations off so the casts stay."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(emulate_fp16_storage(model).SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])

@@ -22,10 +22,12 @@ import onnx
 import torch
 
 from lama_deploy import contract as C
-from lama_deploy.engine_sidecar import file_sha256, peak_rss_mb
-from lama_deploy.errors import atomic_output
+from lama_deploy.files import atomic_output, file_sha256
+from lama_deploy.host import peak_rss_mb
+from lama_deploy.model_facts import facts_from_proto
 from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
 from lama_model.checkpoint import config_name
+from lama_model.precision import choose_fourier_scale, fold_fourier_scale
 
 #: Size used to trace; any multiple of 8 works, the graph does not depend on it (dims are symbolic).
 TRACE_SIZE = (64, 96)
@@ -89,10 +91,10 @@ def symbolic_dims(model: onnx.ModelProto) -> dict[str, list[str | int]]:
 
 def assert_dynamic_io(model: onnx.ModelProto, dynamic_batch: bool = True) -> None:
     """The exporter can silently specialise a dim to a constant: check every I/O dim is as declared."""
+    problem = C.io_problem(facts_from_proto(model, "the exported graph"))
+    if problem:
+        raise ExportError(problem)
     dims = symbolic_dims(model)
-    expected_names = set(C.INPUT_NAMES + C.OUTPUT_NAMES)
-    if set(dims) != expected_names:
-        raise ExportError(f"graph I/O is {sorted(dims)}, expected {sorted(expected_names)}")
     for name, shape in dims.items():
         want: list[str | int] = [C.DIM_BATCH if dynamic_batch else shape[0], C.CHANNELS[name], C.DIM_HEIGHT, C.DIM_WIDTH]
         if shape != want:
@@ -140,15 +142,12 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
 
 # --- the whole export job ---------------------------------------------------------------------------------
 
-FFT_MODES = C.EXPORT_FOURIER
-PRECISIONS = ("fp32", "fp16")
-
 
 @dataclass
 class ExportResult:
     path: str
     config: str
-    fft: str
+    fourier: str
     precision: str
     opset: int
     weights: str
@@ -187,25 +186,41 @@ def _rewritten_for_export(model: InpaintingModel, speedups: bool, precision: str
     return apply_speedups(model, **chosen), [name for name in SPEEDUPS if chosen[name]]
 
 
+def _fp16_policy_settings(precision: str, policy: str, scale: float | None) -> tuple[float, dict[str, str]]:
+    """(scale folded into the Fourier units, metadata entries) of an export's precision policy."""
+    if precision != "fp16":
+        return 1.0, {}
+    if policy == "fourier-fp32":
+        return 1.0, {C.META_FP16_POLICY: policy, C.META_FOURIER_SCALE: "1"}
+    scale = float(scale) if scale is not None else choose_fourier_scale()
+    return scale, {C.META_FP16_POLICY: policy, C.META_FOURIER_SCALE: f"{scale:g}"}
+
+
 def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, config: str | None = None,
-                           opset: int = C.DEFAULT_OPSET, fft: str = "matmul", precision: str = "fp32",
+                           opset: int = C.DEFAULT_OPSET, fourier: str = C.DEFAULT_FOURIER, precision: str = "fp32",
                            dynamic_batch: bool = True, seed: int = 0, trained_like: bool = False,
-                           model: InpaintingModel | None = None, speedups: bool = True) -> ExportResult:
+                           model: InpaintingModel | None = None, speedups: bool = True,
+                           fp16_policy: str = C.DEFAULT_FP16_POLICY, fourier_scale: float | None = None) -> ExportResult:
     """Export, check and atomically write the inpainting ONNX model; the one function behind every caller.
 
     `model` skips loading (tests pass a model they already built; it is never modified); `checkpoint=None`
     exports seeded random weights and says so in the metadata. `speedups` applies the exact graph
-    rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed).
+    rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed). `fp16_policy`
+    (fp16 only, `lama_model.precision.FP16_POLICIES`): `fourier-fp32` keeps the Fourier units in fp32 islands;
+    `fourier-scaled` folds the exact scale `fourier_scale` (default `choose_fourier_scale()`) into their
+    weights and runs them in fp16.
     """
-    from .dft_ops import export_with_dft_ops
+    from .dft_ops import onnx_dft_units
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
     from .onnx_rules import check_tensorrt_compatible
 
-    if fft not in FFT_MODES:
-        raise ValueError(f"unknown --fft {fft!r}; choose one of {FFT_MODES}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown --precision {precision!r}; choose one of {PRECISIONS}")
-    if fft == "dft" and precision == "fp16":
+    if fourier not in C.EXPORT_FOURIER:
+        raise ValueError(f"unknown --fft {fourier!r}; choose one of {C.EXPORT_FOURIER}")
+    if precision not in C.PRECISIONS:
+        raise ValueError(f"unknown --precision {precision!r}; choose one of {C.PRECISIONS}")
+    if fp16_policy not in C.FP16_POLICIES:
+        raise ValueError(f"unknown --fp16-policy {fp16_policy!r}; choose one of {C.FP16_POLICIES}")
+    if fourier == "dft" and precision == "fp16":
         raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
     start = time.perf_counter()
     random_weights: dict[str, str] = {}
@@ -217,30 +232,34 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
         config = config or config_name(model.generator.config)
         weights, sha = "in-memory model", ""
     model, applied = _rewritten_for_export(model, speedups, precision)
+    scale, precision_meta = _fp16_policy_settings(precision, fp16_policy, fourier_scale)
+    if scale != 1.0:
+        model = fold_fourier_scale(model, scale)
     notes: list[str] = []
     output = Path(output)
     with atomic_output(output) as tmp:
         if precision == "fp16":
             fold_batchnorm(model)
-        if fft == "dft":
-            onnx_model = export_with_dft_ops(model, tmp, opset=opset, dynamic_batch=dynamic_batch)
+        if fourier == "dft":
+            with onnx_dft_units(model):
+                onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, keep_fourier=True)
             notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
         else:
-            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fft)
+            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fourier)
         name_output_dims(onnx_model, dynamic_batch)
         assert_dynamic_io(onnx_model, dynamic_batch)
         if precision == "fp16":
-            onnx_model = convert_to_mixed_fp16(onnx_model)
+            onnx_model = convert_to_mixed_fp16(onnx_model, fp16_policy)
         set_metadata(onnx_model, {
-            C.META_CONFIG: config, C.META_FOURIER: fft, C.META_PRECISION: precision, C.META_OPSET: str(opset),
+            C.META_CONFIG: config, C.META_FOURIER: fourier, C.META_PRECISION: precision, C.META_OPSET: str(opset),
             C.META_CHECKPOINT_SHA256: sha, C.META_WEIGHTS: weights, C.META_EXPORTER: EXPORTER,
             C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
             C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
-            C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights,
+            C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights, **precision_meta,
         })
         onnx.checker.check_model(onnx_model, full_check=True)
-        if fft != "dft":
+        if fourier != "dft":
             check_tensorrt_compatible(onnx_model)
         save_model(onnx_model, tmp)
-    return ExportResult(str(output), config, fft, precision, opset, weights, sha,
+    return ExportResult(str(output), config, fourier, precision, opset, weights, sha,
                         round(time.perf_counter() - start, 2), round(peak_rss_mb(), 1), notes)

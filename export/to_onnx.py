@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", default="lama.onnx", help="ONNX file to write (default: lama.onnx)")
     parser.add_argument("--config", choices=sorted(CONFIGS), help="model config (default: inferred from the checkpoint, big-lama for random weights)")
     parser.add_argument("--opset", type=int, default=C.DEFAULT_OPSET, help=f"ONNX opset (default {C.DEFAULT_OPSET}; TensorRT 8.x reads up to {C.MAX_TRT8_OPSET})")
-    parser.add_argument("--fft", choices=C.EXPORT_FOURIER, default="matmul", help="matmul: factorised DFT-as-matmul (TensorRT-parsable, default); matmul-dense: dense DFT-as-matmul (TensorRT builds it several times faster, more work at large sizes); dft: ONNX DFT ops (ONNX Runtime only)")
-    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="fp16: mixed precision with Fourier units in fp32, explicit casts (strongly typed builders)")
+    parser.add_argument("--fft", "--fourier", dest="fourier", choices=C.EXPORT_FOURIER, default=C.DEFAULT_FOURIER, help="matmul: factorised DFT-as-matmul (TensorRT-parsable, default); matmul-dense: dense DFT-as-matmul (TensorRT builds it several times faster, more work at large sizes); dft: ONNX DFT ops (ONNX Runtime only)")
+    parser.add_argument("--precision", choices=C.PRECISIONS, default="fp32", help="fp16: mixed precision with Fourier units in fp32, explicit casts (strongly typed builders)")
+    parser.add_argument("--fp16-policy", choices=C.FP16_POLICIES, help="with --precision fp16: fourier-fp32 keeps the Fourier units in fp32 (default); fourier-scaled folds an exact power-of-two scale into their weights and runs them in fp16 too (tensor cores)")
+    parser.add_argument("--fourier-scale", type=float, help="fourier-scaled: the scale (default: chosen for sides up to 2048, a power of two)")
     parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --checkpoint)")
     parser.add_argument("--trained-like", action="store_true", help="random weights with trained-model activation magnitudes (fp16 testing)")
@@ -59,20 +61,26 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--output {output} is a folder; give a file name such as {output / 'lama.onnx'}")
     from lama_deploy.export.onnx_export import export_inpainting_onnx
 
+    if args.fp16_policy and args.precision != "fp16":
+        raise ValueError("--fp16-policy applies to --precision fp16 only; add --precision fp16 or drop it")
+    if args.fourier_scale is not None and args.fp16_policy != "fourier-scaled":
+        raise ValueError("--fourier-scale applies to --fp16-policy fourier-scaled only")
+
     if not args.checkpoint:
         print(f"{PROG}: no --checkpoint: exporting {C.RANDOM_WEIGHTS_LABEL}", file=sys.stderr)
-    if args.fft == "dft":
+    if args.fourier == "dft":
         print(f"{PROG}: warning: --fft dft writes ONNX DFT ops; TensorRT before 11.2 cannot parse them "
               "(use the default --fft matmul for TensorRT/Jetson)", file=sys.stderr)
     result = export_inpainting_onnx(output, checkpoint=args.checkpoint, config=args.config, opset=args.opset,
-                                    fft=args.fft, precision=args.precision, dynamic_batch=dynamic_batch,
+                                    fourier=args.fourier, precision=args.precision, dynamic_batch=dynamic_batch,
                                     seed=args.seed, trained_like=args.trained_like,
-                                    speedups=not args.no_speedups)
+                                    speedups=not args.no_speedups, fp16_policy=args.fp16_policy or C.DEFAULT_FP16_POLICY,
+                                    fourier_scale=args.fourier_scale)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         size_mb = output.stat().st_size / 1e6
-        print(f"wrote {output} ({size_mb:.1f} MB): {result.config}, {result.fft}, {result.precision}, opset {result.opset}, "
+        print(f"wrote {output} ({size_mb:.1f} MB): {result.config}, {result.fourier}, {result.precision}, opset {result.opset}, "
               f"dims N x C x H x W dynamic ({C.SIZE_RULE})")
         print(f"weights: {result.weights}")
         print(f"export took {result.seconds:.1f} s, peak memory {result.peak_rss_mb:.0f} MB")

@@ -14,21 +14,13 @@ module, not by parsing version strings (sources: shared notes, tensorrt-onnx-fac
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 
-if __package__ in (None, ""):
-    # Loaded as a script by the generated `polygraphy convert --trt-config-postprocess-script` lines: make
-    # the repository importable, so a checkout copied to a device works without `pip install -e .`.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import UserError  # noqa: E402
-
-#: Default optimisation profile (N x H x W): one image from 256^2 to 1024^2, tuned for 512^2, batch 2 at most.
-DEFAULT_PROFILE = ((1, 256, 256), (1, 512, 512), (2, 1024, 1024))
+from lama_deploy import contract as C
+from lama_deploy.errors import UserError
+from lama_deploy.model_facts import ModelFacts, facts_from_io
+from lama_deploy.profiles import Profile
 
 
 class ParserError(UserError):
@@ -37,76 +29,6 @@ class ParserError(UserError):
     def __init__(self, lines: list[str]) -> None:
         super().__init__(lines[0] if lines else "the TensorRT ONNX parser rejected the model")
         self.lines = lines
-
-
-# --- optimisation profiles ----------------------------------------------------------------------------
-
-NHW = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One optimisation profile over (N, H, W), applied to both inputs of the contract."""
-
-    min: NHW
-    opt: NHW
-    max: NHW
-
-    def input_shapes(self, which: str) -> dict[str, tuple[int, int, int, int]]:
-        return C.input_shapes(*getattr(self, which))
-
-    def as_dict(self) -> dict:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max),
-                "shapes": {which: C.shape_spec(*getattr(self, which)) for which in ("min", "opt", "max")}}
-
-
-def format_nhw(nhw: NHW) -> str:
-    return "x".join(str(d) for d in nhw)
-
-
-def parse_nhw(text: str, flag: str = "shape") -> NHW:
-    """'1x512x512' -> (1, 512, 512)."""
-    parts = text.lower().replace("*", "x").split("x")
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        raise UserError(f"{flag} {text!r} is not NxHxW (e.g. 1x512x512)")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
-
-
-def check_profile(profile: Profile, index: int = 0) -> None:
-    """Raise one clear line for the first rule the profile breaks."""
-    label = f"profile {index}"
-    for which in ("min", "opt", "max"):
-        n, h, w = getattr(profile, which)
-        if n < 1:
-            raise UserError(f"{label}: --{which} {format_nhw((n, h, w))}: batch N must be >= 1")
-        if h % C.SIZE_MULTIPLE or w % C.SIZE_MULTIPLE:
-            raise UserError(f"{label}: --{which} {format_nhw((n, h, w))}: H and W must be multiples of "
-                            f"{C.SIZE_MULTIPLE} (e.g. {C.round_up(h)}x{C.round_up(w)})")
-        if min(h, w) < C.MIN_SIDE:
-            raise UserError(f"{label}: --{which} {format_nhw((n, h, w))}: H and W must be >= {C.MIN_SIDE}")
-    for dim, name in enumerate("NHW"):
-        lo, mid, hi = profile.min[dim], profile.opt[dim], profile.max[dim]
-        if not lo <= mid <= hi:
-            raise UserError(f"{label}: {name} must satisfy min <= opt <= max, got min {format_nhw(profile.min)}, "
-                            f"opt {format_nhw(profile.opt)}, max {format_nhw(profile.max)}")
-
-
-def make_profiles(mins: list[str] | None, opts: list[str] | None, maxs: list[str] | None) -> list[Profile]:
-    """Profiles from repeated --min/--opt/--max. With one profile, what is not given comes from DEFAULT_PROFILE
-    (`--max 1x2048x2048` alone raises only the max); several profiles need all three each."""
-    mins, opts, maxs = mins or [], opts or [], maxs or []
-    if max(len(mins), len(opts), len(maxs)) <= 1:
-        given = [parse_nhw(v[0], f"--{k}") if v else d for k, v, d in zip(("min", "opt", "max"), (mins, opts, maxs),
-                                                                           DEFAULT_PROFILE)]
-        profiles = [Profile(*given)]
-    elif not len(mins) == len(opts) == len(maxs):
-        raise UserError(f"give --min, --opt and --max once per profile (got {len(mins)}, {len(opts)}, {len(maxs)})")
-    else:
-        profiles = [Profile(parse_nhw(a, "--min"), parse_nhw(b, "--opt"), parse_nhw(c, "--max"))
-                    for a, b, c in zip(mins, opts, maxs)]
-    for index, profile in enumerate(profiles):
-        check_profile(profile, index)
-    return profiles
 
 
 # --- what the installed TensorRT can do ---------------------------------------------------------------
@@ -171,22 +93,7 @@ def compute_capability_enum(trt: ModuleType, features: Features, target: str):
     return getattr(trt.ComputeCapability, name)
 
 
-# --- logging ------------------------------------------------------------------------------------------
-
-def make_logger(trt: ModuleType):
-    """A TensorRT logger that keeps errors for our one-line messages and prints nothing itself."""
-
-    class CollectingLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity, msg) -> None:  # noqa: D401 - TensorRT callback
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(" ".join(str(msg).split()))
-
-    return CollectingLogger()
-
+# --- builder and network ------------------------------------------------------------------------------
 
 def create_builder(trt: ModuleType, logger):
     try:
@@ -202,8 +109,6 @@ def create_builder(trt: ModuleType, logger):
                         f"driver; without one use TensorRT-RTX with --compute-capability (ahead of time)")
     return builder
 
-
-# --- network ------------------------------------------------------------------------------------------
 
 def _parser_error_line(error) -> str:
     """'ONNX parser: node 3 'name' (DFT): Plugin not found, ...' from a parser error (8.5 lacks the node names)."""
@@ -240,21 +145,13 @@ def parse_onnx(trt: ModuleType, network, logger, onnx_path: str):
     raise ParserError(lines or logger.errors[-3:] or [f"the TensorRT ONNX parser rejected {onnx_path}"])
 
 
-def check_network_io(network) -> dict[str, dict]:
-    """The parsed network must be this model: inputs image/mask [N,C,H,W], output inpainted. Returns I/O info."""
-    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
-    outputs = {network.get_output(i).name: network.get_output(i) for i in range(network.num_outputs)}
-    if set(inputs) != set(C.INPUT_NAMES) or set(outputs) != set(C.OUTPUT_NAMES):
-        raise UserError(f"this ONNX is not a lama-deploy inpainting model: I/O is {sorted(inputs)} -> {sorted(outputs)}, "
-                        f"expected {list(C.INPUT_NAMES)} -> {list(C.OUTPUT_NAMES)}; export it with `lama-deploy export`")
-    info = {}
-    for name, tensor in {**inputs, **outputs}.items():
-        shape = list(tensor.shape)
-        if len(shape) != 4 or shape[1] != C.CHANNELS[name]:
-            raise UserError(f"this ONNX is not a lama-deploy inpainting model: {name} has shape {shape}, "
-                            f"expected [N,{C.CHANNELS[name]},H,W]")
-        info[name] = {"shape": shape, "dtype": str(tensor.dtype).split(".")[-1].lower()}
-    return info
+def network_facts(network, name: str) -> ModelFacts:
+    """Names, dims and dtypes of a parsed network's I/O (checked with `contract.io_problem` by the builder)."""
+    tensors = [network.get_input(i) for i in range(network.num_inputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    dtypes = {t.name: str(t.dtype).split(".")[-1].lower() for t in tensors + outputs}
+    return facts_from_io(name, "onnx", {t.name: tuple(t.shape) for t in tensors},
+                         {t.name: tuple(t.shape) for t in outputs}, dtypes)
 
 
 # --- precision ----------------------------------------------------------------------------------------
@@ -263,25 +160,10 @@ def _is_float(trt: ModuleType, dtype) -> bool:
     return dtype in (trt.float32, trt.float16)
 
 
-def _keeps_fp16(layer_name: str, fp32_scopes: tuple[str, ...], generator_scope: str) -> bool:
-    """Layers allowed to run in fp16: the generator's own layers outside the Fourier units.
-
-    Everything else - the Fourier units, the pre/post-processing and every helper layer the parser adds
-    under an `ONNXTRT_` name (which carries no scope, so we cannot tell where it belongs) - stays fp32.
-    """
-    return (generator_scope in layer_name and not any(scope in layer_name for scope in fp32_scopes)
-            and not layer_name.startswith("ONNXTRT_"))
-
-
-def fp32_scopes() -> tuple[tuple[str, ...], str]:
-    """(name fragments kept fp32, generator scope): the same policy as the fp16 ONNX export."""
-    from lama_deploy.contract import FP32_SCOPES, GENERATOR_SCOPE
-
-    return tuple(FP32_SCOPES), GENERATOR_SCOPE
-
-
-def pin_fp32_layers(trt: ModuleType, network, fp32_scopes: tuple[str, ...], generator_scope: str) -> int:
-    """Weak typing (8.x/10.x) with FP16 on: force fp32 compute and outputs outside the fp16 region.
+def pin_fp32_layers(trt: ModuleType, network, fp16_policy: str = C.DEFAULT_FP16_POLICY) -> int:
+    """Weak typing (8.x/10.x) with FP16 on: force fp32 compute and outputs outside the fp16 region
+    (`contract.runs_in_fp16`: the generator's own layers outside the Fourier units; the parser's scope-less
+    `ONNXTRT_` helper layers stay fp32 because we cannot tell where they belong).
 
     Layers on shape tensors or with integer/bool tensors are left alone: setting a float precision there
     is invalid (the same rules trtexec applies to `--layerPrecisions=*:fp32`). Returns the count pinned.
@@ -289,7 +171,7 @@ def pin_fp32_layers(trt: ModuleType, network, fp32_scopes: tuple[str, ...], gene
     pinned = 0
     for index in range(network.num_layers):
         layer = network.get_layer(index)
-        if _keeps_fp16(layer.name, fp32_scopes, generator_scope):
+        if C.runs_in_fp16(layer.name, fp16_policy):
             continue
         outputs = [layer.get_output(i) for i in range(layer.num_outputs)]
         inputs = [layer.get_input(i) for i in range(layer.num_inputs)]
@@ -303,31 +185,6 @@ def pin_fp32_layers(trt: ModuleType, network, fp32_scopes: tuple[str, ...], gene
             layer.set_output_type(i, trt.float32)
         pinned += 1
     return pinned
-
-
-def _polygraphy_tensorrt() -> ModuleType:
-    """The module Polygraphy itself uses (POLYGRAPHY_USE_TENSORRT_RTX=1 selects TensorRT-RTX)."""
-    import os
-
-    from lama_deploy.runtime.trt_import import import_tensorrt
-
-    return import_tensorrt("tensorrt_rtx" if os.environ.get("POLYGRAPHY_USE_TENSORRT_RTX") == "1" else None)
-
-
-def polygraphy_pin_fp32(network) -> None:
-    """For `polygraphy convert --fp16 --trt-network-postprocess-script export/trt_builder.py:polygraphy_pin_fp32`."""
-    trt = _polygraphy_tensorrt()
-    if network.num_layers and not hasattr(network.get_layer(0), "precision"):
-        return  # strongly typed API (TensorRT 11, TensorRT-RTX): the ONNX's casts decide
-    pin_fp32_layers(trt, network, *fp32_scopes())
-
-
-def polygraphy_no_tf32(builder, network, config) -> None:
-    """For `polygraphy convert --trt-config-postprocess-script export/trt_builder.py:polygraphy_no_tf32`:
-    Polygraphy has no switch to turn TensorRT's default TF32 off; the DFT matmuls need full fp32."""
-    trt = _polygraphy_tensorrt()
-    if hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)
 
 
 # --- builder config -----------------------------------------------------------------------------------

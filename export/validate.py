@@ -25,10 +25,12 @@ import numpy as np
 
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
+from lama_deploy.files import file_sha256
+from lama_deploy.model_facts import read_model_facts
 
 from .validation_inputs import DEFAULT_SHAPES, QUICK_MAX_SIDE, make_feeds, parse_shapes
 from .validation_report import (
-    ShapeResult, ValidationReport, error_stats, format_shape, format_summary, is_random_weights, replay_command,
+    ShapeResult, ValidationReport, error_stats, format_shape, format_summary, replay_command,
     write_report,
 )
 
@@ -56,19 +58,7 @@ GPU_SKIP_REASON = "needs an NVIDIA GPU and TensorRT runtime"
 # --- reference ----------------------------------------------------------------------------------------
 
 def read_metadata(onnx_path: Path) -> dict[str, str]:
-    try:
-        import onnx
-    except ImportError:
-        raise missing_dependency("onnx", "pip install onnx") from None
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}); re-export it") from None
-    inputs = sorted(v.name for v in model.graph.input)
-    if inputs != sorted(C.INPUT_NAMES) or [v.name for v in model.graph.output] != list(C.OUTPUT_NAMES):
-        raise UserError(f"{onnx_path.name} is not a lama-deploy inpainting model (inputs {inputs}); "
-                        f"export it with `lama-deploy export`")
-    return {p.key: p.value for p in model.metadata_props}
+    return read_model_facts(onnx_path).check().metadata
 
 
 def random_weights_recipe(metadata: dict[str, str]) -> tuple[int, bool]:
@@ -95,8 +85,6 @@ def reference_model(metadata: dict[str, str], checkpoint: str | None, model=None
     if model is not None:
         return lama_model.set_fourier_mode(model, "torch").eval(), "PyTorch model passed in, torch.fft"
     if checkpoint:
-        from .build_engine import file_sha256
-
         expected = metadata.get(C.META_CHECKPOINT_SHA256, "")
         if expected and file_sha256(checkpoint) != expected:
             raise UserError(f"{Path(checkpoint).name} is not the checkpoint this ONNX was exported from "
@@ -163,8 +151,10 @@ def trt_runner(onnx_path: Path, engine: str | None, shapes, out_dir: Path):
         return None, None, GPU_SKIP_REASON + " (TensorRT is not installed)"
     if cuda_device_count() == 0:
         return None, None, GPU_SKIP_REASON + " (no NVIDIA GPU/driver found)"
-    from .build_engine import build_engine, file_sha256, inspect_engine
-    from .trt_builder import Profile
+    from lama_deploy.engine_sidecar import K_ONNX_SHA256, sidecar_profiles, verify_sidecar
+    from lama_deploy.profiles import Profile
+
+    from .build_engine import build_engine
 
     if engine is None:
         lo = tuple(min(s[i] for s in shapes) for i in range(3))
@@ -172,17 +162,17 @@ def trt_runner(onnx_path: Path, engine: str | None, shapes, out_dir: Path):
         opt = tuple(min(max(v, lo[i]), hi[i]) for i, v in enumerate((1, 512, 512)))
         engine = str(out_dir / "validate.engine")
         build_engine(onnx_path, engine, [Profile(lo, opt, hi)], flavour=flavour_of(trt))
-    sidecar = inspect_engine(engine)
-    if sidecar["onnx_sha256"] != file_sha256(onnx_path):
+    sidecar = verify_sidecar(engine)
+    if sidecar.get(K_ONNX_SHA256) != file_sha256(onnx_path):
         raise UserError(f"{Path(engine).name} was built from another ONNX (sha256 in its sidecar differs from "
                         f"{onnx_path.name}); rebuild it with `lama-deploy build` or pass the matching ONNX")
-    profile = sidecar["profiles"][0]  # TrtRunner uses the engine's first profile
+    profile = sidecar_profiles(sidecar)[0]  # TrtRunner uses the engine's first profile
     if flavour_of(trt) == "tensorrt_rtx":
         os.environ.setdefault("POLYGRAPHY_USE_TENSORRT_RTX", "1")
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     runner = TrtRunner(EngineFromBytes(Path(engine).read_bytes()), name="tensorrt")
-    return runner, (tuple(profile["min"]), tuple(profile["max"])), ""
+    return runner, (profile.min, profile.max), ""
 
 
 def _in_profile(shape, profile) -> bool:
@@ -269,8 +259,6 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
                   quick: bool = False, providers: list[str] | None = None, engine: str | None = None,
                   use_tensorrt: bool = True) -> ValidationReport:
     """Run every available runner on the ONNX (and engine) and compare with the PyTorch reference."""
-    from .build_engine import file_sha256
-
     start = time.perf_counter()
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.is_file():
@@ -294,7 +282,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
         shapes=[f"{n}x{h}x{w}" for n, h, w in shapes], files=files,
         replay_command=replay_command(onnx_path, files["inputs"], files["reference"], atol, rtol),
     )
-    if is_random_weights(weights):
+    if C.is_random_weights(metadata):
         report.notes.append("random weights: these numbers check the export's plumbing, not inpainting quality")
     with quiet_polygraphy():
         from polygraphy.json import save_json

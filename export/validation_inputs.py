@@ -17,7 +17,7 @@ QUICK_MAX_SIDE = 512
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:
-    from .trt_builder import parse_nhw
+    from lama_deploy.profiles import parse_nhw
 
     shapes = [parse_nhw(part.strip(), "--shapes") for part in text.split(",") if part.strip()]
     for n, h, w in shapes:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lama_deploy import contract as C
-
 
 @dataclass
 class ShapeResult:
@@ -112,11 +110,7 @@ def format_summary(report: ValidationReport) -> str:
 
 
 def write_report(report: ValidationReport, path: str | Path) -> None:
-    from lama_deploy.errors import atomic_output
+    from lama_deploy.files import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n")
-
-
-def is_random_weights(weights: str) -> bool:
-    return "random weights" in weights.lower() or weights == C.RANDOM_WEIGHTS_LABEL

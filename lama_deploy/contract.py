@@ -7,6 +7,8 @@ edge runtime can import it without torch or onnx.
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Protocol
+
 IMAGE = "image"
 MASK = "mask"
 OUTPUT = "inpainted"
@@ -33,10 +35,24 @@ DEFAULT_OPSET = 17
 #: TensorRT 8.5/8.6 (JetPack 5 / 6.0) import ONNX up to opset 17.
 MAX_TRT8_OPSET = 17
 
-#: Fourier-unit forms an export can take (`lama.fourier`): factorised DFT-as-matmul (default), dense
-#: DFT-as-matmul (simpler graph, faster TensorRT builds, more work at large sizes), ONNX DFT ops
-#: (ONNX Runtime; TensorRT 8.x/10 cannot parse them).
+#: Fourier-unit forms an export can take (`--fft`, metadata `lama.fourier`): factorised DFT-as-matmul
+#: (default), dense DFT-as-matmul (simpler graph, faster TensorRT builds, more work at large sizes), ONNX DFT
+#: ops (ONNX Runtime; TensorRT 8.x/10 cannot parse them).
 EXPORT_FOURIER = ("matmul", "matmul-dense", "dft")
+DEFAULT_FOURIER = "matmul"
+
+#: Precisions of an export and of an engine (`--precision`, metadata `lama.precision`).
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
+
+#: Precisions the PyTorch backend runs in (autocast); fp16/bf16 keep the Fourier units safe (see
+#: runtime/backends/torch_precision.py). Exports and engines take the first two.
+TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+#: How fp16 keeps the Fourier units in range (`--fp16-policy`, metadata `lama.fp16_policy`): `fourier-fp32`
+#: runs them in fp32 islands, `fourier-scaled` folds an exact power-of-two scale into their weights and runs
+#: them in fp16. The same names as `lama_model.precision.FP16_POLICIES` (a test keeps the two equal).
+FP16_POLICIES: tuple[str, ...] = ("fourier-fp32", "fourier-scaled")
+DEFAULT_FP16_POLICY = "fourier-fp32"
 
 # Keys of the ONNX metadata_props and of the engine sidecar.
 META_CONFIG = "lama.config"
@@ -55,12 +71,18 @@ META_SPEEDUPS = "lama.speedups"
 #: Seeded random weights only: what rebuilds the same weights for validation.
 META_RANDOM_SEED = "lama.random_seed"
 META_TRAINED_LIKE = "lama.trained_like"
+#: fp16 exports: policy of the Fourier units (`lama_model.precision.FP16_POLICIES`) and the exact power-of-two
+#: scale folded into their weights (`fourier-scaled`; "1" for `fourier-fp32`).
+META_FP16_POLICY = "lama.fp16_policy"
+META_FOURIER_SCALE = "lama.fourier_scale"
 
 #: Exported node-name fragments (TorchScript exporter scopes): the generator, and the Fourier units that
 #: must stay fp32 (their spectrum passes fp16's range with trained weights). Read by the fp16 converter,
 #: the TensorRT builder's precision constraints and the trtexec line generator.
 GENERATOR_SCOPE = "/generator/"
 FP32_SCOPES: tuple[str, ...] = ("/fu/",)
+#: Helper nodes/layers the TensorRT ONNX parser adds carry this prefix and no scope: kept fp32.
+PARSER_HELPER_PREFIX = "ONNXTRT_"
 
 RANDOM_WEIGHTS_LABEL = "random weights (seeded, BatchNorm-calibrated) - NOT the trained LaMa; output is a plumbing demo"
 
@@ -82,3 +104,54 @@ def input_shapes(batch: int, height: int, width: int) -> dict[str, tuple[int, in
 def shape_spec(batch: int, height: int, width: int, sep: str = "x") -> str:
     """`image:1x3x512x512,mask:1x1x512x512` as trtexec and ORT-TRT want it."""
     return ",".join(f"{name}:{sep.join(str(d) for d in shape)}" for name, shape in input_shapes(batch, height, width).items())
+
+
+def runs_in_fp16(node_name: str, fp16_policy: str = DEFAULT_FP16_POLICY) -> bool:
+    """The fp16 scope rule, for ONNX nodes and TensorRT layers alike: inside the generator, not a scope-less
+    parser helper layer, and not in a Fourier unit under `fourier-fp32` (its spectrum passes fp16's range with
+    trained weights unless `fourier-scaled` folded a scale into the unit's weights)."""
+    if fp16_policy not in FP16_POLICIES:
+        raise ValueError(f"unknown fp16 policy {fp16_policy!r}; choose one of {FP16_POLICIES}")
+    in_fourier_unit = any(scope in node_name for scope in FP32_SCOPES)
+    return (GENERATOR_SCOPE in node_name and not node_name.startswith(PARSER_HELPER_PREFIX)
+            and not (in_fourier_unit and fp16_policy == "fourier-fp32"))
+
+
+def is_random_weights(metadata: Mapping[str, Any] | str | None) -> bool:
+    """Whether a model carries seeded random weights: its `lama.*` metadata (ONNX metadata, the sidecar's
+    `lama` section) or just its weights label."""
+    if isinstance(metadata, Mapping):
+        if metadata.get(META_RANDOM_SEED) not in (None, ""):
+            return True
+        metadata = metadata.get(META_WEIGHTS)
+    return bool(metadata) and "random weights" in str(metadata).lower()
+
+
+# --- "is this file our model?" --------------------------------------------------------------------------
+
+class TensorLike(Protocol):
+    dims: tuple[Any, ...]   # ints for fixed dims, names or None for dynamic ones
+
+
+class FactsLike(Protocol):
+    """What `io_problem` reads (lama_deploy.model_facts.ModelFacts)."""
+
+    name: str
+    inputs: Mapping[str, TensorLike]
+    outputs: Mapping[str, TensorLike]
+
+
+def io_problem(facts: FactsLike) -> str | None:
+    """The one check of a model's I/O against the contract, used by every command: None when it is this
+    model, else one line naming the file, what it has and what to do. An extra output is refused too: every
+    consumer (builder, Triton, runtime) would carry a tensor the contract does not know."""
+    inputs, outputs = sorted(facts.inputs), sorted(facts.outputs)
+    if inputs != sorted(INPUT_NAMES) or outputs != sorted(OUTPUT_NAMES):
+        return (f"{facts.name} is not a lama-deploy inpainting model: its inputs are {inputs} and outputs {outputs}, "
+                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}; export it with `lama-deploy export`")
+    for name, tensor in {**facts.inputs, **facts.outputs}.items():
+        dims = tuple(tensor.dims)
+        if dims and (len(dims) != 4 or (isinstance(dims[1], int) and dims[1] > 0 and dims[1] != CHANNELS[name])):
+            return (f"{facts.name} is not a lama-deploy inpainting model: {name} has dims {list(dims)}, expected "
+                    f"[N,{CHANNELS[name]},H,W]; export it with `lama-deploy export`")
+    return None

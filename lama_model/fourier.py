@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import contextvars
 import math
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 from torch import Tensor, nn
+
+#: Where bases are built: the input's device (None: the default device, for direct calls).
+Device = Union[torch.device, str, None]
 
 
 # --- optional cache of the bases ----------------------------------------------------------------------------
@@ -45,19 +48,32 @@ def end_shared_bases(token: contextvars.Token) -> None:
     _SHARED_BASES.reset(token)
 
 
-def _cached(name: str, sizes: tuple, build: Callable[[], object]):
-    cache = _SHARED_BASES.get()
+def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor | None = None):
+    """`build()`, or its cached value for these sizes (and `like`'s device and dtype) inside a shared scope."""
+    # torch.compile cannot trace a ContextVar read (a graph break); compiled graphs build the bases inline.
+    cache = None if torch.compiler.is_compiling() else _SHARED_BASES.get()
     if cache is None:
         return build()
     key = (name,) + tuple(int(size) for size in sizes)
+    if like is not None:
+        key += (str(like.device), like.dtype)
     if key not in cache:
         cache[key] = build()
     return cache[key]
 
 
-def _length_tensor(n: int | Tensor) -> Tensor:
+def _length_tensor(n: int | Tensor, device: Device = None) -> Tensor:
     # Under ONNX tracing `n` is a traced size; scalar_tensor keeps it symbolic instead of a constant.
-    return torch.scalar_tensor(n, dtype=torch.float32) if not isinstance(n, Tensor) else n.to(torch.float32)
+    # On the computation's device: a CPU scalar next to a CUDA tensor breaks torch.compile and graph capture.
+    if isinstance(n, Tensor):
+        return n.to(torch.float32) if device is None or n.device == torch.device(device) \
+            else n.to(device=device, dtype=torch.float32)
+    return torch.scalar_tensor(n, dtype=torch.float32, device=device)
+
+
+def _as_dtype(basis: Tensor, dtype: torch.dtype) -> Tensor:
+    """Bases are built in float32 (exact angles); the products run in the input's dtype."""
+    return basis if basis.dtype == dtype else basis.to(dtype)
 
 
 def dft_angles(rows: Tensor, cols: Tensor, length: Tensor) -> Tensor:
@@ -72,28 +88,28 @@ def dft_angles(rows: Tensor, cols: Tensor, length: Tensor) -> Tensor:
     return reduced * (2.0 * math.pi) / length
 
 
-def _index(n: int | Tensor) -> Tensor:
-    return torch.arange(n, dtype=torch.float32)
+def _index(n: int | Tensor, device: Device = None) -> Tensor:
+    return torch.arange(n, dtype=torch.float32, device=device)
 
 
-def rfft_basis(width: int | Tensor) -> tuple[Tensor, Tensor]:
+def rfft_basis(width: int | Tensor, device: Device = None) -> tuple[Tensor, Tensor]:
     """(cos, sin) of shape (W, W//2+1), scaled by 1/sqrt(W)."""
-    length = _length_tensor(width)
-    angles = dft_angles(_index(width), _index(width // 2 + 1), length)
+    length = _length_tensor(width, device)
+    angles = dft_angles(_index(width, device), _index(width // 2 + 1, device), length)
     scale = torch.rsqrt(length)
     return torch.cos(angles) * scale, torch.sin(angles) * scale
 
 
-def irfft_basis(width: int | Tensor) -> tuple[Tensor, Tensor]:
+def irfft_basis(width: int | Tensor, device: Device = None) -> tuple[Tensor, Tensor]:
     """(cos, sin) of shape (W//2+1, W) for the one-sided inverse, scaled by 1/sqrt(W).
 
     Bins strictly between DC and Nyquist stand for themselves and their conjugate mirror, so they count
     twice; DC and (for even W) Nyquist count once, and their imaginary parts are ignored exactly, as
     `irfftn` ignores them.
     """
-    length = _length_tensor(width)
-    bins = _index(width // 2 + 1)
-    angles = dft_angles(bins, _index(width), length)
+    length = _length_tensor(width, device)
+    bins = _index(width // 2 + 1, device)
+    angles = dft_angles(bins, _index(width, device), length)
     twice = bins * 2.0
     weight = 2.0 - (bins == 0).to(torch.float32) - (twice == length).to(torch.float32)
     scale = torch.rsqrt(length)
@@ -104,25 +120,25 @@ def irfft_basis(width: int | Tensor) -> tuple[Tensor, Tensor]:
     return cos, sin * keep_imag[:, None]
 
 
-def _rfft_pair(width: int | Tensor) -> tuple[Tensor, Tensor]:
-    cos, sin = rfft_basis(width)
+def _rfft_pair(width: int | Tensor, device: Device = None) -> tuple[Tensor, Tensor]:
+    cos, sin = rfft_basis(width, device)
     return cos, -sin
 
 
-def irfft_matrix(width: int | Tensor) -> Tensor:
+def irfft_matrix(width: int | Tensor, device: Device = None) -> Tensor:
     """(2*Wf, W) one-sided inverse `[cos; -sin]`, for rows laid out [re | im]."""
-    cos, sin = irfft_basis(width)
+    cos, sin = irfft_basis(width, device)
     return torch.cat([cos, -sin], dim=0)
 
 
-def complex_dft_block(height: int | Tensor, inverse: bool) -> Tensor:
+def complex_dft_block(height: int | Tensor, inverse: bool, device: Device = None) -> Tensor:
     """(2H, 2H) real block matrix of the complex DFT along H, scaled by 1/sqrt(H).
 
     Acting on real and imaginary parts stacked along H, `[re; im]`, it returns `[re'; im']`:
     forward `[[C, S], [-S, C]]` (e^{-i theta}), inverse `[[C, -S], [S, C]]` (e^{+i theta}).
     """
-    length = _length_tensor(height)
-    index = _index(height)
+    length = _length_tensor(height, device)
+    index = _index(height, device)
     angles = dft_angles(index, index, length)
     scale = torch.rsqrt(length)
     cos, sin = torch.cos(angles) * scale, torch.sin(angles) * scale
@@ -174,23 +190,23 @@ def _left_block(cos: Tensor, sin: Tensor, inverse: bool) -> tuple[Tensor, Tensor
     return torch.cat([cos, -sin], dim=-1), torch.cat([sin, cos], dim=-1)
 
 
-def stage1_matrix(n1: int | Tensor, inverse: bool) -> Tensor:
+def stage1_matrix(n1: int | Tensor, inverse: bool, device: Device = None) -> Tensor:
     """(2*N1, 2*N1) unscaled length-N1 DFT: rows (k1, part), columns (part, n1)."""
-    index = _index(n1)
-    angles = dft_angles(index, index, _length_tensor(n1))
+    index = _index(n1, device)
+    angles = dft_angles(index, index, _length_tensor(n1, device))
     to_re, to_im = _left_block(torch.cos(angles), torch.sin(angles), inverse)
     return torch.stack([to_re, to_im], dim=1).reshape(2 * n1, 2 * n1)    # (K1, 2, 2*N1) flattened
 
 
-def twiddled_stage2(n1: int | Tensor, n2: int | Tensor, inverse: bool) -> Tensor:
+def twiddled_stage2(n1: int | Tensor, n2: int | Tensor, inverse: bool, device: Device = None) -> Tensor:
     """(N1, 2*N2, 2*N2): for each k1 the length-N2 DFT times the twiddle, scaled by 1/sqrt(N).
 
     Rows (part, k2), columns (part, n2); the angle of entry (k1; k2, n2) is 2 pi n2 k / N with
     k = k1 + N1 k2, reduced exactly mod N in int32.
     """
-    length = _length_tensor(n1 * n2)
-    first, second = _index(n1), _index(n2)
-    bins = first[:, None] + second[None, :] * _length_tensor(n1)                # k: (K1, K2)
+    length = _length_tensor(n1 * n2, device)
+    first, second = _index(n1, device), _index(n2, device)
+    bins = first[:, None] + second[None, :] * _length_tensor(n1, device)                # k: (K1, K2)
     product = (bins[:, :, None] * second[None, None, :]).to(torch.int32)        # n2 * k: (K1, K2, N2)
     angles = torch.remainder(product, length.to(torch.int32)).to(torch.float32) * (2.0 * math.pi) / length
     scale = torch.rsqrt(length)
@@ -212,8 +228,10 @@ def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Te
     exporter would fold sizes of intermediate tensors into constants.
     """
     n1, n2 = _cached("split", (length,), lambda: split_length(length))
-    first = _cached(f"stage1-{inverse}", (length,), lambda: stage1_matrix(n1, inverse))
-    second = _cached(f"stage2-{inverse}", (length,), lambda: twiddled_stage2(n1, n2, inverse))
+    device, dtype = stacked.device, stacked.dtype
+    first = _cached(f"stage1-{inverse}", (length,), lambda: _as_dtype(stage1_matrix(n1, inverse, device), dtype), stacked)
+    second = _cached(f"stage2-{inverse}", (length,),
+                     lambda: _as_dtype(twiddled_stage2(n1, n2, inverse, device), dtype), stacked)
     z = torch.matmul(first, stacked.reshape(-1, 2 * n1, n2 * cols))            # rows (k1, part)
     z = torch.matmul(second, z.reshape(-1, n1, 2 * n2, cols))                  # (R, K1, [part, k2], M)
     if parts_inner:
@@ -225,7 +243,7 @@ def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Te
 def real_dft_along_w(x: Tensor) -> Tensor:
     """Ortho real DFT of (B, C, H, W) along W, stacked along H as (B, C, 2H, Wf): rows [re; im]."""
     width = x.shape[-1]
-    cos_w, minus_sin_w = _cached("rfft", (width,), lambda: _rfft_pair(width))
+    cos_w, minus_sin_w = _cached("rfft", (width,), lambda: [_as_dtype(b, x.dtype) for b in _rfft_pair(width, x.device)], x)
     return torch.cat([torch.matmul(x, cos_w), torch.matmul(x, minus_sin_w)], dim=2)
 
 
@@ -262,7 +280,7 @@ class MatmulDFT(nn.Module):
         freqs = width // 2 + 1
         stacked = spectrum.reshape(-1, 2 * height, freqs)     # (B*C, 2H, Wf)
         rows = factorized_complex_dft(stacked, height, freqs, inverse=True, parts_inner=True)   # (B*C, H, 2*Wf)
-        basis = _cached("irfft", (width,), lambda: irfft_matrix(width))
+        basis = _cached("irfft", (width,), lambda: _as_dtype(irfft_matrix(width, rows.device), rows.dtype), rows)
         image = torch.matmul(rows, basis)                                                     # (B*C, H, W)
         return image.unflatten(0, (-1, spectrum.shape[1]))
 
@@ -277,13 +295,17 @@ class DenseMatmulDFT(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         height = x.shape[-2]
         stacked = real_dft_along_w(x)                                                        # (B, C, 2H, Wf)
-        block = _cached("dense-forward", (height,), lambda: complex_dft_block(height, inverse=False))
+        block = _cached("dense-forward", (height,),
+                        lambda: _as_dtype(complex_dft_block(height, False, x.device), x.dtype), x)
         return torch.matmul(block, stacked).unflatten(2, (2, -1))                           # (B, C, 2, H, Wf)
 
     def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
-        block = _cached("dense-inverse", (height,), lambda: complex_dft_block(height, inverse=True))
+        device, dtype = spectrum.device, spectrum.dtype
+        block = _cached("dense-inverse", (height,),
+                        lambda: _as_dtype(complex_dft_block(height, True, device), dtype), spectrum)
         along_h = torch.matmul(block, spectrum.flatten(2, 3)).unflatten(2, (2, -1))
-        cos_w, sin_w = _cached("irfft-pair", (width,), lambda: irfft_basis(width))
+        cos_w, sin_w = _cached("irfft-pair", (width,),
+                               lambda: [_as_dtype(b, dtype) for b in irfft_basis(width, device)], spectrum)
         return torch.matmul(along_h[:, :, 0], cos_w) - torch.matmul(along_h[:, :, 1], sin_w)
 
 

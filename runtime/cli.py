@@ -21,9 +21,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from lama_deploy.errors import UserError, atomic_output, cli_entry
+from lama_deploy.errors import UserError, cli_entry
+from lama_deploy.files import atomic_output
 
 from .backends import BACKENDS
+from .backends.torch_precision import add_mode_arguments
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError
 from .strategy import DEFAULT_CONTEXT_MARGIN
 
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-memory", default="auto", help="host memory one inference may take, e.g. 4GB, 512MB "
                         "(CPU backends; bigger images are cropped/downscaled to fit, or refused); default: "
                         "70%% of the memory available, 'none' for no budget")
+    add_mode_arguments(parser)
     return parser
 
 
@@ -115,6 +118,7 @@ def _load_inpainter(args: argparse.Namespace):
                         "or run `lama-deploy demo` to try the random-weights demo")
     inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=args.max_pixels,
                                     threshold=args.threshold, max_side=args.max_side, context_margin=args.margin,
+                                    precision=args.precision, cuda_graphs=args.cuda_graphs,
                                     max_memory=args.max_memory)
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "

@@ -24,7 +24,7 @@ from PIL import Image
 
 from lama_deploy import contract as C
 
-from .backends import Backend, BackendError, Profile, create_backend, is_random_weights, profile_from_override
+from .backends import Backend, BackendError, Profile, create_backend, profile_from_override
 from .images import DEFAULT_MAX_PIXELS, ImageSource, LoadedImage, check_threshold, load_hole, load_image, to_output_image
 from .memory import MemoryBudgetExceeded, format_bytes, host_cost, max_side_for, resolve_budget
 from .preprocess import make_feed, output_to_images
@@ -96,9 +96,14 @@ class Inpainter:
     def from_path(cls, path: str | Path, backend: str = "auto", device: str | None = None,
                   providers: Sequence[Any] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, threshold: float = 0,
                   profile: Any = None, max_side: int | None = None,
-                  context_margin: int = DEFAULT_CONTEXT_MARGIN, max_memory: str | int | None = "auto") -> "Inpainter":
-        """`.engine`/`.plan` -> TensorRT, `.onnx` -> ONNX Runtime, `.ckpt`/`.pt`/`.pth` -> PyTorch (or `backend=`)."""
-        instance = create_backend(path, backend=backend, device=device, providers=providers)
+                  context_margin: int = DEFAULT_CONTEXT_MARGIN, precision: str | None = None,
+                  cuda_graphs: bool | str | None = None, max_memory: str | int | None = "auto") -> "Inpainter":
+        """`.engine`/`.plan` -> TensorRT, `.onnx` -> ONNX Runtime, `.ckpt`/`.pt`/`.pth` -> PyTorch (or `backend=`).
+
+        `precision` (fp32/fp16/bf16) and `cuda_graphs` (True/False/"auto") apply to the PyTorch backend;
+        `max_memory` is the host-memory budget of one inference (see `lama_deploy.runtime.memory`)."""
+        instance = create_backend(path, backend=backend, device=device, providers=providers, precision=precision,
+                                  cuda_graphs=cuda_graphs)
         return cls(instance, path, max_pixels, threshold, profile, max_side, context_margin, max_memory)
 
     @classmethod
@@ -107,7 +112,8 @@ class Inpainter:
         """Seeded random weights on the PyTorch backend: a plumbing demo, not trained LaMa (it says so)."""
         from .backends.torch_backend import TorchBackend
 
-        return cls(TorchBackend.from_random_weights(config, seed, device), None, **kwargs)
+        mode = {key: kwargs.pop(key) for key in ("precision", "cuda_graphs") if key in kwargs}
+        return cls(TorchBackend.from_random_weights(config, seed, device, **mode), None, **kwargs)
 
     # -- facts ---------------------------------------------------------------------------------------------
     @property
@@ -116,7 +122,7 @@ class Inpainter:
 
     @property
     def random_weights(self) -> bool:
-        return is_random_weights(self.weights)
+        return C.is_random_weights(self.weights)
 
     def info(self) -> dict[str, Any]:
         facts = {

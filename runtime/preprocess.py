@@ -57,8 +57,3 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 def output_to_images(output: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
     """float32 N x 3 x H' x W' -> uint8 H x W x 3 per item, cropped back to each item's (h, w)."""
     return [to_uint8(np.transpose(output[i, :, :h, :w], (1, 2, 0))) for i, (h, w) in enumerate(sizes)]
-
-
-def composite(original: np.ndarray, generated: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """Generated pixels inside the hole, the original's (bit-identical) outside."""
-    return np.where(hole[:, :, None] if original.ndim == 3 else hole, generated, original)

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
 
+from .backends.torch_precision import add_mode_arguments
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError
 from .memory import MemoryBudgetExceeded, format_bytes, max_side_for, resolve_budget
 from .server_limits import (RequestRejected, ServerLimits, check_content_length,
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, default, text in _GUARD_OPTIONS:
         parser.add_argument(flag, type=kind, default=default, help=text)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_mode_arguments(parser)
     return parser
 
 
@@ -360,6 +362,7 @@ def load_inpainters(args: argparse.Namespace, limits: ServerLimits) -> list[Any]
 
     share = None if limits.max_memory is None else limits.max_memory // args.workers_per_model
     return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels,
+                                precision=args.precision, cuda_graphs=args.cuda_graphs,
                                 max_memory=share if share is not None else "none")
             for _ in range(args.workers_per_model)]
 

@@ -25,16 +25,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lama_deploy import contract as C
-from lama_deploy.engine_sidecar import sidecar_tensorrt, sidecar_weights, verify_sidecar
+from lama_deploy.engine_sidecar import sidecar_profiles, sidecar_tensorrt, sidecar_weights
+from lama_deploy.model_facts import read_model_facts
+from lama_deploy.profiles import batch_range
 from lama_deploy.errors import UserError, cli_entry
 
 from .images import DEFAULT_MAX_PIXELS, check_threshold
 from .strategy import DEFAULT_CONTEXT_MARGIN
 from .triton_repo import Enum, assemble, render_pbtxt
 
-#: TensorRT I/O dtypes as the builder's sidecar names them -> Triton's.
-ENGINE_DTYPES = {"float": "TYPE_FP32", "half": "TYPE_FP16"}
-ONNX_DTYPES = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16"}
+#: I/O dtypes as `lama_deploy.model_facts` names them -> Triton's.
+TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+#: `lama-deploy export` always writes a dynamic N (DYNAMIC_AXES); a fixed one comes from another exporter.
+DYNAMIC_BATCH_HINT = "re-export it with `lama-deploy export` (its batch dim is dynamic) and rebuild any engine"
 PLATFORMS = {".engine": "tensorrt_plan", ".plan": "tensorrt_plan", ".trt": "tensorrt_plan", ".onnx": "onnxruntime_onnx"}
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx"}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
@@ -78,21 +81,9 @@ class TritonRepoResult:
 
 # --- the engine's sidecar ------------------------------------------------------------------------------
 
-def read_engine_sidecar(engine: Path) -> dict[str, Any]:
-    """The builder's sidecar, after checking (size + sha256) that the engine is the one it describes."""
-    return verify_sidecar(engine)
-
-
 def engine_batch_range(sidecar: dict[str, Any]) -> tuple[int, int]:
-    """(smallest min N, largest max N) over the engine's optimisation profiles ([N, H, W] bounds)."""
-    try:
-        ranges = [(int(p["min"][0]), int(p["max"][0])) for p in sidecar.get("profiles") or []]
-    except (KeyError, IndexError, TypeError, ValueError):
-        ranges = []
-    if not ranges:
-        raise UserError("the engine sidecar lists no readable optimisation profiles (min/opt/max N x H x W); "
-                        "rebuild the engine with `lama-deploy build`")
-    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+    """(smallest min N, largest max N) over the engine's optimisation profiles."""
+    return batch_range(sidecar_profiles(sidecar))
 
 
 def check_engine(engine: Path, max_batch: int) -> tuple[list[str], dict[str, str], str]:
@@ -100,20 +91,18 @@ def check_engine(engine: Path, max_batch: int) -> tuple[list[str], dict[str, str
 
     Returns (notes for the user, Triton data type per tensor, weights label).
     """
-    sidecar = read_engine_sidecar(engine)
+    facts = read_model_facts(engine).check()
+    sidecar = facts.sidecar
     trt = sidecar_tensorrt(sidecar)
     if trt.get("flavour") == "tensorrt_rtx":
         raise UserError(f"{engine.name} is a TensorRT-RTX engine; Triton's TensorRT backend cannot load it: build "
                         "the engine with TensorRT (`pip install tensorrt`) or serve the ONNX model instead")
-    io = sidecar.get("io") if isinstance(sidecar.get("io"), dict) else {}
-    if set(io) != set(C.INPUT_NAMES + C.OUTPUT_NAMES):
-        raise UserError(f"engine I/O {sorted(io)} is not the contract's {list(C.INPUT_NAMES + C.OUTPUT_NAMES)}; "
-                        "rebuild it from an ONNX model exported with `lama-deploy export`")
-    fixed = [name for name, info in io.items() if (info.get("shape") or [-1])[0] != -1]
+    io = {**facts.inputs, **facts.outputs}
+    fixed = [name for name, tensor in io.items() if tensor.fixed_batch is not None]
     if fixed:
         raise UserError(f"the engine has a fixed batch dim ({', '.join(sorted(fixed))}); Triton's batching needs a "
-                        "dynamic N: rebuild it from an ONNX exported without --no-dynamic-batch")
-    unknown = {name: info.get("dtype") for name, info in io.items() if info.get("dtype") not in ENGINE_DTYPES}
+                        f"dynamic N: {DYNAMIC_BATCH_HINT}")
+    unknown = {name: tensor.dtype for name, tensor in io.items() if tensor.dtype not in TRITON_DTYPES}
     if unknown:
         raise UserError(f"engine I/O types {unknown} have no Triton equivalent here; rebuild it from the exported ONNX")
     low, high = engine_batch_range(sidecar)
@@ -127,45 +116,27 @@ def check_engine(engine: Path, max_batch: int) -> tuple[list[str], dict[str, str
     if trt.get("version"):
         notes.append(f"engine built with TensorRT {trt['version']}: run a Triton release that ships the same "
                      "TensorRT version (see docs/triton.md)")
-    return notes, {name: ENGINE_DTYPES[info["dtype"]] for name, info in io.items()}, sidecar_weights(sidecar)
+    return notes, {name: TRITON_DTYPES[tensor.dtype] for name, tensor in io.items()}, sidecar_weights(sidecar)
 
 
 def check_onnx(model: Path) -> tuple[list[str], dict[str, str], str]:
     """Contract I/O names, a dynamic batch dim (Triton's batching needs it), weights inside the file.
 
-    Returns (notes, Triton data type per tensor, weights label). Skipped, with a note, without onnx.
+    Returns (notes, Triton data type per tensor, weights label).
     """
-    try:
-        import onnx
-        from onnx.external_data_helper import uses_external_data
-    except ImportError:
-        return ["onnx is not installed, so the model's inputs were not checked (`pip install onnx` to check)"], \
-            _fp32_everywhere(), ""
-    try:
-        loaded = onnx.load(str(model), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends for a damaged file
-        raise UserError(f"{model} is not a readable ONNX model ({type(exc).__name__}); re-export it") from exc
-    graph = loaded.graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = {value.name: value for value in graph.input if value.name not in initializers}
-    outputs = {value.name: value for value in graph.output}
-    if set(inputs) != set(C.INPUT_NAMES) or C.OUTPUT not in outputs:
-        raise UserError(f"{model.name} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, not the contract's "
-                        f"{list(C.INPUT_NAMES)} -> {C.OUTPUT}; export it with `lama-deploy export`")
+    facts = read_model_facts(model).check()
     data_types = {}
-    for name, value in {**inputs, C.OUTPUT: outputs[C.OUTPUT]}.items():
-        batch_dim = value.type.tensor_type.shape.dim[0]
-        if batch_dim.HasField("dim_value"):
-            raise UserError(f"{model.name}: {name} has a fixed batch dim {batch_dim.dim_value}; Triton's batching "
-                            "needs a dynamic N: re-export without --no-dynamic-batch")
-        elem = onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)
-        if elem not in ONNX_DTYPES:
-            raise UserError(f"{model.name}: {name} is {elem}, not float32/float16; export it with `lama-deploy export`")
-        data_types[name] = ONNX_DTYPES[elem]
-    if any(uses_external_data(init) for init in graph.initializer):
+    for name, tensor in {**facts.inputs, **facts.outputs}.items():
+        if tensor.fixed_batch is not None:
+            raise UserError(f"{model.name}: {name} has a fixed batch dim {tensor.fixed_batch}; Triton's batching "
+                            f"needs a dynamic N: {DYNAMIC_BATCH_HINT}")
+        if tensor.dtype not in TRITON_DTYPES:
+            raise UserError(f"{model.name}: {name} is {tensor.dtype}, not float32/float16; export it with `lama-deploy export`")
+        data_types[name] = TRITON_DTYPES[tensor.dtype]
+    if facts.external_data:
         raise UserError(f"{model.name} keeps its weights in external data files, which this command does not copy; "
                         "re-export below 2 GB or copy the data files into the model's version folder by hand")
-    return [], data_types, {p.key: p.value for p in loaded.metadata_props}.get(C.META_WEIGHTS, "")
+    return [], data_types, facts.metadata.get(C.META_WEIGHTS, "")
 
 
 # --- config.pbtxt ------------------------------------------------------------------------------------------

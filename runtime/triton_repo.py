@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lama_deploy import contract as C
+from lama_deploy.engine_sidecar import sidecar_profiles, verify_sidecar
 from lama_deploy.errors import UserError
 
 from .backends import backend_for_path
@@ -218,15 +219,9 @@ def step_configs(name: str, profile: Profile, options: RuntimeOptions, instances
 def engine_size_range(model: Path) -> tuple[Profile, tuple[int, int]]:
     """(H/W range of the engine's profile 0, its opt H/W) from the builder's sidecar: what the pre step
     must fit requests into, as the TensorRT backend of `Inpainter` does with the engine itself."""
-    from .triton import read_engine_sidecar
-
-    first = (read_engine_sidecar(model).get("profiles") or [{}])[0]
-    try:
-        low, opt, high = ([int(v) for v in first[key]] for key in ("min", "opt", "max"))
-    except (KeyError, TypeError, ValueError):
-        raise UserError("the engine sidecar's first profile has no readable min/opt/max N x H x W; rebuild the "
-                        "engine with `lama-deploy build`") from None
-    return Profile(min_height=low[1], min_width=low[2], max_height=high[1], max_width=high[2]), (opt[1], opt[2])
+    first = sidecar_profiles(verify_sidecar(model))[0]
+    low, opt, high = first.min, first.opt, first.max
+    return Profile.ranges(min_height=low[1], min_width=low[2], max_height=high[1], max_width=high[2]), (opt[1], opt[2])
 
 
 def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama", max_batch: int = 4,

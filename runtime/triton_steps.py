@@ -63,7 +63,7 @@ def profile_from_parameters(params: dict[str, str]) -> Profile:
     """The model step's H/W range as the pre step must respect it (as `Inpainter._effective_profile`)."""
     base = Profile()
     values = {key: _number(params, key, int, getattr(base, key)) for key in PROFILE_KEYS}
-    profile = Profile(**values).narrowed(max_side=runtime_options(params).max_side)
+    profile = Profile.ranges(**values).narrowed(max_side=runtime_options(params).max_side)
     if profile.is_empty():
         raise ValueError(f"the size range {profile.as_dict()} holds no valid size; widen it in config.pbtxt")
     return profile.usable()

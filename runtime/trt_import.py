@@ -46,3 +46,22 @@ def major_version(trt: ModuleType) -> int:
         return int(version_of(trt).split(".")[0])
     except ValueError:
         return 0
+
+
+def make_logger(trt: ModuleType):
+    """The one TensorRT logger of builder and runtime: keeps errors and warnings (for one-line messages)
+    instead of printing them."""
+
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+            self.warnings: list[str] = []
+
+        def log(self, severity, msg) -> None:  # noqa: D401 - TensorRT callback
+            if int(severity) <= int(trt.ILogger.Severity.ERROR):   # INTERNAL_ERROR = 0, ERROR = 1
+                self.errors.append(" ".join(str(msg).split()))
+            elif int(severity) == int(trt.ILogger.Severity.WARNING):
+                self.warnings.append(" ".join(str(msg).split()))
+
+    return CapturingLogger()

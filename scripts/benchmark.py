@@ -26,7 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency  # noqa: E402
+from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402
+from lama_deploy.files import atomic_output  # noqa: E402
 from lama_deploy.scripts import bench_report as R  # noqa: E402
 from lama_deploy.scripts.bench_backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason  # noqa: E402
 
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", help="keep the timed cells of this bench.json / bench.partial.json, run the rest")
     parser.add_argument("--from-json", help="measure nothing: re-render table, targets, plot and pages from this bench.json")
     parser.add_argument("--quick", action="store_true", help="tiny model, sizes 64,128, batch 2 at 64, 1 repeat (tests, smoke runs)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: the deployment backends "
+                        "(default); cuda: the GPU rows (Fourier forms x fp16 policies, PyTorch backend modes)")
+    parser.add_argument("--gpu-quick", action="store_true", help="with --device cuda: big-lama at 512, batch 1 and 4, "
+                        "5 repeats (the GPU lane)")
     return parser
 
 
@@ -149,7 +154,7 @@ def export_models(keys: set[str], config: str, weights: Path, folder: Path, spee
         path = folder / f"{config}-{key}-{tag}.onnx"
         if not path.is_file():
             model = _load_model(config, weights)
-            export_inpainting_onnx(path, model=model, config=config, fft=fft, precision=precision, speedups=fast)
+            export_inpainting_onnx(path, model=model, config=config, fourier=fft, precision=precision, speedups=fast)
         paths[key] = str(path)
     return paths
 
@@ -264,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, key, value)
     if args.repeats < 1 or args.warmup < 0 or args.budget_s <= 0:
         raise UserError("--repeats must be >= 1, --warmup >= 0 and --budget-s > 0")
+    if args.device == "cuda":
+        return _gpu_main(args, argv)
     sizes, batches = _int_list(args.sizes, "--sizes"), _int_list(args.batch, "--batch")
     cells = plan_cells(sizes, batches, args.batch_at)
     out = Path(args.out)
@@ -316,9 +323,27 @@ def main(argv: list[str] | None = None) -> int:
     return _write_outputs(report, out, args)
 
 
+def _gpu_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The GPU rows (scripts/bench_gpu.py); without CUDA the files say why they are empty."""
+    from lama_deploy.scripts.bench_gpu_report import GPU_QUICK, run_gpu_command
+
+    if args.gpu_quick:
+        for key, value in GPU_QUICK.items():
+            if getattr(args, key) == build_parser().get_default(key):
+                setattr(args, key, value)
+    sizes, batches = _int_list(args.sizes, "--sizes"), _int_list(args.batch, "--batch")
+    plan_cells(sizes, batches, args.batch_at)  # the size rule, checked once for both tables
+    argv = sys.argv[1:] if argv is None else argv
+    return run_gpu_command(args, sizes, batches, " ".join(["lama-deploy bench"] + [shlex.quote(a) for a in argv]))
+
+
 def _render_existing(path: Path, out: Path, args: argparse.Namespace) -> int:
     """Targets and pages again from a finished run (the measurements are not touched)."""
     report = json.loads(path.read_text())
+    if "forms" in report:  # a bench_gpu.json (e.g. from the GPU lane): its section goes into --docs
+        from lama_deploy.scripts.bench_gpu_report import write_gpu_outputs
+
+        return write_gpu_outputs(report, out, args.docs, report.get("command", "lama-deploy bench --device cuda"))
     report["targets"] = R.evaluate_targets(report["rows"], BASELINE)
     out.mkdir(parents=True, exist_ok=True)
     return _write_outputs(report, out, args)

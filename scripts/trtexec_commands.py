@@ -30,9 +30,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lama_deploy.export.trt_builder import Profile, make_profiles  # noqa: E402
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import UserError, atomic_output, cli_entry, missing_dependency  # noqa: E402
+from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402
+from lama_deploy.export.polygraphy_hooks import HOOK_SCRIPT, polygraphy_no_tf32, polygraphy_pin_fp32  # noqa: E402
+from lama_deploy.files import atomic_output  # noqa: E402
+from lama_deploy.model_facts import read_model_facts  # noqa: E402
+from lama_deploy.profiles import Profile, add_profile_options, profiles_from  # noqa: E402
 
 PROG = "python -m lama_deploy.scripts.trtexec_commands"
 ONNX_VAR, ENGINE_VAR, CACHE_VAR = "${ONNX}", "${ENGINE}", "${TIMING_CACHE}"
@@ -97,25 +100,17 @@ class OnnxFacts:
 
 def read_onnx_facts(onnx_path: str | Path) -> OnnxFacts:
     """Precision from the metadata and the names of the layers that may run in fp16 (float outputs only)."""
+    metadata = read_model_facts(onnx_path).check().metadata   # the one reader and check; the graph is read below
     try:
         import onnx
     except ImportError:
         raise missing_dependency("onnx", "pip install onnx") from None
-    from lama_deploy.contract import FP32_SCOPES, GENERATOR_SCOPE
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        raise UserError(f"{onnx_path} is not a readable ONNX file ({type(exc).__name__}); re-export it") from None
+    model = onnx.load(str(onnx_path), load_external_data=False)
     inferred = onnx.shape_inference.infer_shapes(model)
     elem = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
     layers = [node.name for node in model.graph.node
-              if GENERATOR_SCOPE in node.name and not any(s in node.name for s in FP32_SCOPES)
-              and node.op_type != "Constant" and any(elem.get(o) in floats for o in node.output)]
-    metadata = {p.key: p.value for p in model.metadata_props}
+              if C.runs_in_fp16(node.name) and node.op_type != "Constant" and any(elem.get(o) in floats for o in node.output)]
     return OnnxFacts(metadata.get(C.META_PRECISION, "fp32"), layers, metadata.get(C.META_CONFIG, "unknown"))
 
 
@@ -193,8 +188,8 @@ def polygraphy_command(target: Target | None, profiles: list[Profile], precision
             argv.append("--strongly-typed")
         else:  # Polygraphy's --layer-precisions takes exact names only: pin with the builder's own policy
             argv += ["--fp16", "--precision-constraints", "obey",
-                     "--trt-network-postprocess-script", "export/trt_builder.py:polygraphy_pin_fp32"]
-    argv += ["--trt-config-postprocess-script", "export/trt_builder.py:polygraphy_no_tf32"]
+                     "--trt-network-postprocess-script", f"{HOOK_SCRIPT}:{polygraphy_pin_fp32.__name__}"]
+    argv += ["--trt-config-postprocess-script", f"{HOOK_SCRIPT}:{polygraphy_no_tf32.__name__}"]
     if target is None and compute_capability:
         argv += ["--compute-capabilities", compute_capability]
     return argv
@@ -253,7 +248,7 @@ def generate_scripts(out_dir: str | Path, profiles: list[Profile], facts32: Onnx
     written = []
     for target in [*TARGETS.values(), None]:
         key = target.key if target else "rtx"
-        for precision in ("fp32", "fp16"):
+        for precision in C.PRECISIONS:
             facts = choose_onnx(target, precision, facts32, facts16)
             if facts is False:
                 continue
@@ -277,7 +272,7 @@ def generate_scripts(out_dir: str | Path, profiles: list[Profile], facts32: Onnx
                 notes = ["The fp16 layer lists come from the big-lama graph: regenerate them for another --config."] \
                     if "--layerPrecisions" in command else []
                 if tool == "polygraphy":
-                    notes.append("Run from the lama-deploy checkout: the line uses export/trt_builder.py hooks "
+                    notes.append(f"Run from the lama-deploy checkout: the line uses {HOOK_SCRIPT} hooks "
                                  "(TF32 off, fp32 pinning).")
                 path = out_dir / f"{tool}_{key}_{precision}.sh"
                 with atomic_output(path) as tmp:
@@ -294,14 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--onnx", help="fp32 ONNX (layer names for fp16 lines on TensorRT 8.x/10.x)")
     parser.add_argument("--onnx-fp16", help="fp16 ONNX (strongly typed fp16 builds)")
-    parser.add_argument("--min", action="append", metavar="NxHxW")
-    parser.add_argument("--opt", action="append", metavar="NxHxW")
-    parser.add_argument("--max", action="append", metavar="NxHxW")
+    add_profile_options(parser)
     parser.add_argument("--workspace", type=int, default=DEFAULT_WORKSPACE_MIB, metavar="MiB")
     parser.add_argument("--optimization-level", type=int, choices=range(0, 6), metavar="0-5")
     parser.add_argument("--compute-capability", default="8.9", help="TensorRT-RTX target (polygraphy line)")
     parser.add_argument("--target", choices=sorted(TARGETS), help="--print: only this target")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="--print: precision")
+    parser.add_argument("--precision", choices=C.PRECISIONS, default="fp32", help="--print: precision")
     parser.add_argument("--print", action="store_true", help="print the command lines instead of writing scripts")
     parser.add_argument("--out-dir", default="scripts/trtexec", help="where the .sh files go")
     return parser
@@ -310,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    profiles = make_profiles(args.min, args.opt, args.max)
+    profiles = profiles_from(args)
     facts32 = read_onnx_facts(args.onnx) if args.onnx else None
     facts16 = read_onnx_facts(args.onnx_fp16) if args.onnx_fp16 else None
     if args.print:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .base import Backend, BackendError, Profile, io_problem, is_random_weights, profile_from_override
+from .base import Backend, BackendError, Profile, profile_from_override
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pt": "torch", ".pth": "torch"}
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend", "io_problem",
-           "is_random_weights", "profile_from_override"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend",
+           "profile_from_override"]
 
 
 def backend_for_path(path: str | Path, backend: str = "auto") -> str:
@@ -34,9 +34,18 @@ def backend_for_path(path: str | Path, backend: str = "auto") -> str:
 
 
 def create_backend(path: str | Path, backend: str = "auto", device: str | None = None,
-                   providers: Sequence[Any] | None = None) -> Backend:
-    """An (inactive) backend for `path`; importing its framework happens here, not at package import."""
+                   providers: Sequence[Any] | None = None, **torch_mode: Any) -> Backend:
+    """An (inactive) backend for `path`; importing its framework happens here, not at package import.
+
+    `torch_mode` (precision=, fp16_policy=, cuda_graphs=) configures the PyTorch backend; None values are
+    the defaults, and other backends refuse anything else (their precision is fixed at export/build).
+    """
     name = backend_for_path(path, backend)
+    torch_mode = {key: value for key, value in torch_mode.items() if value is not None}
+    if torch_mode and name != "torch" and torch_mode != {"precision": "fp32"}:
+        options = ", ".join(f"{key}={value}" for key, value in sorted(torch_mode.items()))
+        raise BackendError(f"{options} applies to the PyTorch backend (.ckpt/.pt/.pth) only; a {name} model's "
+                           f"precision is chosen at export/build time")
     if name == "tensorrt":
         from .trt_backend import TensorRTBackend
 
@@ -47,4 +56,4 @@ def create_backend(path: str | Path, backend: str = "auto", device: str | None =
         return OnnxRuntimeBackend(path, device=device, providers=providers)
     from .torch_backend import TorchBackend
 
-    return TorchBackend.from_checkpoint(path, device=device)
+    return TorchBackend.from_checkpoint(path, device=device, **torch_mode)

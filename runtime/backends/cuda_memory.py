@@ -6,6 +6,7 @@ accepted. Every call returns `(err, *values)`; `check` turns a non-success code 
 
 from __future__ import annotations
 
+import ctypes
 from types import ModuleType
 from typing import Any
 
@@ -38,8 +39,8 @@ def check(cudart: ModuleType, result: Any, what: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-class DeviceBuffer:
-    """A device allocation that is reused and only grows (reallocated when a larger tensor comes)."""
+class PinnedBuffer:
+    """Page-locked host memory (cudaMallocHost) that only grows: async copies from/to it really overlap."""
 
     def __init__(self, cudart: ModuleType) -> None:
         self.cudart = cudart
@@ -49,26 +50,65 @@ class DeviceBuffer:
     def ensure(self, nbytes: int) -> int:
         if nbytes > self.nbytes:
             self.free()
+            self.ptr = int(check(self.cudart, self.cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})"))
+            self.nbytes = nbytes
+        return self.ptr
+
+    def view(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A numpy array over the pinned memory (valid until the buffer grows or is freed)."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        raw = (ctypes.c_byte * nbytes).from_address(self.ensure(nbytes))
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            check(self.cudart, self.cudart.cudaFreeHost(self.ptr), "cudaFreeHost")
+        self.ptr, self.nbytes = 0, 0
+
+
+class DeviceBuffer:
+    """A device allocation that is reused and only grows, staged through its own pinned host buffer."""
+
+    def __init__(self, cudart: ModuleType) -> None:
+        self.cudart = cudart
+        self.ptr = 0
+        self.nbytes = 0
+        self.host = PinnedBuffer(cudart)
+
+    def ensure(self, nbytes: int) -> int:
+        if nbytes > self.nbytes:
+            self.free_device()
             self.ptr = int(check(self.cudart, self.cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
             self.nbytes = nbytes
         return self.ptr
 
     def upload(self, array: np.ndarray, stream: Any) -> int:
-        array = np.ascontiguousarray(array)
+        """Copy `array` into pinned staging, then start an async host-to-device copy on `stream`."""
+        staged = self.host.view(array.shape, array.dtype)
+        staged[...] = array
         ptr = self.ensure(array.nbytes)
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(self.cudart, self.cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, kind, stream), "upload")
+        check(self.cudart, self.cudart.cudaMemcpyAsync(ptr, staged.ctypes.data, array.nbytes, kind, stream), "upload")
         return ptr
 
     def download(self, out: np.ndarray, stream: Any) -> np.ndarray:
+        """Async device-to-host copy into pinned staging, wait for `stream`, then fill `out`."""
+        staged = self.host.view(out.shape, out.dtype)
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check(self.cudart, self.cudart.cudaMemcpyAsync(out.ctypes.data, self.ptr, out.nbytes, kind, stream), "download")
+        check(self.cudart, self.cudart.cudaMemcpyAsync(staged.ctypes.data, self.ptr, out.nbytes, kind, stream), "download")
+        check(self.cudart, self.cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        out[...] = staged
         return out
 
-    def free(self) -> None:
+    def free_device(self) -> None:
         if self.ptr:
             check(self.cudart, self.cudart.cudaFree(self.ptr), "cudaFree")
         self.ptr, self.nbytes = 0, 0
+
+    def free(self) -> None:
+        self.free_device()
+        self.host.free()
 
 
 class CudaStream:

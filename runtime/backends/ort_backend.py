@@ -13,9 +13,10 @@ import numpy as np
 
 from lama_deploy import contract as C
 from lama_deploy.errors import missing_dependency
+from lama_deploy.model_facts import facts_from_session
 
 from ..memory import ORT_CPU_COST, MemoryCost
-from .base import Backend, BackendError, Profile, io_problem
+from .base import Backend, BackendError, Profile
 
 #: Preferred order; only the providers this onnxruntime build offers are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -129,11 +130,9 @@ class OnnxRuntimeBackend(Backend):
         return ORT_CPU_COST if self._cpu_only() else None
 
     def _check_io(self) -> None:
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        problem = io_problem(inputs, outputs)
+        problem = C.io_problem(facts_from_session(self.session, self.path.name))
         if problem:
-            raise BackendError(f"{self.path} cannot be used: {problem}")
+            raise BackendError(problem)
         numpy_types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
         for arg in self.session.get_inputs():
             self._dtypes[arg.name] = numpy_types.get(arg.type, np.float32)
@@ -143,9 +142,9 @@ class OnnxRuntimeBackend(Backend):
         n, _, h, w = (list(image.shape) + [None] * 4)[:4]
         multiple = int(self._metadata.get(C.META_SIZE_MULTIPLE, C.SIZE_MULTIPLE) or C.SIZE_MULTIPLE)
         min_side = int(self._metadata.get(C.META_MIN_SIDE, C.MIN_SIDE) or C.MIN_SIDE)
-        return Profile(min_batch=_dim(n) or 1, max_batch=_dim(n),
-                       min_height=_dim(h) or min_side, min_width=_dim(w) or min_side,
-                       max_height=_dim(h), max_width=_dim(w), size_multiple=multiple)
+        return Profile.ranges(min_batch=_dim(n) or 1, max_batch=_dim(n), min_height=_dim(h) or min_side,
+                              min_width=_dim(w) or min_side, max_height=_dim(h), max_width=_dim(w),
+                              size_multiple=multiple)
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         typed = {name: array.astype(self._dtypes.get(name, np.float32), copy=False) for name, array in feed.items()}

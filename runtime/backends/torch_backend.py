@@ -1,7 +1,8 @@
 """PyTorch backend: runs `lama_model` directly from a checkpoint (or seeded random weights).
 
 This is the only backend that imports torch and lama_model, and it does so when it is created, so the
-edge runtime (ONNX Runtime / TensorRT) never pays for them.
+edge runtime (ONNX Runtime / TensorRT) never pays for them. Precision (fp32 / fp16 / bf16 with the Fourier
+units kept safe) is `torch_precision`; on CUDA, pinned staging and CUDA graphs are `torch_cuda`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from lama_deploy import contract as C
 from lama_deploy.errors import missing_dependency
 
 from .base import Backend, BackendError, Profile
+from .torch_precision import TorchMode, apply_policy, autocast_context, resolve_mode
 
 
 def import_torch():
@@ -43,43 +45,65 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: Any, device: str | None = None, weights: str | None = None,
-                 path: str | Path | None = None) -> None:
+                 path: str | Path | None = None, precision: str | None = None, fp16_policy: str | None = None,
+                 cuda_graphs: bool | str | None = None, graph_cache: int = 8) -> None:
         super().__init__()
         self.torch = import_torch()
         self.model = model
         self.path = Path(path) if path is not None else None
         self._weights = weights
         self.device = resolve_device(device)
+        self.mode: TorchMode = resolve_mode(self.device, precision, fp16_policy, cuda_graphs, graph_cache)
+        self.executor: Any = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | None = None, config: str | None = None) -> "TorchBackend":
+    def from_checkpoint(cls, path: str | Path, device: str | None = None, config: str | None = None,
+                        **mode: Any) -> "TorchBackend":
         device = resolve_device(device)
+        resolve_mode(device, **_mode_args(mode))  # refuse a bad mode before the checkpoint is read
         import lama_model
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist; pass a LaMa .ckpt/.pt/.pth with --model")
         model = lama_model.load_inpainting_model(path, config=config, fourier="torch")
-        return cls(model, device=device, weights=f"checkpoint {path.name}", path=path)
+        return cls(model, device=device, weights=f"checkpoint {path.name}", path=path, **mode)
 
     @classmethod
-    def from_random_weights(cls, config: str = "tiny", seed: int = 0, device: str | None = None) -> "TorchBackend":
+    def from_random_weights(cls, config: str = "tiny", seed: int = 0, device: str | None = None,
+                            **mode: Any) -> "TorchBackend":
         device = resolve_device(device)
+        resolve_mode(device, **_mode_args(mode))
         import lama_model
 
         model = lama_model.random_model(config, seed=seed, fourier="torch")
-        return cls(model, device=device, weights=f"{config}: {lama_model.describe_random_weights(seed)}")
+        return cls(model, device=device, weights=f"{config}: {lama_model.describe_random_weights(seed)}", **mode)
 
     def activate_impl(self) -> None:
-        self.model.to(self.device).eval()
+        self.model = apply_policy(self.model.to(self.device).eval(), self.mode)
+        if self.device.startswith("cuda"):
+            from .torch_cuda import CudaExecutor
+
+            self.executor = CudaExecutor(self.torch, self._forward, self.device, self.mode.cuda_graphs,
+                                         self.mode.graph_cache)
+
+    def _forward(self, image: Any, mask: Any) -> Any:
+        with autocast_context(self.mode):
+            return self.model(image, mask).float()
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self.torch
-        with torch.inference_mode():
-            image = torch.from_numpy(feed[C.IMAGE]).to(self.device)
-            mask = torch.from_numpy(feed[C.MASK]).to(self.device)
-            output = self.model(image, mask)
-        return {C.OUTPUT: output.float().cpu().numpy()}
+        if self.executor is not None:
+            return {C.OUTPUT: self.executor.run(feed)}
+        with self.torch.inference_mode():
+            image = self.torch.from_numpy(feed[C.IMAGE])
+            mask = self.torch.from_numpy(feed[C.MASK])
+            output = self._forward(image, mask)
+        return {C.OUTPUT: output.cpu().numpy()}
+
+    def deactivate_impl(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
 
     @property
     def profile(self) -> Profile:
@@ -90,4 +114,16 @@ class TorchBackend(Backend):
         return self._weights
 
     def describe(self) -> dict[str, Any]:
-        return {"device": self.device, "torch": self.torch.__version__}
+        facts = {"device": self.device, "torch": self.torch.__version__, **self.mode.describe()}
+        if self.executor is not None:
+            facts.update(self.executor.stats())
+        return facts
+
+
+def _mode_args(mode: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `resolve_mode` among a backend's mode options."""
+    names = {"precision": "precision", "fp16_policy": "policy", "cuda_graphs": "cuda_graphs", "graph_cache": "graph_cache"}
+    unknown = set(mode) - set(names)
+    if unknown:
+        raise TypeError(f"unknown PyTorch backend option(s): {', '.join(sorted(unknown))}")
+    return {names[key]: value for key, value in mode.items()}

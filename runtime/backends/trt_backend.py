@@ -1,9 +1,8 @@
 """TensorRT backend: a serialized engine (`.engine` / `.plan`) run with one CUDA stream.
 
-Works with `tensorrt` 8.6 / 10.x / 11.x and `tensorrt_rtx` (picked by `lama_deploy.runtime.trt_import`). Engines
-that have the name-based tensor API (`num_io_tensors`, TensorRT >= 8.5 and every 10+/RTX) run through
-`set_input_shape` / `set_tensor_address` / `execute_async_v3`; older ones through the bindings API
-(`set_binding_shape` / `execute_async_v2`). Device memory comes from `cuda-python`; buffers are
+Works with `tensorrt` 8.6 / 10.x / 11.x and `tensorrt_rtx` (picked by `lama_deploy.runtime.trt_import`) through
+the name-based tensor API (TensorRT >= 8.5): `set_input_shape` / `set_tensor_address` / `execute_async_v3`
+(the project supports nothing older than 8.5, JetPack 5). Device memory comes from `cuda-python`; buffers are
 allocated once and grown only when a larger shape comes. Everything is imported on activation.
 """
 
@@ -16,10 +15,13 @@ from typing import Any
 import numpy as np
 
 from lama_deploy import contract as C
-from lama_deploy.engine_sidecar import read_sidecar, sidecar_flavour, sidecar_weights
+from lama_deploy.engine_sidecar import (
+    K_COMPUTE_CAPABILITY, K_PRECISION, read_sidecar, sidecar_flavour, sidecar_metadata, sidecar_tensorrt, sidecar_weights,
+)
 from lama_deploy.errors import UserError
+from lama_deploy.model_facts import ModelFacts, facts_from_io
 
-from .base import Backend, BackendError, Profile, io_problem
+from .base import Backend, BackendError, Profile
 from .cuda_memory import CudaStream, DeviceBuffer, import_cudart, set_device
 
 ENGINE_SUFFIXES = (".engine", ".plan")
@@ -40,24 +42,6 @@ def explain_load_failure(messages: list[str]) -> str:
     return f"{first[:200]}; {REBUILD_HINT}"
 
 
-def make_logger(trt: ModuleType) -> Any:
-    """A TensorRT logger that keeps errors (for one-line messages) instead of printing them."""
-
-    class CapturingLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if int(severity) <= int(trt.ILogger.Severity.ERROR):
-                self.errors.append(str(msg))
-            elif int(severity) == int(trt.ILogger.Severity.WARNING):
-                self.warnings.append(str(msg))
-
-    return CapturingLogger()
-
-
 def deserialize_engine(trt: ModuleType, path: Path, logger: Any) -> tuple[Any, Any]:
     """(runtime, engine) or BackendError with the reason in one line."""
     data = path.read_bytes()
@@ -74,37 +58,22 @@ def deserialize_engine(trt: ModuleType, path: Path, logger: Any) -> tuple[Any, A
     return runtime, engine
 
 
-def has_tensor_api(engine: Any) -> bool:
-    return hasattr(engine, "num_io_tensors")
-
-
-def engine_io(trt: ModuleType, engine: Any) -> tuple[list[str], list[str]]:
-    """(input names, output names) of an engine, with either API."""
-    if has_tensor_api(engine):
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-    else:
-        names = [engine.get_binding_name(i) for i in range(engine.num_bindings)]
-        inputs = [n for i, n in enumerate(names) if engine.binding_is_input(i)]
-    return inputs, [n for n in names if n not in inputs]
+def engine_facts(trt: ModuleType, engine: Any, name: str) -> ModelFacts:
+    """Names, dims and dtypes of a deserialized engine's I/O tensors."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    dims = {n: tuple(engine.get_tensor_shape(n)) for n in names}
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    return facts_from_io(name, "engine", {n: dims[n] for n in inputs},
+                         {n: dims[n] for n in names if n not in inputs})
 
 
 def engine_profile(engine: Any) -> Profile:
     """The image input's range in optimisation profile 0 (a static engine: its one shape)."""
-    if has_tensor_api(engine):
-        static = tuple(engine.get_tensor_shape(C.IMAGE))
-        if all(d > 0 for d in static):
-            return Profile.from_shapes(static, static, static)
-        low, opt, high = (tuple(s) for s in engine.get_tensor_profile_shape(C.IMAGE, 0))
-    else:
-        low, opt, high = (tuple(s) for s in engine.get_profile_shape(0, C.IMAGE))
+    static = tuple(engine.get_tensor_shape(C.IMAGE))
+    if all(d > 0 for d in static):
+        return Profile.from_shapes(static, static, static)
+    low, opt, high = (tuple(s) for s in engine.get_tensor_profile_shape(C.IMAGE, 0))
     return Profile.from_shapes(low, high, opt)
-
-
-def tensor_dtype(trt: ModuleType, engine: Any, name: str) -> Any:
-    if has_tensor_api(engine):
-        return trt.nptype(engine.get_tensor_dtype(name))
-    return trt.nptype(engine.get_binding_dtype(engine.get_binding_index(name)))
 
 
 class TensorRTBackend(Backend):
@@ -129,7 +98,7 @@ class TensorRTBackend(Backend):
 
     def load_engine(self) -> None:
         """Deserialize and check the engine (no CUDA buffers yet): the part that fails on a bad file."""
-        from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
+        from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt, make_logger
 
         try:
             self.trt = import_tensorrt(self.flavour)
@@ -137,9 +106,9 @@ class TensorRTBackend(Backend):
             raise BackendError(f"cannot run TensorRT engine {self.path.name}: {exc}") from None
         self.logger = make_logger(self.trt)
         self.runtime, self.engine = deserialize_engine(self.trt, self.path, self.logger)
-        problem = io_problem(*engine_io(self.trt, self.engine))
+        problem = C.io_problem(engine_facts(self.trt, self.engine, self.path.name))
         if problem:
-            raise BackendError(f"engine {self.path} cannot be used: {problem}")
+            raise BackendError(problem)
         self._profile = engine_profile(self.engine)
 
     def activate_impl(self) -> None:
@@ -161,15 +130,11 @@ class TensorRTBackend(Backend):
                                f"{explain_load_failure(self.logger.errors)}")
         self.stream = CudaStream(cudart)
         self.buffers = {name: DeviceBuffer(cudart) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
-        self.dtypes = {name: tensor_dtype(self.trt, self.engine, name) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
+        self.dtypes = {name: self.trt.nptype(self.engine.get_tensor_dtype(name)) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {name: np.ascontiguousarray(feed[name], dtype=self.dtypes[name]) for name in C.INPUT_NAMES}
-        if has_tensor_api(self.engine):
-            output = self._infer_tensors(inputs)
-        else:
-            output = self._infer_bindings(inputs)
-        return {C.OUTPUT: output.astype(np.float32, copy=False)}
+        return {C.OUTPUT: self._infer_tensors(inputs).astype(np.float32, copy=False)}
 
     def _infer_tensors(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         ctx, stream = self.context, self.stream.handle
@@ -181,24 +146,6 @@ class TensorRTBackend(Backend):
         output = np.empty(tuple(ctx.get_tensor_shape(C.OUTPUT)), dtype=self.dtypes[C.OUTPUT])
         ctx.set_tensor_address(C.OUTPUT, self.buffers[C.OUTPUT].ensure(output.nbytes))
         if not ctx.execute_async_v3(self.stream.ptr()):
-            raise RuntimeError(f"TensorRT inference failed: {self._last_error()}")
-        self.buffers[C.OUTPUT].download(output, stream)
-        self.stream.synchronize()
-        return output
-
-    def _infer_bindings(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        engine, ctx, stream = self.engine, self.context, self.stream.handle
-        bindings = [0] * engine.num_bindings
-        for name, array in inputs.items():
-            index = engine.get_binding_index(name)
-            if not ctx.set_binding_shape(index, array.shape):
-                raise BackendError(f"shape {array.shape} of {name} is outside the engine's profile "
-                                   f"{self._profile.as_dict()}")
-            bindings[index] = self.buffers[name].upload(array, stream)
-        out_index = engine.get_binding_index(C.OUTPUT)
-        output = np.empty(tuple(ctx.get_binding_shape(out_index)), dtype=self.dtypes[C.OUTPUT])
-        bindings[out_index] = self.buffers[C.OUTPUT].ensure(output.nbytes)
-        if not ctx.execute_async_v2(bindings, self.stream.ptr()):
             raise RuntimeError(f"TensorRT inference failed: {self._last_error()}")
         self.buffers[C.OUTPUT].download(output, stream)
         self.stream.synchronize()
@@ -231,9 +178,9 @@ class TensorRTBackend(Backend):
 
         facts: dict[str, Any] = {"device": self.device or "cuda:0"}
         if self.trt is not None and self.engine is not None:
-            facts.update(flavour=flavour_of(self.trt), tensorrt=version_of(self.trt),
-                         api="tensors (execute_async_v3)" if has_tensor_api(self.engine) else "bindings (execute_async_v2)")
-        for key in ("precision", "config", "built_with", "gpu"):
-            if key in self.sidecar:
-                facts[key] = self.sidecar[key]
+            facts.update(flavour=flavour_of(self.trt), tensorrt=version_of(self.trt), api="tensors (execute_async_v3)")
+        if self.sidecar:
+            facts.update(precision=self.sidecar.get(K_PRECISION), built_with=sidecar_tensorrt(self.sidecar),
+                         config=sidecar_metadata(self.sidecar).get(C.META_CONFIG),
+                         compute_capability=self.sidecar.get(K_COMPUTE_CAPABILITY))
         return facts

@@ -13,10 +13,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lama_deploy.export.build_engine import build_engine, inspect_engine, main, sidecar_path
-from lama_deploy.export.trt_builder import (
-    ConfigOptions, Features, Profile, create_config, create_network, make_profiles, pin_fp32_layers,
-)
+from lama_deploy.engine_sidecar import sidecar_path, verify_sidecar
+from lama_deploy.export.build_engine import build_engine, main
+from lama_deploy.export.trt_builder import ConfigOptions, Features, create_config, create_network, pin_fp32_layers
+from lama_deploy.profiles import Profile, make_profiles
 from lama_deploy.export.validate import GPU_SKIP_REASON, cuda_device_count
 from lama_deploy import contract as C
 from lama_model import random_model
@@ -77,7 +77,7 @@ def _check_sidecar(engine: Path, onnx_path: Path, precision: str, profiles: list
 def test_tiny_fp32_engine_ahead_of_time_with_sidecar(tiny_engine: Path, tiny_onnx: Path) -> None:
     sidecar = _check_sidecar(tiny_engine, tiny_onnx, "fp32", [PROFILE])
     assert sidecar["lama"][C.META_CONFIG] == "tiny" and sidecar["host"]["machine"]
-    assert inspect_engine(tiny_engine)["engine_sha256"] == sidecar["engine_sha256"]
+    assert verify_sidecar(tiny_engine)["engine_sha256"] == sidecar["engine_sha256"]
 
 
 @requires_rtx
@@ -165,7 +165,7 @@ def test_dft_graph_is_rejected_by_the_tensorrt_rtx_parser(tmp_path: Path, capsys
     from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     path = tmp_path / "dft.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fft="dft")
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fourier="dft")
     assert "DFT" in {node.op_type for node in onnx.load(str(path)).graph.node}
     assert main([str(path), "-o", str(tmp_path / "dft.engine"), "--compute-capability", "8.9"]) == 2
     lines = _error_lines(capsys)
@@ -272,7 +272,7 @@ def test_fp16_pins_fourier_units_helpers_and_pre_post_processing_to_fp32() -> No
         "on_shape": _Layer("/generator/x/fu/Cast", [_Tensor("float32")], [_Tensor("int32", shape_tensor=True)]),
     }
     network = SimpleNamespace(num_layers=len(layers), get_layer=lambda i: list(layers.values())[i])
-    pinned = pin_fp32_layers(FAKE_TRT8, network, ("/fu/",), "/generator/")
+    pinned = pin_fp32_layers(FAKE_TRT8, network)
     assert pinned == 4
     for key in ("fu_matmul", "fu_cos", "helper", "composite"):
         assert layers[key].precision == "float32" and layers[key].output_types == {0: "float32"}, key
@@ -303,6 +303,7 @@ def test_big_lama_engine_ahead_of_time(request, precision: str, tmp_path: Path) 
 
 
 @pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.skipif(cuda_device_count() == 0, reason=GPU_SKIP_REASON)
 def test_engine_inference_matches_pytorch_on_gpu(tiny_onnx: Path, tiny_model, tmp_path: Path) -> None:
     from lama_deploy.export.validate import validate_onnx

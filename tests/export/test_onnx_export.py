@@ -103,9 +103,9 @@ def test_big_lama_onnxruntime_matches_torch_fft(big_lama_onnx: Path, big_lama_mo
 
 def test_dense_matmul_export_is_tensorrt_clean_and_matches_torch_fft(tmp_path: Path, tiny_model: InpaintingModel) -> None:
     path = tmp_path / "dense.onnx"
-    result = export_inpainting_onnx(path, model=tiny_model, config="tiny", fft="matmul-dense")
+    result = export_inpainting_onnx(path, model=tiny_model, config="tiny", fourier="matmul-dense")
     model = onnx.load(str(path))
-    assert result.fft == "matmul-dense" == read_metadata(model)[C.META_FOURIER]
+    assert result.fourier == "matmul-dense" == read_metadata(model)[C.META_FOURIER]
     assert tensorrt_violations(model) == [] and symbolic_dims(model)[C.IMAGE] == ["N", 3, "H", "W"]
     session = _session(path)
     for shape in [(1, 200, 328), (2, 128, 128), (1, 512, 512)]:
@@ -114,7 +114,7 @@ def test_dense_matmul_export_is_tensorrt_clean_and_matches_torch_fft(tmp_path: P
 
 def test_dft_op_graph_runs_in_onnxruntime_but_breaks_tensorrt_rules(tmp_path: Path, tiny_model: InpaintingModel) -> None:
     path = tmp_path / "dft.onnx"
-    result = export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fft="dft")
+    result = export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fourier="dft")
     assert "TensorRT before 11.2" in result.warnings[0]
     model = onnx.load(str(path))
     assert sum(n.op_type == "DFT" for n in model.graph.node) == 4 * 4  # 4 per Fourier unit, 2 blocks x 2 FFCs

@@ -185,6 +185,7 @@ def test_big_lama_fp32_and_fp16(big_lama_onnx: Path, big_lama_model, big_lama_fp
 
 
 @pytest.mark.gpu
+@pytest.mark.tensorrt
 @pytest.mark.skipif(cuda_device_count() == 0, reason=GPU_SKIP_REASON)
 def test_tensorrt_runner_on_gpu(tiny_onnx: Path, tiny_model, tmp_path: Path) -> None:
     report = validate_onnx(tiny_onnx, model=tiny_model, shapes=[(1, 256, 256)], out_dir=tmp_path)

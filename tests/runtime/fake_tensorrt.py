@@ -32,6 +32,8 @@ class FakeCudart:
         self.allocations: dict[int, ctypes.Array] = {}
         self.mallocs: list[int] = []
         self.freed: list[int] = []
+        self.host_mallocs: list[int] = []
+        self.host_freed: list[int] = []
         self.device = None
 
     def cudaMalloc(self, nbytes):  # noqa: N802
@@ -43,6 +45,17 @@ class FakeCudart:
     def cudaFree(self, ptr):  # noqa: N802
         self.allocations.pop(ptr)
         self.freed.append(ptr)
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMallocHost(self, nbytes):  # noqa: N802
+        buffer = ctypes.create_string_buffer(nbytes)
+        self.allocations[ctypes.addressof(buffer)] = buffer
+        self.host_mallocs.append(nbytes)
+        return self.cudaError_t.cudaSuccess, ctypes.addressof(buffer)
+
+    def cudaFreeHost(self, ptr):  # noqa: N802
+        self.allocations.pop(ptr)
+        self.host_freed.append(ptr)
         return (self.cudaError_t.cudaSuccess,)
 
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):  # noqa: N802
@@ -125,46 +138,6 @@ class TensorEngine:
 
     def create_execution_context(self):
         return TensorContext()
-
-
-class BindingContext:
-    def __init__(self) -> None:
-        self.shapes = {}
-
-    def set_binding_shape(self, index, shape):
-        self.shapes[NAMES[index]] = tuple(shape)
-        return _in_profile(tuple(shape))
-
-    def get_binding_shape(self, index):
-        return self.shapes[C.IMAGE]
-
-    def execute_async_v2(self, bindings, stream):
-        _run(self.shapes, dict(zip(NAMES, bindings)))
-        return True
-
-
-class BindingEngine:
-    """TensorRT 8.x before the tensor API: bindings."""
-
-    num_bindings = len(NAMES)
-
-    def get_binding_name(self, i):
-        return NAMES[i]
-
-    def binding_is_input(self, i):
-        return i < 2
-
-    def get_binding_index(self, name):
-        return NAMES.index(name)
-
-    def get_binding_dtype(self, index):
-        return "float32"
-
-    def get_profile_shape(self, profile, name):
-        return PROFILE
-
-    def create_execution_context(self):
-        return BindingContext()
 
 
 class TensorIOMode(enum.Enum):

@@ -12,7 +12,7 @@ from lama_deploy import contract as C
 from lama_deploy.errors import UserError
 from lama_deploy.runtime import Inpainter
 from lama_deploy.runtime.backends import BackendError, backend_for_path, create_backend
-from lama_deploy.runtime.backends.base import io_problem, is_random_weights
+from lama_deploy.model_facts import facts_from_io
 from lama_deploy.runtime.backends.ort_backend import OnnxRuntimeBackend, choose_providers
 
 FEED = {C.IMAGE: np.random.default_rng(0).random((1, 3, 16, 24), dtype=np.float32),
@@ -53,7 +53,7 @@ def test_backend_lifecycle_and_feed_checks(tiny_onnx):
     with pytest.raises(RuntimeError, match="not active"):
         backend.infer(FEED)
     with backend:
-        assert backend.is_active and backend.input_range().min_height == C.MIN_SIDE
+        assert backend.is_active and backend.profile.min_height == C.MIN_SIDE
         out = backend.infer({C.IMAGE: FEED[C.IMAGE].astype(np.float64), C.MASK: FEED[C.MASK]})[C.OUTPUT]
         assert out.shape == (1, 3, 16, 24) and out.dtype == np.float32
         np.testing.assert_allclose(out, FEED[C.IMAGE], atol=1e-6)  # empty mask: the model passes the image through
@@ -73,7 +73,7 @@ def test_onnx_that_is_not_lama_is_refused(tmp_path):
     with pytest.raises(BackendError) as excinfo:
         Inpainter.from_path(path)
     message = str(excinfo.value)
-    assert "\n" not in message and "not an exported LaMa model" in message and "['x']" in message
+    assert "\n" not in message and "is not a lama-deploy inpainting model" in message and "['x']" in message
 
 
 def test_corrupt_or_missing_onnx_is_one_line(tmp_path):
@@ -87,10 +87,14 @@ def test_corrupt_or_missing_onnx_is_one_line(tmp_path):
 
 
 def test_io_contract_and_random_weights_label():
-    assert io_problem(["mask", "image"], ["inpainted"]) is None
-    assert "not an exported LaMa model" in io_problem(["input"], ["output"])
-    assert is_random_weights("random weights (seed 0) - NOT trained LaMa") and is_random_weights(C.RANDOM_WEIGHTS_LABEL)
-    assert not is_random_weights("checkpoint big-lama.ckpt") and not is_random_weights(None)
+    nchw = (-1, 3, -1, -1)
+    assert C.io_problem(facts_from_io("m.onnx", "onnx", {"mask": (-1, 1, -1, -1), "image": nchw}, {"inpainted": nchw})) is None
+    assert "m.onnx is not a lama-deploy inpainting model" in C.io_problem(facts_from_io("m.onnx", "onnx", {"input": nchw},
+                                                                                           {"output": nchw}))
+    assert C.is_random_weights("random weights (seed 0) - NOT trained LaMa") and C.is_random_weights(C.RANDOM_WEIGHTS_LABEL)
+    assert C.is_random_weights({C.META_RANDOM_SEED: "3", C.META_WEIGHTS: "in-memory model"})
+    assert not C.is_random_weights("checkpoint big-lama.ckpt") and not C.is_random_weights(None)
+    assert not C.is_random_weights({C.META_WEIGHTS: "checkpoint big-lama.ckpt"})
 
 
 def test_torch_backend_loads_a_checkpoint(tmp_path, tiny_model, tiny_onnx):

@@ -34,12 +34,12 @@ def test_direct_pads_only_to_the_size_multiple():
 def test_small_images_are_padded_up_to_the_minimum():
     plan = plan_image(_hole(5, 30, (0, 0, 2, 2)), Profile().usable())
     assert (plan.strategy, plan.tensor_size) == ("pad", (16, 32))
-    plan = plan_image(_hole(20, 20, (0, 0, 2, 2)), Profile(min_height=64, min_width=40).usable())
+    plan = plan_image(_hole(20, 20, (0, 0, 2, 2)), Profile.ranges(min_height=64, min_width=40).usable())
     assert (plan.strategy, plan.tensor_size) == ("pad", (64, 40))
 
 
 def test_large_images_crop_a_size_rule_window_around_the_mask():
-    plan = plan_image(_hole(300, 200, (140, 50, 160, 70)), Profile(max_height=128, max_width=128).usable(), margin=20)
+    plan = plan_image(_hole(300, 200, (140, 50, 160, 70)), Profile.ranges(max_height=128, max_width=128).usable(), margin=20)
     assert plan.strategy == "crop"
     region = plan.region
     # hole 20 px + 2 * margin (20 rounded up to 24) = 68 -> next multiple of 8 = 72, centred on the hole
@@ -48,7 +48,7 @@ def test_large_images_crop_a_size_rule_window_around_the_mask():
 
 
 def test_crop_window_is_capped_by_the_maximum_and_keeps_axes_that_fit():
-    plan = plan_image(_hole(100, 1000, (10, 500, 90, 520)), Profile(max_height=256, max_width=256).usable(), margin=128)
+    plan = plan_image(_hole(100, 1000, (10, 500, 90, 520)), Profile.ranges(max_height=256, max_width=256).usable(), margin=128)
     assert plan.strategy == "crop"
     assert (plan.region.top, plan.region.bottom) == (0, 100)  # the height fits: whole axis
     assert plan.region.width == 256 and plan.region.left <= 500 and plan.region.right >= 520
@@ -56,7 +56,7 @@ def test_crop_window_is_capped_by_the_maximum_and_keeps_axes_that_fit():
 
 
 def test_mask_wider_than_the_maximum_is_resized():
-    plan = plan_image(_hole(200, 400, (50, 10, 150, 390)), Profile(max_height=64, max_width=64).usable(), margin=8)
+    plan = plan_image(_hole(200, 400, (50, 10, 150, 390)), Profile.ranges(max_height=64, max_width=64).usable(), margin=8)
     assert plan.strategy == "resize"
     assert plan.region == Box(42, 2, 158, 398)
     assert plan.model_size == (116 * 64 // 396, 64)  # scaled by 64/396 with the aspect ratio kept
@@ -72,18 +72,18 @@ def test_axis_window_geometry():
 
 
 def test_downscaled_keeps_the_aspect_ratio():
-    assert downscaled(1000, 500, Profile(max_height=100, max_width=100)) == (100, 50)
-    assert downscaled(10, 5000, Profile(max_width=64)) == (1, 64)
+    assert downscaled(1000, 500, Profile.ranges(max_height=100, max_width=100)) == (100, 50)
+    assert downscaled(10, 5000, Profile.ranges(max_width=64)) == (1, 64)
 
 
 def test_profile_usable_rounds_bounds_inward():
-    usable = Profile(min_height=10, min_width=17, max_height=100, max_width=63).usable()
+    usable = Profile.ranges(min_height=10, min_width=17, max_height=100, max_width=63).usable()
     assert (usable.min_height, usable.min_width, usable.max_height, usable.max_width) == (16, 24, 96, 56)
-    assert Profile(max_height=8).is_empty() and not Profile(max_height=16).is_empty()
+    assert Profile.ranges(max_height=8).is_empty() and not Profile.ranges(max_height=16).is_empty()
 
 
 def test_profile_override_only_narrows():
-    base = Profile(min_height=16, min_width=16, max_height=512, max_width=512, max_batch=4)
+    base = Profile.ranges(min_height=16, min_width=16, max_height=512, max_width=512, max_batch=4)
     narrowed = profile_from_override(base, {"min": (32, 48), "max": (1024, 256), "max_batch": 8})
     assert (narrowed.min_height, narrowed.min_width, narrowed.max_height, narrowed.max_width) == (32, 48, 512, 256)
     assert narrowed.max_batch == 4

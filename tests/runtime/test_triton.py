@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lama_deploy import contract as C
+from lama_deploy.engine_sidecar import verify_sidecar
 from lama_deploy.runtime import triton, triton_repo
 
 # --- a minimal protobuf text-format reader ------------------------------------------------------------------
@@ -81,7 +82,7 @@ def parse_pbtxt(text: str) -> dict[str, list]:
 def _fake_engine(folder: Path, max_n: int = 4, min_n: int = 1, flavour: str = "tensorrt", batch_dim: int = -1,
                  dtype: str = "float", profiles: list | None = None) -> Path:
     """Engine bytes are opaque to triton-repo; the sidecar is the builder's format (export.build_engine)."""
-    from lama_deploy.export.trt_builder import Profile
+    from lama_deploy.profiles import Profile
 
     engine = folder / "lama.engine"
     engine.write_bytes(b"\x00fake-plan" * 100)
@@ -90,7 +91,7 @@ def _fake_engine(folder: Path, max_n: int = 4, min_n: int = 1, flavour: str = "t
           for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
     sidecar = {"format": 1, "engine": engine.name, "engine_bytes": engine.stat().st_size,
                "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
-               "tensorrt": {"flavour": flavour, "version": "10.8.0.43"}, "profiles": [p.as_dict() for p in profiles],
+               "tensorrt": {"flavour": flavour, "version": "10.8.0.43"}, "profiles": [p.as_lists() for p in profiles],
                "io": io, "lama": {C.META_WEIGHTS: C.RANDOM_WEIGHTS_LABEL}}
     (folder / "lama.engine.json").write_text(json.dumps(sidecar))
     return engine
@@ -176,11 +177,11 @@ def test_engine_repository_uses_plan_and_sidecar_label(tmp_path: Path) -> None:
 
 
 def test_engine_batch_range_spans_every_profile(tmp_path: Path) -> None:
-    from lama_deploy.export.trt_builder import Profile
+    from lama_deploy.profiles import Profile
 
     profiles = [Profile((1, 64, 64), (1, 256, 256), (2, 512, 512)), Profile((1, 512, 512), (1, 1024, 1024), (3, 2048, 2048))]
     engine = _fake_engine(tmp_path, profiles=profiles)
-    assert triton.engine_batch_range(triton.read_engine_sidecar(engine)) == (1, 3)
+    assert triton.engine_batch_range(verify_sidecar(engine)) == (1, 3)
     with pytest.raises(triton.UserError, match="exceeds the engine's profile max batch 3"):
         triton.write_triton_repo(engine, tmp_path / "repo", max_batch=4)
     assert triton.write_triton_repo(engine, tmp_path / "repo", max_batch=3).max_batch_size == 3
@@ -215,11 +216,11 @@ def _has_tensorrt_rtx() -> bool:
 def test_real_builder_sidecar(tiny_onnx: Path, tmp_path: Path) -> None:
     """The sidecar `lama-deploy build` really writes: read, RTX refused, the same engine as TensorRT accepted."""
     from lama_deploy.export.build_engine import build_engine
-    from lama_deploy.export.trt_builder import Profile
+    from lama_deploy.profiles import Profile
 
     engine = tmp_path / "tiny.engine"
     build_engine(tiny_onnx, engine, profiles=[Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))], flavour="tensorrt_rtx")
-    sidecar = triton.read_engine_sidecar(engine)
+    sidecar = verify_sidecar(engine)
     assert triton.engine_batch_range(sidecar) == (1, 2)
     with pytest.raises(triton.UserError, match="TensorRT-RTX engine"):
         triton.write_triton_repo(engine, tmp_path / "repo", max_batch=2)

@@ -11,9 +11,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lama_deploy.export.trt_builder import Profile, make_profiles
+from lama_deploy.profiles import Profile, make_profiles
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
+from lama_deploy.export.polygraphy_hooks import HOOK_SCRIPT
 from lama_deploy.scripts.trtexec_commands import (
     REMOVED_FLAGS, TARGETS, OnnxFacts, generate_scripts, main, polygraphy_command, read_onnx_facts, render,
     trtexec_command,
@@ -159,18 +160,20 @@ def test_render_keeps_placeholders_expandable() -> None:
 
 
 def test_polygraphy_hook_script_imports_from_a_bare_checkout(tmp_path: Path) -> None:
-    """The generated polygraphy lines load export/trt_builder.py as a script: it must work uninstalled."""
+    """The generated polygraphy lines load export/polygraphy_hooks.py as a script: it must work uninstalled."""
     import shutil
     import sys
 
-    for folder in ("lama_deploy", "export"):
+    for folder in ("lama_deploy", "export", "runtime", "scripts"):
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    load = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('trt_builder', sys.argv[1]); "
-            "module = importlib.util.module_from_spec(spec); sys.modules['trt_builder'] = module; "
-            "spec.loader.exec_module(module); print(module.C.__file__)")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    load = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('hooks', sys.argv[1]); "
+            "module = importlib.util.module_from_spec(spec); sys.modules['hooks'] = module; "
+            "spec.loader.exec_module(module); print(module.polygraphy_pin_fp32, file=sys.stderr); "
+            "print(sys.modules['lama_deploy.contract'].__file__)")
     # -S: no site-packages (so no editable install); -P: not the working directory either, as for the
     # polygraphy entry point. Only the script's own path setup can make lama_deploy importable.
-    done = subprocess.run([sys.executable, "-S", "-P", "-c", load, str(tmp_path / "export" / "trt_builder.py")],
+    done = subprocess.run([sys.executable, "-S", "-P", "-c", load, str(tmp_path / HOOK_SCRIPT)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == str(tmp_path / "lama_deploy" / "contract.py")

@@ -1,0 +1,159 @@
+"""Precision and execution modes of the PyTorch backend, validated once, and the fp16/bf16 safety policy.
+
+fp16/bf16 run under `torch.autocast`, with the Fourier units kept safe the same way as the fp16 export:
+
+- "fourier-fp32" (default): every `FourierUnit` runs with autocast off, on a float32 copy of its input.
+  With trained weights the spectrum passes fp16's range (65504) from about 768x768; in fp32 it cannot.
+- "fourier-scaled": `lama_model.precision.fold_fourier_scale` folds an exact scale into the weights
+  around each unit so that its fp16 intermediates stay in range; the units then run in fp16 too. Offered
+  only when that function exists in this lama_model.
+
+fp16 needs a GPU (CPU autocast supports bfloat16 only); bf16 runs on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lama_deploy import contract as C
+
+from .base import BackendError
+
+PRECISIONS = C.TORCH_PRECISIONS
+DEFAULT_POLICY = "fourier-fp32"
+#: CUDA-graph switch values of the CLI / server ("auto": on for CUDA, off for CPU).
+GRAPH_CHOICES = ("auto", "on", "off")
+
+
+def fp16_policies() -> tuple[str, ...]:
+    """The fp16/bf16 safety policies this lama_model offers ("fourier-scaled" only if it can fold the scale)."""
+    try:
+        from lama_model import precision as lama_precision
+    except ImportError:
+        return (DEFAULT_POLICY,)
+    declared = tuple(getattr(lama_precision, "FP16_POLICIES", (DEFAULT_POLICY,)))
+    if not hasattr(lama_precision, "fold_fourier_scale"):
+        declared = tuple(p for p in declared if p != "fourier-scaled")
+    return declared or (DEFAULT_POLICY,)
+
+
+@dataclass(frozen=True)
+class TorchMode:
+    """How the PyTorch backend runs: device, precision, fp16 policy and CUDA graphs (all checked)."""
+
+    device: str
+    precision: str = "fp32"
+    policy: str | None = None       # None for fp32
+    cuda_graphs: bool = False
+    graph_cache: int = 8            # graphs kept (one per padded batch/shape), least recently used evicted
+    note: str | None = None         # a one-line remark for the user (graphs ignored on CPU, ...)
+
+    @property
+    def autocast_dtype(self) -> Any:
+        import torch
+
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+
+    def describe(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {"precision": self.precision, "cuda_graphs": self.cuda_graphs}
+        if self.policy:
+            facts["fp16_policy"] = self.policy
+        return facts
+
+
+def resolve_mode(device: str, precision: str | None = None, policy: str | None = None,
+                 cuda_graphs: bool | str | None = None, graph_cache: int = 8) -> TorchMode:
+    """Check the combination and fill the defaults; every refusal is one line naming the way out."""
+    precision = precision or "fp32"
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    on_cuda = device.startswith("cuda")
+    if precision == "fp16" and not on_cuda:
+        raise BackendError("--precision fp16 needs a CUDA device (CPU autocast has no float16 kernels); "
+                           "use --device cuda, or --precision bf16 / fp32 on CPU")
+    if precision == "fp32":
+        if policy not in (None, DEFAULT_POLICY):
+            raise BackendError(f"fp16 policy {policy!r} applies to fp16/bf16 only; drop it or pick --precision fp16")
+        policy = None
+    else:
+        offered = fp16_policies()
+        policy = policy or DEFAULT_POLICY
+        if policy not in offered:
+            raise BackendError(f"unknown fp16 policy {policy!r}; this lama_model offers {', '.join(offered)}")
+    graphs, note = _resolve_graphs(cuda_graphs, on_cuda, device)
+    if graph_cache < 1:
+        raise BackendError("the CUDA-graph cache must hold at least 1 graph")
+    return TorchMode(device, precision, policy, graphs, graph_cache, note)
+
+
+def _resolve_graphs(value: bool | str | None, on_cuda: bool, device: str) -> tuple[bool, str | None]:
+    if isinstance(value, str):
+        if value not in GRAPH_CHOICES:
+            raise BackendError(f"--cuda-graphs takes {', '.join(GRAPH_CHOICES)}, not {value!r}")
+        value = None if value == "auto" else value == "on"
+    if value is None:
+        note = None if on_cuda else "CUDA graphs are off on CPU (they need a CUDA device)"
+        return on_cuda, note
+    if value and not on_cuda:
+        raise BackendError(f"--cuda-graphs on needs a CUDA device, not {device!r}; use --device cuda or "
+                           "--cuda-graphs off")
+    return bool(value), None
+
+
+# --- applying the policy to a model -------------------------------------------------------------------------
+
+def fourier_units(model: Any) -> list[Any]:
+    from lama_model.ffc import FourierUnit
+
+    return [m for m in model.modules() if isinstance(m, FourierUnit)]
+
+
+def _fp32_forward(forward: Any, device_type: str) -> Any:
+    import torch
+
+    def forward_fp32(x: Any) -> Any:
+        # Autocast off inside the unit: conv, BatchNorm and both transforms see float32.
+        with torch.autocast(device_type, enabled=False):
+            return forward(x.float())
+
+    forward_fp32.lama_fp32_island = True  # type: ignore[attr-defined]
+    return forward_fp32
+
+
+def apply_policy(model: Any, mode: TorchMode) -> Any:
+    """Prepare `model` (in place) for `mode`: fp32 islands around the Fourier units, or the folded scale."""
+    if mode.policy == "fourier-fp32":
+        device_type = "cuda" if mode.device.startswith("cuda") else "cpu"
+        for unit in fourier_units(model):
+            if not getattr(unit.forward, "lama_fp32_island", False):
+                unit.forward = _fp32_forward(unit.forward, device_type)
+    elif mode.policy == "fourier-scaled":
+        from lama_model.precision import choose_fourier_scale, fold_fourier_scale
+
+        result = fold_fourier_scale(model, choose_fourier_scale())  # the export's default scale
+        model = result if result is not None else model
+    return model
+
+
+def autocast_context(mode: TorchMode) -> Any:
+    """The autocast scope of one forward (a no-op context for fp32)."""
+    import contextlib
+
+    import torch
+
+    if mode.autocast_dtype is None:
+        return contextlib.nullcontext()
+    device_type = "cuda" if mode.device.startswith("cuda") else "cpu"
+    # No weight-cast cache: CUDA-graph capture requires it off (PyTorch's CUDA-graph notes), and one
+    # inference reuses a weight only once anyway.
+    return torch.autocast(device_type, dtype=mode.autocast_dtype, cache_enabled=False)
+
+
+def add_mode_arguments(parser: Any) -> None:
+    """`--precision` and `--cuda-graphs` for `lama-deploy inpaint` and `lama-deploy serve` (PyTorch backend)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="PyTorch backend (.ckpt): fp32 (default), fp16 (CUDA) or bf16 autocast with the "
+                             "Fourier units kept in fp32")
+    parser.add_argument("--cuda-graphs", choices=GRAPH_CHOICES, default=None,
+                        help="PyTorch backend: replay captured CUDA graphs per input shape (default auto: on CUDA)")

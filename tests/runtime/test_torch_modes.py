@@ -1,0 +1,141 @@
+"""The PyTorch backend's precision / CUDA-graph modes on CPU: validation, policy placement, CLI/server/API."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from lama_deploy.runtime.backends import BackendError, create_backend
+from lama_deploy.runtime.backends import torch_precision as tp
+from lama_deploy.runtime.backends.torch_backend import TorchBackend
+from lama_deploy.runtime.inpainter import Inpainter
+from lama_model import random_model
+
+
+def _pair(h=40, w=52, seed=0):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[8:24, 10:30] = 255
+    return rgb, mask
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"precision": "fp16"}, "--precision fp16 needs a CUDA device"),
+    ({"precision": "fp8"}, "unknown precision 'fp8'"),
+    ({"cuda_graphs": "on"}, "--cuda-graphs on needs a CUDA device"),
+    ({"cuda_graphs": "maybe"}, "--cuda-graphs takes auto, on, off"),
+    ({"precision": "bf16", "policy": "no-such-policy"}, "unknown fp16 policy"),
+    ({"precision": "fp32", "policy": "fourier-scaled"}, "applies to fp16/bf16 only"),
+])
+def test_mode_matrix_refusals_are_one_line(kwargs, message):
+    with pytest.raises(BackendError, match=message) as excinfo:
+        tp.resolve_mode("cpu", **kwargs)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_mode_defaults_per_device():
+    cpu = tp.resolve_mode("cpu")
+    assert (cpu.precision, cpu.policy, cpu.cuda_graphs) == ("fp32", None, False) and "off on CPU" in cpu.note
+    assert tp.resolve_mode("cpu", "bf16").policy == "fourier-fp32"
+    cuda = tp.resolve_mode("cuda", "fp16", cuda_graphs="auto")  # validation only: nothing touches a GPU
+    assert (cuda.precision, cuda.policy, cuda.cuda_graphs) == ("fp16", "fourier-fp32", True)
+    assert tp.resolve_mode("cuda:1", cuda_graphs=False).cuda_graphs is False
+    assert tp.PRECISIONS == ("fp32", "fp16", "bf16")
+
+
+def test_scaled_policy_offered_only_when_lama_model_folds(monkeypatch):
+    folded = []
+    stub = types.ModuleType("lama_model.precision")
+    stub.FP16_POLICIES = ("fourier-fp32", "fourier-scaled")
+    stub.fold_fourier_scale = lambda model, scale: folded.append(scale) or model
+    monkeypatch.setitem(sys.modules, "lama_model.precision", stub)
+    monkeypatch.setattr("lama_model.precision", stub, raising=False)
+    mode = tp.resolve_mode("cpu", "bf16", policy="fourier-scaled")
+    model = random_model("tiny", seed=0)
+    assert tp.apply_policy(model, mode) is model and folded == [tp.FOURIER_SCALE]
+    del stub.fold_fourier_scale
+    assert tp.fp16_policies() == ("fourier-fp32",)
+    with pytest.raises(BackendError, match="offers fourier-fp32"):
+        tp.resolve_mode("cpu", "bf16", policy="fourier-scaled")
+
+
+def test_bf16_policy_keeps_fourier_units_fp32_and_convs_bf16():
+    """Forward hooks record each module's output dtype under the backend's autocast."""
+    model = random_model("tiny", seed=0).eval()
+    mode = tp.resolve_mode("cpu", "bf16")
+    tp.apply_policy(model, mode)
+    tp.apply_policy(model, mode)  # idempotent: no island inside an island
+    seen: dict[str, set] = {"fourier": set(), "conv": set(), "fourier_conv": set()}
+    units = set(tp.fourier_units(model))
+    inner = {m for u in units for m in u.modules()}
+
+    def record(kind):
+        return lambda _m, _i, out: seen[kind].add(out.dtype)
+
+    hooks = [u.register_forward_hook(record("fourier")) for u in units]
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            hooks.append(m.register_forward_hook(record("fourier_conv" if m in inner else "conv")))
+    image, mask = torch.rand(1, 3, 64, 64), (torch.rand(1, 1, 64, 64) > 0.7).float()
+    with torch.inference_mode(), tp.autocast_context(mode):
+        out = model(image, mask)
+    for hook in hooks:
+        hook.remove()
+    assert len(units) > 0 and seen["fourier"] == {torch.float32} and seen["fourier_conv"] == {torch.float32}
+    assert seen["conv"] == {torch.bfloat16}
+    assert out.dtype == torch.float32 and torch.equal(out[mask.expand_as(out) == 0], image[mask.expand_as(out) == 0])
+
+
+def test_bf16_on_cpu_matches_fp32_outside_and_close_inside():
+    rgb, mask = _pair()
+    results = {}
+    for precision in ("fp32", "bf16"):
+        with Inpainter.from_random_weights("tiny", device="cpu", precision=precision) as inpainter:
+            results[precision] = np.asarray(inpainter.inpaint(rgb, mask).image)
+            assert inpainter.backend.describe()["precision"] == precision
+    outside = mask == 0
+    for image in results.values():
+        assert np.array_equal(image[outside], rgb[outside])
+    hole_error = np.abs(results["bf16"].astype(int) - results["fp32"].astype(int))[~outside].mean()
+    assert hole_error <= 3.0  # levels of 255; tiny random weights, bf16 has 8 mantissa bits
+
+
+def test_create_backend_routes_modes(tmp_path):
+    path = tmp_path / "tiny.pth"
+    torch.save(random_model("tiny", seed=0).state_dict(), path)
+    backend = create_backend(path, device="cpu", precision="bf16", cuda_graphs="off")
+    assert isinstance(backend, TorchBackend) and backend.mode.precision == "bf16"
+    with pytest.raises(BackendError, match="fp16 needs a CUDA device"):
+        create_backend(path, device="cpu", precision="fp16")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"")
+    with pytest.raises(BackendError, match="applies to the PyTorch backend"):
+        create_backend(onnx, precision="bf16")
+    with pytest.raises(TypeError, match="unknown PyTorch backend option"):
+        TorchBackend.from_random_weights("tiny", device="cpu", colour="blue")
+
+
+def test_cli_and_server_accept_the_options(tmp_path, capsys):
+    from lama_deploy.runtime import cli, server
+
+    args = server.build_parser().parse_args(["--model", "m.pth", "--precision", "bf16", "--cuda-graphs", "off"])
+    assert (args.precision, args.cuda_graphs) == ("bf16", "off")
+    path = tmp_path / "tiny.pth"
+    torch.save(random_model("tiny", seed=0).state_dict(), path)
+    from PIL import Image
+
+    rgb, mask = _pair()
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    base = [str(tmp_path / "in.png"), str(tmp_path / "mask.png"), "--model", str(path), "--device", "cpu"]
+    assert cli.main(base + ["-o", str(tmp_path / "out.png"), "--precision", "bf16"]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert np.array_equal(out[mask == 0], rgb[mask == 0])
+    code = cli.main(base + ["-o", str(tmp_path / "bad.png"), "--precision", "fp16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and "fp16 needs a CUDA device" in err[-1] and not (tmp_path / "bad.png").exists()
