@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="context kept around the mask when cropping large images (pixels)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
+    parser.add_argument("--max-memory", default="auto", help="host memory one inference may take, e.g. 4GB, 512MB "
+                        "(CPU backends; bigger images are cropped/downscaled to fit, or refused); default: "
+                        "70%% of the memory available, 'none' for no budget")
     add_mode_arguments(parser)
     return parser
 
@@ -115,7 +118,8 @@ def _load_inpainter(args: argparse.Namespace):
                         "or run `lama-deploy demo` to try the random-weights demo")
     inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=args.max_pixels,
                                     threshold=args.threshold, max_side=args.max_side, context_margin=args.margin,
-                                    precision=args.precision, cuda_graphs=args.cuda_graphs)
+                                    precision=args.precision, cuda_graphs=args.cuda_graphs,
+                                    max_memory=args.max_memory)
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
               f"the output is a plumbing demo, not inpainting", file=sys.stderr)

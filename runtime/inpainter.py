@@ -26,8 +26,9 @@ from lama_deploy import contract as C
 
 from .backends import Backend, BackendError, Profile, create_backend, profile_from_override
 from .images import DEFAULT_MAX_PIXELS, ImageSource, LoadedImage, check_threshold, load_hole, load_image, to_output_image
+from .memory import MemoryBudgetExceeded, format_bytes, host_cost, max_side_for, resolve_budget
 from .preprocess import make_feed, output_to_images
-from .strategy import DEFAULT_CONTEXT_MARGIN, Plan, plan_image
+from .strategy import DEFAULT_CONTEXT_MARGIN, Plan, plan_image, tensor_size
 
 
 class InferenceError(BackendError):
@@ -65,8 +66,10 @@ class Inpainter:
 
     def __init__(self, backend: Backend, model_path: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  threshold: float = 0, profile: Any = None, max_side: int | None = None,
-                 context_margin: int = DEFAULT_CONTEXT_MARGIN) -> None:
+                 context_margin: int = DEFAULT_CONTEXT_MARGIN, max_memory: str | int | None = "auto") -> None:
         check_threshold(threshold)
+        #: host bytes one inference may take (None: no budget); "auto" = a share of the memory available now
+        self.max_memory = resolve_budget(max_memory)
         self.backend = backend
         self.model_path = Path(model_path) if model_path is not None else None
         self.max_pixels = int(max_pixels)
@@ -76,6 +79,7 @@ class Inpainter:
         self._max_side = max_side
         backend.activate()
         try:
+            self.memory_cost = host_cost(backend)  # None on GPU backends: device memory is theirs to report
             self.profile = self._effective_profile()
         except Exception:
             backend.deactivate()
@@ -93,13 +97,14 @@ class Inpainter:
                   providers: Sequence[Any] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, threshold: float = 0,
                   profile: Any = None, max_side: int | None = None,
                   context_margin: int = DEFAULT_CONTEXT_MARGIN, precision: str | None = None,
-                  cuda_graphs: bool | str | None = None) -> "Inpainter":
+                  cuda_graphs: bool | str | None = None, max_memory: str | int | None = "auto") -> "Inpainter":
         """`.engine`/`.plan` -> TensorRT, `.onnx` -> ONNX Runtime, `.ckpt`/`.pt`/`.pth` -> PyTorch (or `backend=`).
 
-        `precision` (fp32/fp16/bf16) and `cuda_graphs` (True/False/"auto") apply to the PyTorch backend."""
+        `precision` (fp32/fp16/bf16) and `cuda_graphs` (True/False/"auto") apply to the PyTorch backend;
+        `max_memory` is the host-memory budget of one inference (see `lama_deploy.runtime.memory`)."""
         instance = create_backend(path, backend=backend, device=device, providers=providers, precision=precision,
                                   cuda_graphs=cuda_graphs)
-        return cls(instance, path, max_pixels, threshold, profile, max_side, context_margin)
+        return cls(instance, path, max_pixels, threshold, profile, max_side, context_margin, max_memory)
 
     @classmethod
     def from_random_weights(cls, config: str = "tiny", seed: int = 0, device: str | None = None,
@@ -131,6 +136,7 @@ class Inpainter:
             "max_pixels": self.max_pixels,
             "threshold": self.threshold,
             "context_margin": self.context_margin,
+            "max_memory": self.max_memory if self.memory_cost else None,
         }
         facts.update(self.backend.describe())
         return facts
@@ -154,7 +160,7 @@ class Inpainter:
         started = time.perf_counter()
         loaded = load_image(image, self.max_pixels)
         hole = load_hole(mask, (loaded.width, loaded.height), threshold, self.max_pixels)
-        job = _Job(loaded, hole, plan_image(hole, self.profile, self.context_margin), started)
+        job = _Job(loaded, hole, self._plan(hole), started)
         if job.plan.strategy == "empty-mask":
             return job
         rows, cols = job.plan.region.slices
@@ -163,14 +169,38 @@ class Inpainter:
             job.rgb, job.region_hole = _downscale(job.rgb, job.region_hole, job.plan.model_size)
         return job
 
+    def _plan(self, hole: np.ndarray) -> Plan:
+        """The size strategy's plan, within the memory budget: a tensor too big for it narrows the profile
+        to the largest square that fits, so the image is cropped or downscaled instead (or refused)."""
+        if self.max_memory is None or self.memory_cost is None:
+            return plan_image(hole, self.profile, self.context_margin)
+        side = max_side_for(self.memory_cost, self.max_memory, hole.size, self.profile.size_multiple)
+        height, width = tensor_size(*hole.shape, self.profile)
+        if height * width <= side * side:
+            return plan_image(hole, self.profile, self.context_margin)
+        narrowed = self.profile.narrowed(max_side=side)
+        if narrowed.is_empty():
+            raise MemoryBudgetExceeded(f"the memory budget of {format_bytes(self.max_memory)} (--max-memory) allows "
+                                       f"at most {side}x{side}, below this model's minimum input; raise --max-memory")
+        plan = plan_image(hole, narrowed.usable(), self.context_margin)
+        plan.notes.append(f"memory budget {format_bytes(self.max_memory)} (--max-memory): fed at most {side}x{side}")
+        return plan
+
+    def _batch_step(self, height: int, width: int, count: int) -> int:
+        """Images per model call: the backend's maximum, and no more than the memory budget holds."""
+        step = self.profile.max_batch or count or 1
+        if self.max_memory is not None and self.memory_cost is not None:
+            step = min(step, max(1, self.memory_cost.max_tensor_pixels(self.max_memory) // (height * width)))
+        return step
+
     def _run(self, jobs: list[_Job]) -> None:
         """Group the jobs by tensor size and run each group in batches the backend accepts."""
         groups: dict[tuple[int, int], list[_Job]] = {}
         for job in jobs:
             if job.plan.strategy != "empty-mask":
                 groups.setdefault(job.plan.tensor_size, []).append(job)
-        step = self.profile.max_batch or len(jobs) or 1
         for (height, width), group in groups.items():
+            step = self._batch_step(height, width, len(group))
             for start in range(0, len(group), step):
                 chunk = group[start:start + step]
                 feed = make_feed([j.rgb for j in chunk], [j.region_hole for j in chunk], height, width)

@@ -25,9 +25,18 @@ class ServerLimits:
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS  # the runtime's, so `serve` and `inpaint` agree
     queue_size: int = 64
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = 120.0  # reading the body, waiting in the queue and running, together
+    max_memory: int | None = None  # host bytes for all inference workers together (None: no budget)
+    header_timeout_s: float = 10.0  # a connection must complete its request headers within this
+    max_connections: int = 128  # uvicorn's limit_concurrency: beyond it requests get 503
+    max_idle_connections: int = 32  # connections waiting for headers; one more closes the oldest
 
     def __post_init__(self) -> None:
+        if self.header_timeout_s <= 0:
+            raise ValueError(f"--header-timeout must be > 0 seconds, got {self.header_timeout_s}")
+        if self.max_connections < 2 or self.max_idle_connections < 1:
+            raise ValueError(f"--max-connections must be >= 2 (got {self.max_connections}) and --max-idle-connections"
+                             f" >= 1 (got {self.max_idle_connections})")
         if self.max_body_bytes < 1024:
             raise ValueError(f"--max-body-mb is too small ({self.max_body_bytes} bytes); allow at least 1 KiB")
         if self.max_pixels < 1:

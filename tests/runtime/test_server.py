@@ -334,7 +334,8 @@ def test_unexpected_failure_is_500_without_internals(caplog) -> None:
     with caplog.at_level("ERROR", logger="lama_deploy.server"):
         (response,) = asyncio.run(_post_many(app, 1, _sample(32, 32, seed=6)))
     assert response.status_code == 500
-    assert response.json() == {"error": "inpainting failed on the server (RuntimeError); see the server log"}
+    assert response.json() == {"error": "inpainting failed on the server (internal error); the details are in the "
+                                        "server log"}
     assert any(record.exc_info and "secret path" in str(record.exc_info[1]) for record in caplog.records)
 
 
