@@ -187,6 +187,20 @@ def check_exif(exif: str) -> str:
     return exif
 
 
+def upright_size(data: bytes, size: tuple[int, int], exif: str = DEFAULT_EXIF) -> tuple[int, int]:
+    """(width, height) of an image file once loaded: swapped for EXIF orientations 5-8 when exif="apply".
+
+    Reads the header only (the server checks sizes before anything is decoded)."""
+    if check_exif(exif) == "keep":
+        return size
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            orientation = _exif_orientation(img)
+    except Exception:  # the size check already opened it; an odd header keeps the stored size
+        return size
+    return (size[1], size[0]) if 5 <= orientation <= 8 else size
+
+
 def oriented(img: Image.Image, exif: str, name: str, notes: list[str]) -> Image.Image:
     """The image turned upright by its EXIF orientation tag (exif="apply"), or as stored (exif="keep")."""
     orientation = _exif_orientation(img)

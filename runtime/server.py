@@ -1,6 +1,6 @@
 """`lama-deploy serve`: a small HTTP server in front of the Inpainter (FastAPI + uvicorn).
 
-    POST /inpaint   multipart files `image` and `mask` (+ optional field `threshold`) -> image/png
+    POST /inpaint   multipart files `image` and `mask` (+ optional field `threshold`: a number or `iopaint`) -> image/png
                     headers X-Inpaint-Strategy, X-Inpaint-Backend, X-Inpaint-Seconds, X-Inpaint-Weights
     GET  /health    backend, model, weights label, profile ranges, size rule, limits, uptime, request counts
 
@@ -24,7 +24,8 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
 
-from .images import DEFAULT_MAX_PIXELS, InpaintInputError
+from .images import DEFAULT_MAX_PIXELS, InpaintInputError, upright_size
+from .input_options import add_input_options, input_options
 from .server_limits import (RequestRejected, ServerLimits, check_content_length,
                             check_same_size, checked_size, limited_receive, parse_threshold)
 from .server_pool import InferencePool, PoolFull, PoolTimeout
@@ -123,9 +124,11 @@ async def _read_form(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, 
     return uploads[C.IMAGE], uploads[C.MASK], threshold
 
 
-def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int) -> None:
-    """Header-only checks of both uploads; the worker decodes them with the runtime's own loader."""
-    check_same_size(checked_size(image_bytes, C.IMAGE, max_pixels), checked_size(mask_bytes, C.MASK, max_pixels))
+def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int, exif: str = "keep") -> None:
+    """Header-only checks of both uploads (sizes as the loader will see them, EXIF orientation included);
+    the worker decodes them with the runtime's own loader."""
+    image_size, mask_size = checked_size(image_bytes, C.IMAGE, max_pixels), checked_size(mask_bytes, C.MASK, max_pixels)
+    check_same_size(upright_size(image_bytes, image_size, exif), upright_size(mask_bytes, mask_size, exif))
 
 
 def _encode_png(result: Any, weights: str) -> bytes:
@@ -180,7 +183,7 @@ async def _inpaint(request: Any, state: ServerState) -> Any:
     state.pool.refuse_if_full()  # before reading an upload we could not queue anyway
     image_bytes, mask_bytes, threshold = await _read_form(request, state.limits)
     # headers only, but a PNG may carry megabytes of chunks before its pixels: keep it off the event loop
-    await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels)
+    await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels, state.info.get("exif", "keep"))
     slot = state.pool.admit()
     try:
         result = await state.pool.run(slot, image_bytes, mask_bytes, threshold, state.limits.request_timeout_s)
@@ -267,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a request may wait and run "
                         "(default: 120)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_input_options(parser)  # --threshold (default for requests without one), --exif, --strategy, ...
     return parser
 
 
@@ -298,8 +302,9 @@ def load_inpainters(args: argparse.Namespace, limits: ServerLimits) -> list[Any]
     """One Inpainter per worker: each owns its session / execution context, so workers never share one."""
     from .inpainter import Inpainter
 
-    return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels)
-            for _ in range(args.workers_per_model)]
+    options = input_options(args)
+    return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels,
+                                **options) for _ in range(args.workers_per_model)]
 
 
 @cli_entry("lama-deploy serve")
