@@ -87,7 +87,8 @@ def iopaint_crop_box(box: tuple[int, int, int, int], margin: int, height: int, w
     """IOPaint's `_crop_box` for a hole box (top, left, bottom, right): grown by `margin`, kept inside the image.
 
     Restated from iopaint/model/base.py: centre the grown box on the hole, shift it back inside when it
-    sticks out of one edge (to keep the context size), then clip.
+    sticks out of one edge (to keep the context size), then clip; widened to the hole's box where
+    IOPaint's integer halving would cut its last row or column (only possible with margin 0).
     """
     top, left, bottom, right = box
     cx, cy = (left + right) // 2, (top + bottom) // 2
@@ -102,7 +103,8 @@ def iopaint_crop_box(box: tuple[int, int, int, int], margin: int, height: int, w
         b += -_t
     if _b > height:
         t -= _b - height
-    return max(t, 0), max(l, 0), min(b, height), min(r, width)
+    # IOPaint's halving ends the box at right + margin - 1 for an odd hole width: never cut the hole itself
+    return min(max(t, 0), top), min(max(l, 0), left), max(min(b, height), bottom), max(min(r, width), right)
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
