@@ -13,9 +13,10 @@ Strategies a user picks (`StrategyOptions.strategy`, `--strategy`):
 
 What ran is reported per image (`Plan.strategy`): `direct` (whole image, padded to the size multiple),
 `pad` (padded up to the model's minimum), `crop`, `window`, `resize`, `empty-mask` (nothing to do;
-the model is not run). Whatever was asked, a run that does not fit the model's size range or the
-pixel budget (`pixel_budget`: largest H x W per model input, for a memory budget) falls back to a
-window around its holes sized to the limits, else to a downscaled copy of that area.
+the model is not run). Whatever was asked, an image that does not fit the model's size range or the
+pixel budget (`pixel_budget`: largest H x W per model input, for a memory budget) is cut into crops
+when its holes form several regions, and any run that still does not fit falls back to a window
+around its holes sized to the limits, else to a downscaled copy of that area.
 """
 
 from __future__ import annotations
@@ -242,12 +243,24 @@ def _plan(strategy: str, runs: list[Run], whole: Box, notes: list[str] | None = 
     return Plan(strategy, runs, notes, (whole.height, whole.width))
 
 
-def _plan_crop(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
-    regions = crop_regions(hole, options.margin)
+def _plan_crop(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, why: str,
+               regions: list | None = None) -> Plan:
+    regions = crop_regions(hole, options.margin) if regions is None else regions
     runs = [_area_run(hole, Box(*crop), profile, options) for crop, _ in regions]
-    note = (f"crop strategy: {len(runs)} region(s) around the holes (margin {options.margin} px), "
-            f"image long side {max(whole.height, whole.width)} > trigger {options.crop_trigger}")
-    return _plan("crop", runs, whole, [note])
+    return _plan("crop", runs, whole, [f"crop strategy: {len(runs)} region(s) around the holes "
+                                       f"(margin {options.margin} px), {why}"])
+
+
+def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
+    """The whole image if it fits; else one crop per region when there are several, else a window."""
+    run = _full_size_run(whole, profile, options.pixel_budget)
+    if run is None:
+        regions = crop_regions(hole, options.margin)
+        if len(regions) > 1:  # separate holes: crops around each are smaller than one window around all
+            return _plan_crop(hole, profile, options, whole, "the whole image is above the model's size range or "
+                                                             "the pixel budget", regions)
+        run = _limited_run(hole, whole, profile, options)
+    return _plan("whole", [run], whole)
 
 
 def _plan_window(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
@@ -281,12 +294,12 @@ def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | No
     long_side = max(height, width)
     name = options.strategy
     if name in ("auto", "crop") and long_side > options.crop_trigger:
-        return _plan_crop(hole, profile, options, whole)
+        return _plan_crop(hole, profile, options, whole, f"long side {long_side} > trigger {options.crop_trigger}")
     if name == "window" and long_side > options.crop_trigger:
         return _plan_window(hole, profile, options, whole)
     if name == "resize" and long_side > options.resize_limit:
         return _plan_resize(profile, options, whole)
-    return _plan("whole", [_area_run(hole, whole, profile, options)], whole)
+    return _plan_whole(hole, profile, options, whole)
 
 
 # -- cutting the inputs and pasting the results ----------------------------------------------------------
