@@ -157,5 +157,7 @@ def test_soft_mask_warning_threshold_preset_and_exif_options(tmp_path, tiny_onnx
     assert "note: warning" not in out and "(direct," in out
     written = np.asarray(Image.open(tmp_path / "b.png"))
     np.testing.assert_array_equal(written[soft <= 127], rgb[soft <= 127])
-    assert main(args + [str(tmp_path / "c.png"), "--threshold", "soft"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + [str(tmp_path / "c.png"), "--threshold", "soft"])
+    assert exit_info.value.code == 2
     assert "neither a number nor a preset" in capsys.readouterr().err
