@@ -8,8 +8,10 @@
         print(result.strategy, result.backend, result.seconds, result.notes)
 
 Images and masks may be file paths, bytes, PIL images or uint8 numpy arrays. Pixels outside the mask
-are returned bit-identical to the input. Sizes outside the model's range are handled by padding,
-cropping around the mask or downscaling (see `lama_deploy.runtime.strategy`); the result says which ran.
+are returned bit-identical to the input. Images above 800 px are inpainted one crop per hole region
+(IOPaint's Crop; `strategy=` picks crop, window, resize or whole), sizes outside the model's range are
+handled by padding, cropping around the mask or downscaling (see `lama_deploy.runtime.strategy`); the
+result says which ran. Photos are turned upright by their EXIF orientation (`exif="keep"` to not).
 """
 
 from __future__ import annotations
