@@ -1,6 +1,6 @@
 """LaMa's FFC inpainting generator in PyTorch, weight-compatible with the official checkpoints."""
 
-from .checkpoint import CheckpointError, UnsafeCheckpointError, load_inpainting_model
+from .checkpoint import CheckpointError, Limits, UnsafeCheckpointError, load_inpainting_model, read_checkpoint
 from .configs import CONFIGS, DEFAULT_CONFIG, GeneratorConfig, get_config
 from .ffc import FFCResNetGenerator
 from .fourier import FOURIER_MODES
@@ -9,8 +9,8 @@ from .random_weights import describe_random_weights, randomize_weights
 
 __all__ = [
     "CONFIGS", "DEFAULT_CONFIG", "FOURIER_MODES", "CheckpointError", "FFCResNetGenerator", "GeneratorConfig",
-    "InpaintingModel", "UnsafeCheckpointError", "build_generator", "describe_random_weights", "get_config",
-    "load_inpainting_model", "randomize_weights", "set_fourier_mode",
+    "InpaintingModel", "Limits", "UnsafeCheckpointError", "build_generator", "describe_random_weights", "get_config",
+    "load_inpainting_model", "randomize_weights", "read_checkpoint", "set_fourier_mode",
 ]
 
 

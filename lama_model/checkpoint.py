@@ -7,210 +7,170 @@ Three layouts are accepted, all found by shape rather than by one hard-coded pre
 - the TorchScript `big-lama.pt` of IOPaint / lama-cleaner: its weights are read from the archive's pickled
   module tree; its code is never compiled or run.
 
-Safety: pickles are read with a restricted unpickler. Tensor rebuilding and plain containers are allowed;
-a call to anything that can execute code (os, subprocess, builtins.eval, ...) is refused with
-`UnsafeCheckpointError`; any other foreign object (a config class of a library that is not installed)
-becomes an inert placeholder, so its tensors still load.
+Safety (docs/security.md): pickles are read by safe_pickle's restricted, bounded unpickler under
+pickle_policy's table; zip records are read only when referenced and only after their size is checked against
+the tensor they back; keys and shapes are checked against the configuration (on a meta-device model) before the
+generator is allocated. Every problem is one CheckpointError line.
 """
 
 from __future__ import annotations
 
-import collections
-import copyreg
-import io
-import pickle
 import zipfile
+import zlib
+from collections import deque
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .configs import GeneratorConfig, get_config
+from .configs import CONFIGS, GeneratorConfig, get_config
 from .ffc import FFCResNetGenerator
 from .inpainting import InpaintingModel
+from .checkpoint_records import (DEFAULT_LIMITS, CheckpointError, Limits, Record, StorageType, UnsafeCheckpointError,
+                                 describe_error, short)
+from .safe_pickle import Placeholder, unpickle
+
+__all__ = ["CheckpointError", "Limits", "UnsafeCheckpointError", "load_inpainting_model", "read_checkpoint"]
 
 ANCHOR_KEY = "model.1.ffc.convl2l.weight"
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
+_RECORD_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, KeyError)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one line that says what to do."""
+# --- reading the file ---------------------------------------------------------------------------------------
+
+class _ZipRecords:
+    """Reads the archive's tensor data records on demand: only the records the pickle references, each
+    checked against the size the pickle gives it before anything is decompressed."""
+
+    def __init__(self, archive: zipfile.ZipFile, root: str, source: str, limits: Limits) -> None:
+        self._archive, self._root, self._source, self._limits = archive, root, source, limits
+        self._cache: dict[str, Record] = {}
+        # Compressed records may expand this much in total (torch writes them uncompressed).
+        self._inflate_budget = limits.max_decompression_ratio * max(1, archive.fp.seek(0, 2)) + (16 << 20)
+
+    def __call__(self, pid: Any) -> Record:
+        if type(pid) is not tuple or len(pid) != 5 or pid[0] != "storage" or not isinstance(pid[1], StorageType):
+            raise CheckpointError(f"{self._source}: unsupported tensor data reference; re-save it with torch.save")
+        dtype, key, numel = pid[1].dtype, pid[2], pid[4]
+        if type(key) is not str or type(numel) is not int or numel < 0:
+            raise CheckpointError(f"{self._source}: malformed tensor data reference")
+        if key not in self._cache:
+            self._cache[key] = Record(self._read(f"{self._root}/data/{key}", numel * dtype.itemsize), dtype)
+        record = self._cache[key]
+        if record.storage.nbytes() != numel * dtype.itemsize:
+            raise CheckpointError(f"{self._source}: data record {short(key)} is used with two different sizes")
+        return Record(record.storage, dtype)
+
+    def _read(self, name: str, expected: int) -> torch.UntypedStorage:
+        info = member_info(self._archive, name, self._source)
+        if info.file_size != expected:
+            raise CheckpointError(f"{self._source}: data record {short(name)} holds {info.file_size} bytes but its "
+                                  f"tensor storage needs {expected}; the file is truncated or crafted")
+        if info.compress_type != zipfile.ZIP_STORED:
+            self._inflate_budget -= info.file_size
+            if self._inflate_budget < 0:
+                raise UnsafeCheckpointError(f"{self._source}: its compressed records expand more than "
+                                            f"{self._limits.max_decompression_ratio}x; the file is crafted")
+        if not expected:
+            return torch.UntypedStorage(0)
+        buffer = bytearray(expected)
+        with self._archive.open(info) as member:
+            if member.readinto(buffer) != expected or member.read(1):
+                raise CheckpointError(f"{self._source}: data record {short(name)} is truncated")
+        # Zero-copy: the tensors view the bytes read from the file (copied once more only by load_state_dict).
+        return torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage()
 
 
-class UnsafeCheckpointError(CheckpointError):
-    """The pickle asks to call something that can execute code."""
-
-
-# --- restricted unpickling -------------------------------------------------------------------------------
-
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
-    ("torch._tensor", "_rebuild_from_type_v2"): torch._tensor._rebuild_from_type_v2,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
-    ("torch", "Size"): torch.Size,
-    ("torch", "Tensor"): torch.Tensor,
-    ("torch", "device"): torch.device,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("builtins", "complex"): complex,
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,
-}
-for _dtype_name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool"):
-    _ALLOWED_GLOBALS[("torch", _dtype_name)] = getattr(torch, _dtype_name)
-
-# Modules whose callables can run code or touch the system: a pickle that names them is refused.
-_FORBIDDEN_MODULES = (
-    "os", "posix", "nt", "subprocess", "sys", "builtins", "__builtin__", "shutil", "socket", "importlib",
-    "runpy", "pty", "code", "codeop", "ctypes", "pickle", "_pickle", "marshal", "types", "operator",
-    "functools", "io", "webbrowser", "platform", "multiprocessing", "asyncio", "threading", "signal",
-    "tempfile", "pathlib", "glob", "urllib", "http", "requests", "torch", "numpy", "pdb", "timeit",
-)
-
-
-class _OpaqueMeta(type):
-    def __call__(cls, *args, **kwargs):
-        # Unknown classes are re-created from their data, never from their own code.
-        return cls.__new__(cls)
-
-
-class _Opaque(metaclass=_OpaqueMeta):
-    """Inert stand-in for a class the checkpoint references; it keeps the pickled state."""
-
-    def __new__(cls, *args, **kwargs):
-        obj = object.__new__(cls)
-        obj.__dict__["_state"] = None
-        obj.__dict__["_items"] = {}
-        obj.__dict__["_list"] = []
-        return obj
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["_state"] = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._items[key] = value
-
-    def append(self, value: Any) -> None:
-        self._list.append(value)
-
-    def extend(self, values: Any) -> None:
-        self._list.extend(values)
-
-
-def _opaque_class(module: str, name: str) -> type:
-    return _OpaqueMeta(name, (_Opaque,), {"__module__": f"opaque.{module}"})
-
-
-def _is_forbidden(module: str) -> bool:
-    root = module.split(".")[0]
-    return root in _FORBIDDEN_MODULES
-
-
-_STORAGE_DTYPES = {
-    "UntypedStorage": torch.uint8, "ByteStorage": torch.uint8, "CharStorage": torch.int8,
-    "ShortStorage": torch.int16, "IntStorage": torch.int32, "LongStorage": torch.int64,
-    "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16, "FloatStorage": torch.float32,
-    "DoubleStorage": torch.float64, "BoolStorage": torch.bool,
-}
-
-
-class _StorageType:
-    """What a pickled `torch.FloatStorage` (etc.) reference resolves to: just its dtype."""
-
-    def __init__(self, name: str) -> None:
-        self.dtype = _STORAGE_DTYPES.get(name)
-        if self.dtype is None:
-            raise UnsafeCheckpointError(f"checkpoint names an unknown storage type torch.{name}")
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, storages: dict[str, torch.UntypedStorage] | None = None,
-                 source: str = "") -> None:
-        super().__init__(file, encoding="utf-8")
-        self._storages = storages
-        self._source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        if module == "torch" and name.endswith("Storage"):
-            return _StorageType(name)
-        if _is_forbidden(module):
-            raise UnsafeCheckpointError(
-                f"refusing to load {self._source}: its pickle calls {module}.{name}, which could execute code; "
-                "only load checkpoints from sources you trust, or re-save the weights as a plain state_dict")
-        return _opaque_class(module, name)
-
-    def persistent_load(self, pid: Any) -> Any:
-        if self._storages is None or not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            raise CheckpointError(f"{self._source}: unsupported persistent record {pid!r:.60}")
-        storage_type, key = pid[1], str(pid[2])
-        if key not in self._storages:
-            raise CheckpointError(f"{self._source}: tensor data record {key} is missing; the file is truncated")
-        return torch.storage.TypedStorage(wrap_storage=self._storages[key], dtype=storage_type.dtype, _internal=True)
-
-
-def _unpickle(data: bytes, storages: dict[str, torch.UntypedStorage] | None, source: str) -> Any:
+def member_info(archive: zipfile.ZipFile, name: str, source: str) -> zipfile.ZipInfo:
+    """The archive member, refused when encrypted or compressed in a way torch never writes."""
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), storages, source).load()
-    except CheckpointError:
-        raise
-    except Exception as exc:  # malformed pickle: report one line, not a stack trace
-        raise CheckpointError(f"cannot read {source}: {type(exc).__name__}: {exc}") from None
+        info = archive.getinfo(name)
+    except KeyError:
+        raise CheckpointError(f"{source}: record {short(name)} is missing; the file is truncated") from None
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{source}: record {short(name)} is encrypted; torch checkpoints never are")
+    if info.compress_type not in _RECORD_COMPRESSION:
+        raise CheckpointError(f"{source}: record {short(name)} uses zip compression method {info.compress_type}; "
+                              "re-save it with torch.save")
+    return info
 
 
-def _read_zip_archive(path: Path) -> Any:
+def _read_zip_archive(path: Path, limits: Limits) -> Any:
     """torch.save (zip) and TorchScript archives: `<root>/data.pkl` plus `<root>/data/<key>` records."""
     with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if not pickles:
             raise CheckpointError(f"{path} is a zip file but not a PyTorch checkpoint (no data.pkl)")
-        root = pickles[0].split("/")[0]
-        storages = {}
-        for name in names:
-            if name.startswith(f"{root}/data/") and not name.endswith("/"):
-                raw = bytearray(archive.read(name))
-                storages[name.rsplit("/", 1)[1]] = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) \
-                    if raw else torch.UntypedStorage(0)
-        return _unpickle(archive.read(pickles[0]), storages, str(path))
+        info = member_info(archive, pickles[0], str(path))
+        if info.file_size > limits.max_pickle_bytes:
+            raise UnsafeCheckpointError(f"{path}: its data.pkl is {info.file_size} bytes "
+                                        f"(limit {limits.max_pickle_bytes}); the file is crafted")
+        with archive.open(info) as member:
+            data = member.read(limits.max_pickle_bytes + 1)
+        records = _ZipRecords(archive, pickles[0].split("/")[0], str(path), limits)
+        return unpickle(data, str(path), records, limits)
 
 
-def read_checkpoint(path: str | Path) -> Any:
-    """The checkpoint's pickled object, read without executing code from it."""
+def read_checkpoint(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """The checkpoint's pickled object, read without executing code from it and within `limits`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}; pass the path of best.ckpt, big-lama.pt or a state_dict")
-    if zipfile.is_zipfile(path):
-        return _read_zip_archive(path)
-    # Legacy (pre-1.6) torch.save files: magic, protocol and sys-info pickles precede the object; not
-    # supported here. A bare pickle of tensors-free data is read as-is.
-    return _unpickle(path.read_bytes(), None, str(path))
+    try:
+        if zipfile.is_zipfile(path):
+            return _read_zip_archive(path, limits)
+        # A bare pickle without tensors is read as-is; legacy (pre-1.6) torch.save files start with a magic
+        # number pickle and are not supported.
+        if path.stat().st_size > limits.max_pickle_bytes:
+            raise UnsafeCheckpointError(f"{path} is not a zip archive and is larger than a pickle may be")
+        obj = unpickle(path.read_bytes(), str(path), None, limits)
+        if type(obj) is int and obj == _LEGACY_MAGIC:
+            raise CheckpointError(f"{path} is in the legacy torch.save format (before PyTorch 1.6), which is not "
+                                  "supported; re-save it with a recent torch.save")
+        return obj
+    except _ZIP_ERRORS as exc:
+        raise CheckpointError(f"cannot read {path}: {describe_error(exc)}; the file is damaged") from None
 
 
 # --- finding the generator's tensors ----------------------------------------------------------------------
 
-def collect_tensors(obj: Any, prefix: str = "", out: dict[str, torch.Tensor] | None = None,
-                    depth: int = 0) -> dict[str, torch.Tensor]:
-    """Every tensor reachable from `obj`, named by its dotted path (dict keys and object attributes)."""
-    out = {} if out is None else out
-    if depth > 32:
-        return out
-    if isinstance(obj, torch.Tensor):
-        out[prefix.rstrip(".")] = obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            collect_tensors(value, f"{prefix}{key}.", out, depth + 1)
-    elif isinstance(obj, _Opaque):
-        for source in (obj._state if isinstance(obj._state, dict) else {}, obj._items):
-            for key, value in source.items():
-                collect_tensors(value, f"{prefix}{key}.", out, depth + 1)
-        if isinstance(obj._state, tuple):  # (state, slotstate) pairs
-            for part in obj._state:
-                collect_tensors(part, prefix, out, depth + 1)
+def _children(obj: Any) -> list[tuple[Any, Any]]:
+    """(name, child) pairs of a dict or a placeholder (its pickled state, items and list)."""
+    if isinstance(obj, dict):
+        return list(obj.items())
+    if not isinstance(obj, Placeholder):
+        return []
+    states = obj._state if type(obj._state) is tuple else (obj._state,)  # (state, slotstate) pairs
+    pairs = [pair for state in states if isinstance(state, dict) for pair in state.items()]
+    return pairs + list(obj._items.items()) + [(str(i), v) for i, v in enumerate(obj._list)]
+
+
+def collect_tensors(obj: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, torch.Tensor]:
+    """Every tensor reachable from `obj` through dicts and object state, named by its dotted path.
+
+    Breadth-first, so a tensor reachable by several paths gets its shortest name; each container is visited
+    once (a shared DAG costs its size, not its number of paths), and depth and node count are bounded.
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    queue: deque[tuple[Any, str, int]] = deque([(obj, "", 0)])
+    while queue:
+        node, prefix, depth = queue.popleft()
+        if isinstance(node, torch.Tensor):
+            out.setdefault(prefix.rstrip("."), node)
+            continue
+        if id(node) in seen or not isinstance(node, (dict, Placeholder)):
+            continue
+        seen.add(id(node))
+        if depth >= limits.max_depth or len(seen) > limits.max_objects:
+            raise UnsafeCheckpointError(f"checkpoint nests objects deeper than {limits.max_depth} levels or holds "
+                                        f"more than {limits.max_objects}; the file is damaged or crafted")
+        for key, child in _children(node):
+            if type(key) in (str, int) and len(str(key)) <= 200:  # longer names are not LaMa keys
+                queue.append((child, f"{prefix}{key}.", depth + 1))
     return out
 
 
@@ -226,28 +186,52 @@ def generator_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(start)}
 
 
+# Bounds of an inferred configuration (the official ones are far inside): nothing larger is ever built.
+MAX_INFERRED_BLOCKS = 64
+MAX_INFERRED_CHANNELS = 16
+MAX_INFERRED_WIDTH = 256  # ngf; big-lama has 64 (its 18 blocks at 256 would be ~0.8 GB of fp32 weights)
+
+
 def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> GeneratorConfig:
-    """Infer width and depth from the tensors themselves."""
+    """Infer width and depth from the tensors themselves, refusing sizes no LaMa generator has."""
     stem = state_dict[ANCHOR_KEY]
+    if stem.dim() != 4:
+        raise CheckpointError(f"{ANCHOR_KEY} has shape {tuple(stem.shape)[:8]}, not a 4-D convolution weight; "
+                              "this is not a LaMa generator")
     ngf, input_nc = int(stem.shape[0]), int(stem.shape[1])
-    n_blocks = len({k.split(".")[1] for k in state_dict if ".conv1.ffc." in k})
-    head = [k for k in state_dict if k.endswith(".weight") and state_dict[k].dim() == 4]
-    output_nc = int(state_dict[sorted(head, key=lambda k: int(k.split(".")[1]))[-1]].shape[0])
-    return GeneratorConfig(input_nc=input_nc, output_nc=output_nc, ngf=ngf, n_blocks=n_blocks)
+    blocks = {k.split(".")[1] for k in state_dict if ".conv1.ffc." in k}
+    heads = [k for k in state_dict if k.endswith(".weight") and state_dict[k].dim() == 4 and k.split(".")[1].isdigit()]
+    head = max(heads, key=lambda k: int(k.split(".")[1]))
+    output_nc = int(state_dict[head].shape[0])
+    limit = MAX_INFERRED_WIDTH
+    if not (0 < ngf <= limit and 0 < input_nc <= MAX_INFERRED_CHANNELS and 0 < output_nc <= MAX_INFERRED_CHANNELS
+            and len(blocks) <= MAX_INFERRED_BLOCKS):
+        raise CheckpointError(f"the weights describe a generator of width {ngf}, {len(blocks)} blocks, {input_nc} "
+                              f"inputs and {output_nc} outputs, outside what the loader builds (width <= {limit}, "
+                              f"<= {MAX_INFERRED_BLOCKS} blocks, <= {MAX_INFERRED_CHANNELS} channels)")
+    return GeneratorConfig(input_nc=input_nc, output_nc=output_nc, ngf=ngf, n_blocks=len(blocks))
+
+
+@lru_cache(maxsize=8)
+def expected_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
+    """Every key and shape of a generator with `config`, from a meta-device model (no memory allocated)."""
+    with torch.device("meta"):
+        generator = FFCResNetGenerator(config)
+    return {k: tuple(v.shape) for k, v in generator.state_dict().items()}
 
 
 def _describe_keys(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
+    shown = ", ".join(short(k, 80) for k in keys[:limit])
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def load_generator_weights(generator: FFCResNetGenerator, state_dict: dict[str, torch.Tensor], name: str) -> None:
-    """strict=True load that reports missing/unexpected keys and shape mismatches by name, in one line."""
-    expected = generator.state_dict()
+def check_weights_fit(state_dict: dict[str, torch.Tensor], config: GeneratorConfig, name: str) -> None:
+    """Every key and shape against `config`, before any module is allocated; one line naming the misfits."""
+    expected = expected_shapes(config)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    mismatched = [f"{k} {tuple(state_dict[k].shape)} vs {shape}"
+                  for k, shape in expected.items() if k in state_dict and tuple(state_dict[k].shape) != shape]
     problems = []
     if missing:
         problems.append(f"missing {_describe_keys(missing)}")
@@ -258,23 +242,30 @@ def load_generator_weights(generator: FFCResNetGenerator, state_dict: dict[str, 
     if problems:
         raise CheckpointError(f"weights do not fit config '{name}': " + "; ".join(problems)
                               + "; pick the config the checkpoint was trained with (or omit --config to infer it)")
+
+
+def load_generator_weights(generator: FFCResNetGenerator, state_dict: dict[str, torch.Tensor], name: str) -> None:
+    """strict=True load that reports missing/unexpected keys and shape mismatches by name, in one line."""
+    check_weights_fit(state_dict, generator.config, name)
     generator.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()},
                               strict=True)
 
 
 def config_name(config: GeneratorConfig) -> str:
-    from .configs import CONFIGS
-
     return next((name for name, cfg in CONFIGS.items() if cfg == config), "custom")
 
 
-def load_inpainting_model(path: str | Path, config: str | None = None, fourier: str = "torch") -> InpaintingModel:
+def load_inpainting_model(path: str | Path, config: str | None = None, fourier: str = "torch",
+                          limits: Limits = DEFAULT_LIMITS) -> InpaintingModel:
     """A ready InpaintingModel (eval mode, fp32, CPU) from any supported checkpoint file.
 
-    `config` names the expected configuration; None infers it from the tensors.
+    `config` names the expected configuration; None infers it (within bounds) from the tensors. Keys and
+    shapes are checked against the configuration before the generator is built.
     """
-    state_dict = generator_state_dict(collect_tensors(read_checkpoint(path)))
+    state_dict = generator_state_dict(collect_tensors(read_checkpoint(path, limits), limits))
     cfg = get_config(config) if config else config_from_state_dict(state_dict)
+    name = config or config_name(cfg)
+    check_weights_fit(state_dict, cfg, name)
     generator = FFCResNetGenerator(cfg, fourier=fourier)
-    load_generator_weights(generator, state_dict, config or config_name(cfg))
+    load_generator_weights(generator, state_dict, name)
     return InpaintingModel(generator).eval()

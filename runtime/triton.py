@@ -1,6 +1,9 @@
 """`lama-deploy triton-repo`: write a Triton Inference Server model repository for an engine or ONNX model.
 
-Layout (Triton's convention, one version "1"):
+Three kinds (`--backend`): `raw` (this module: the model alone, float NCHW tensors), and the raw-image
+repositories `python` and `ensemble` (`triton_repo.py`: uint8 images in and out, as `lama-deploy serve`).
+
+Raw layout (Triton's convention, one version "1"):
 
     DIR/<name>/config.pbtxt
     DIR/<name>/1/model.plan     (TensorRT engine, platform "tensorrt_plan")
@@ -17,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,13 +28,19 @@ from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_tensorrt, sidecar_weights, verify_sidecar
 from lama_deploy.errors import UserError, cli_entry
 
+from .images import DEFAULT_MAX_PIXELS, check_threshold
+from .strategy import DEFAULT_CONTEXT_MARGIN
+from .triton_repo import Enum, assemble, render_pbtxt
+
 #: TensorRT I/O dtypes as the builder's sidecar names them -> Triton's.
 ENGINE_DTYPES = {"float": "TYPE_FP32", "half": "TYPE_FP16"}
 ONNX_DTYPES = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16"}
 PLATFORMS = {".engine": "tensorrt_plan", ".plan": "tensorrt_plan", ".trt": "tensorrt_plan", ".onnx": "onnxruntime_onnx"}
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx"}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: what `--backend` writes (docs/triton.md): the model alone, or raw images in and out
+REPO_KINDS = ("raw", "python", "ensemble")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass
@@ -51,6 +58,8 @@ class TritonModelSpec:
     #: per tensor; the contract's I/O is float32 (the fp16 export keeps fp32 I/O), a model may say otherwise
     data_types: dict[str, str] = field(default_factory=lambda: _fp32_everywhere())
     comments: list[str] = field(default_factory=list)
+    #: (H, W) of a zero-filled batch-of-one warm-up request (TensorRT/ORT allocate on the first call)
+    warmup_size: tuple[int, int] | None = None
 
 
 def _fp32_everywhere() -> dict[str, str]:
@@ -161,25 +170,31 @@ def check_onnx(model: Path) -> tuple[list[str], dict[str, str], str]:
 
 # --- config.pbtxt ------------------------------------------------------------------------------------------
 
-def _tensor_block(name: str, data_type: str) -> str:
-    dims = f"    dims: [ {C.CHANNELS[name]}, -1, -1 ]"
-    return "\n".join(["  {", f'    name: "{name}"', f"    data_type: {data_type}", dims, "  }"])
+def config_fields(spec: TritonModelSpec) -> dict[str, Any]:
+    """Triton's ModelConfig of the raw model as plain fields (written by `render_pbtxt`, as every config here)."""
+    def tensor(name: str) -> dict[str, Any]:
+        return {"name": name, "data_type": Enum(spec.data_types[name]), "dims": [C.CHANNELS[name], -1, -1]}
+
+    batching = None
+    if spec.dynamic_batching:
+        batching = {"preferred_batch_size": spec.preferred_batch_sizes or None,
+                    "max_queue_delay_microseconds": spec.max_queue_delay_us}
+    warmup = None
+    if spec.warmup_size:
+        height, width = spec.warmup_size
+        inputs = [{"key": name, "value": {"data_type": Enum(spec.data_types[name]),
+                                          "dims": [C.CHANNELS[name], height, width], "zero_data": True}}
+                  for name in C.INPUT_NAMES]
+        warmup = [{"name": f"zeros_{height}x{width}", "batch_size": 1, "inputs": inputs}]
+    return {"name": spec.name, "platform": spec.platform, "max_batch_size": spec.max_batch_size,
+            "input": [tensor(n) for n in C.INPUT_NAMES], "output": [tensor(n) for n in C.OUTPUT_NAMES],
+            "instance_group": [{"count": spec.instance_count, "kind": Enum(spec.instance_kind)}],
+            "dynamic_batching": batching, "model_warmup": warmup}
 
 
 def render_config(spec: TritonModelSpec) -> str:
     """config.pbtxt text (protobuf text format of Triton's ModelConfig)."""
-    lines = [f"# {' '.join(line.split())}" for line in spec.comments]  # one line each, always
-    lines += [f'name: "{spec.name}"', f'platform: "{spec.platform}"', f"max_batch_size: {spec.max_batch_size}"]
-    for section, names in (("input", C.INPUT_NAMES), ("output", C.OUTPUT_NAMES)):
-        lines += [f"{section} [", ",\n".join(_tensor_block(name, spec.data_types[name]) for name in names), "]"]
-    lines += ["instance_group [", "  {", f"    count: {spec.instance_count}", f"    kind: {spec.instance_kind}", "  }", "]"]
-    if spec.dynamic_batching:
-        lines.append("dynamic_batching {")
-        if spec.preferred_batch_sizes:
-            lines.append(f"  preferred_batch_size: [ {', '.join(str(n) for n in spec.preferred_batch_sizes)} ]")
-        lines.append(f"  max_queue_delay_microseconds: {spec.max_queue_delay_us}")
-        lines.append("}")
-    return "\n".join(lines) + "\n"
+    return render_pbtxt(config_fields(spec), spec.comments)
 
 
 # --- the repository ----------------------------------------------------------------------------------------
@@ -194,7 +209,7 @@ def platform_for(model: Path) -> str:
 
 def _check_options(name: str, max_batch: int, instances: int, kind: str, platform: str,
                    preferred: Sequence[int], max_queue_delay_us: int) -> None:
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise UserError(f"--name {name!r} is not a valid model folder name; use letters, digits, '_', '-' or '.'")
     if max_batch < 1:
         raise UserError(f"--max-batch must be >= 1, got {max_batch}")
@@ -214,7 +229,8 @@ def _check_options(name: str, max_batch: int, instances: int, kind: str, platfor
 def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama", max_batch: int = 4,
                       instances: int = 1, kind: str = "gpu", dynamic_batching: bool = True,
                       preferred_batch: Sequence[int] = (), max_queue_delay_us: int = 100,
-                      force: bool = False) -> TritonRepoResult:
+                      force: bool = False, warmup_size: tuple[int, int] | None = None,
+                      require_fp32: bool = False) -> TritonRepoResult:
     """Check `model` against the options and write `output/<name>/` atomically."""
     model, output = Path(model), Path(output)
     if not model.is_file():
@@ -222,6 +238,9 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
     platform = platform_for(model)
     _check_options(name, max_batch, instances, kind, platform, preferred_batch, max_queue_delay_us)
     notes, dtypes, label = check_engine(model, max_batch) if platform == "tensorrt_plan" else check_onnx(model)
+    if require_fp32 and set(dtypes.values()) != {"TYPE_FP32"}:
+        raise UserError(f"{model.name} has I/O types {dtypes}; the ensemble's steps exchange float32: export with "
+                        "`lama-deploy export` (fp16 exports keep fp32 I/O) or use --backend python")
     if not output.exists():
         if not output.parent.is_dir():
             raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
@@ -237,7 +256,7 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
     spec = TritonModelSpec(name=name, platform=platform, max_batch_size=max_batch, instance_count=instances,
                            instance_kind=KINDS[kind], dynamic_batching=dynamic_batching,
                            preferred_batch_sizes=sorted(set(preferred_batch)), max_queue_delay_us=max_queue_delay_us,
-                           data_types=dtypes, comments=comments)
+                           data_types=dtypes, comments=comments, warmup_size=warmup_size)
     _assemble(final, spec, model)
     return TritonRepoResult(str(final), str(final / "config.pbtxt"), str(final / "1" / MODEL_FILES[platform]),
                             platform, max_batch, notes)
@@ -245,23 +264,7 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
 
 def _assemble(final: Path, spec: TritonModelSpec, model: Path) -> None:
     """Build the model folder next to `final`, then swap it in with renames only."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a non-root tritonserver
-        (staging / "1").mkdir()
-        shutil.copyfile(model, staging / "1" / MODEL_FILES[spec.platform])
-        (staging / "config.pbtxt").write_text(render_config(spec))
-        if final.exists():  # --force: keep the old folder until the new one is in place
-            retired = final.with_name(f".{final.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            final.rename(retired)
-            staging.rename(final)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    assemble(final, {f"1/{MODEL_FILES[spec.platform]}": model, "config.pbtxt": render_config(spec)})
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------
@@ -273,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="lama", help="model name = folder name in the repository (default: lama)")
     parser.add_argument("--max-batch", type=int, default=4, help="Triton max_batch_size (<= the engine profile's max N)")
     parser.add_argument("--instances", type=int, default=1, help="model instances (execution contexts) per device")
-    parser.add_argument("--kind", choices=sorted(KINDS), default="gpu", help="instance kind (engines: gpu only)")
+    parser.add_argument("--kind", choices=sorted(KINDS), help="instance kind (engines: gpu only; default: gpu, "
+                        "cpu for --backend python, whose runtime still picks a GPU when it has one)")
     parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
                         help="let Triton group concurrent same-size requests into batches (default: on)")
     parser.add_argument("--preferred-batch", type=int, nargs="+", default=[], metavar="N",
@@ -281,12 +285,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queue-delay-us", type=int, default=100,
                         help="how long the batcher may hold a request to fill a batch (microseconds)")
     parser.add_argument("--force", action="store_true", help="replace an existing model folder of the same name")
+    parser.add_argument("--backend", choices=("auto",) + REPO_KINDS, default="auto",
+                        help="raw: the model on tensorrt_plan/onnxruntime_onnx, float NCHW in and out; python: raw "
+                             "images in and out through the project's runtime in one python-backend model; ensemble: "
+                             "python pre-processing -> raw model -> python post-processing (default: ensemble for "
+                             ".engine/.onnx on --kind gpu, python otherwise)")
+    runtime = parser.add_argument_group("raw-image repositories (python, ensemble): as `lama-deploy inpaint`")
+    runtime.add_argument("--threshold", type=float, default=0, help="mask > threshold is a hole (default 0)")
+    runtime.add_argument("--margin", type=int, default=DEFAULT_CONTEXT_MARGIN, help="context kept around the mask "
+                         "when cropping images beyond the model's size range (pixels)")
+    runtime.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
+    runtime.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    runtime.add_argument("--runtime-backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                         help="python: the runtime backend inside Triton (default: from the model's suffix)")
+    runtime.add_argument("--device", help="python: cpu, cuda or cuda:N (default: the instance's GPU for --kind gpu)")
+    runtime.add_argument("--no-warmup", dest="warmup", action="store_false", help="python: no warm-up request")
     return parser
+
+
+def repo_kind(model: Path, backend: str, kind: str) -> str:
+    """`auto`: the ensemble where Triton's own backends run the model (engines, ONNX on GPUs), else python."""
+    if backend != "auto":
+        return backend
+    return "ensemble" if model.suffix.lower() in PLATFORMS and (kind == "gpu" or PLATFORMS[model.suffix.lower()]
+                                                                  == "tensorrt_plan") else "python"
+
+
+def _write_raw_image_repo(args: argparse.Namespace, kind: str) -> int:
+    from .triton_repo import write_ensemble_repo, write_python_repo
+    from .triton_steps import RuntimeOptions
+
+    check_threshold(args.threshold)
+    options = RuntimeOptions(args.threshold, args.margin, args.max_pixels, args.max_side)
+    if kind == "python":
+        result = write_python_repo(args.model, args.output, name=args.name, instances=args.instances,
+                                   kind=KINDS[args.kind], runtime_backend=args.runtime_backend, device=args.device,
+                                   options=options, warmup=args.warmup, force=args.force)
+    else:
+        result = write_ensemble_repo(args.model, args.output, name=args.name, max_batch=args.max_batch,
+                                     instances=args.instances, kind=args.kind, preferred_batch=args.preferred_batch,
+                                     max_queue_delay_us=args.max_queue_delay_us, options=options, force=args.force)
+    print(f"wrote {result.repository}: {kind} repository, models {', '.join(result.models)}; "
+          f"request model '{args.name}' with image UINT8 [H, W, 3] and mask UINT8 [H, W]")
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"run: lama-deploy triton-serve --repository {result.repository}  (see docs/triton.md)")
+    return 0
 
 
 @cli_entry("lama-deploy triton-repo")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    kind = repo_kind(Path(args.model), args.backend, args.kind or "gpu")
+    args.kind = args.kind or ("cpu" if kind == "python" else "gpu")
+    if kind != "raw":
+        return _write_raw_image_repo(args, kind)
     result = write_triton_repo(args.model, args.output, name=args.name, max_batch=args.max_batch,
                                instances=args.instances, kind=args.kind, dynamic_batching=args.dynamic_batching,
                                preferred_batch=args.preferred_batch, max_queue_delay_us=args.max_queue_delay_us,

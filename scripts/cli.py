@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inpaint": ("lama_deploy.runtime.cli", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
     "serve": ("lama_deploy.runtime.server", "serve POST /inpaint over HTTP"),
     "triton-repo": ("lama_deploy.runtime.triton", "write a Triton Inference Server model repository"),
+    "triton-serve": ("lama_deploy.runtime.triton_serve", "run tritonserver on a repository (python backend ready)"),
     "bench": ("lama_deploy.scripts.benchmark", "benchmark the deployment paths side by side"),
 }
 

@@ -131,6 +131,12 @@ def test_missing_and_foreign_files(tmp_path: Path) -> None:
         load_inpainting_model(tmp_path / "garbage.ckpt")
 
 
+def test_legacy_torch_save_format_is_named(tmp_path: Path) -> None:
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="legacy torch.save format"):
+        load_inpainting_model(tmp_path / "legacy.pth")
+
+
 def test_config_is_inferred_from_tensors(tiny_model: InpaintingModel) -> None:
     state = generator_state_dict({f"state_dict.generator.{k}": v for k, v in tiny_model.generator.state_dict().items()})
     assert config_from_state_dict(state) == tiny_model.generator.config

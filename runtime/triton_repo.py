@@ -1,0 +1,262 @@
+"""Raw-image Triton repositories: `--backend python` (one model) and `--backend ensemble` (pre -> model -> post).
+
+Both serve the interface of `lama-deploy serve`: model `<name>` with inputs `image` UINT8 [H, W, 3] (RGB) and
+`mask` UINT8 [H, W] (> threshold = hole), output `inpainted` UINT8 [H, W, 3], byte-identical to
+`lama-deploy inpaint` with the same model and options.
+
+    python:    <name>/config.pbtxt, <name>/1/model.py, <name>/1/<model file> (+ engine sidecar)
+    ensemble:  <name> (platform "ensemble"), <name>_pre, <name>_model (the raw model of `triton.py`),
+               <name>_post
+
+Every config.pbtxt of these is written by `render_pbtxt` from plain dicts; each model folder is assembled in
+a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from lama_deploy import contract as C
+from lama_deploy.errors import UserError
+
+from .backends import backend_for_path
+from .backends.base import Profile
+from .triton_model import model_py
+from .triton_steps import STEP_TENSORS, RuntimeOptions, profile_parameters
+
+#: ensemble step names, as suffixes of the ensemble's name
+STEP_SUFFIXES = {"pre": "_pre", "model": "_model", "post": "_post"}
+#: the python model warms up on a small random request (random mask: the model really runs)
+WARMUP_SIDE = 64
+
+
+class Enum(str):
+    """A protobuf enum value: written without quotes."""
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum) or isinstance(value, (int, float)):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _render(fields: dict[str, Any], depth: int) -> list[str]:
+    pad, lines = "  " * depth, []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            lines += [f"{pad}{key} {{", *_render(value, depth + 1), f"{pad}}}"]
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            lines.append(f"{pad}{key} [")
+            for i, item in enumerate(value):
+                lines += [f"{pad}  {{", *_render(item, depth + 2), f"{pad}  }}" + ("," if i < len(value) - 1 else "")]
+            lines.append(f"{pad}]")
+        elif isinstance(value, list):
+            lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
+        else:
+            lines.append(f"{pad}{key}: {_scalar(value)}")
+    return lines
+
+
+def render_pbtxt(fields: dict[str, Any], comments: Sequence[str] = ()) -> str:
+    """Protobuf text format of a ModelConfig given as dicts (messages), lists (repeated) and scalars."""
+    return "\n".join([f"# {' '.join(c.split())}" for c in comments] + _render(fields, 0)) + "\n"
+
+
+def _tensor(name: str, data_type: str, dims: list[int]) -> dict[str, Any]:
+    return {"name": name, "data_type": Enum(data_type), "dims": dims}
+
+
+RAW_INPUTS = [_tensor(C.IMAGE, "TYPE_UINT8", [-1, -1, 3]), _tensor(C.MASK, "TYPE_UINT8", [-1, -1])]
+RAW_OUTPUTS = [_tensor(C.OUTPUT, "TYPE_UINT8", [-1, -1, 3])]
+
+
+def _parameters(values: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"key": key, "value": {"string_value": value}} for key, value in values.items()]
+
+
+def _instances(count: int, kind: str) -> list[dict[str, Any]]:
+    return [{"count": count, "kind": Enum(kind)}]
+
+
+def raw_warmup() -> list[dict[str, Any]]:
+    shape = {C.IMAGE: [WARMUP_SIDE, WARMUP_SIDE, 3], C.MASK: [WARMUP_SIDE, WARMUP_SIDE]}
+    inputs = [{"key": C.IMAGE, "value": {"data_type": Enum("TYPE_UINT8"), "dims": shape[C.IMAGE], "zero_data": True}},
+              {"key": C.MASK, "value": {"data_type": Enum("TYPE_UINT8"), "dims": shape[C.MASK], "random_data": True}}]
+    return [{"name": f"random_{WARMUP_SIDE}x{WARMUP_SIDE}", "batch_size": 1, "inputs": inputs}]
+
+
+def python_model_config(name: str, parameters: dict[str, str], instances: int, kind: str,
+                        inputs: list[dict], outputs: list[dict], warmup: bool) -> dict[str, Any]:
+    """A python-backend model without batching: every request keeps its own H and W."""
+    return {"name": name, "backend": "python", "max_batch_size": 0, "input": inputs, "output": outputs,
+            "instance_group": _instances(instances, kind), "parameters": _parameters(parameters),
+            "model_warmup": raw_warmup() if warmup else None}
+
+
+def ensemble_config(name: str) -> dict[str, Any]:
+    pre, model, post = (name + STEP_SUFFIXES[s] for s in ("pre", "model", "post"))
+
+    def mapping(pairs: dict[str, str]) -> list[dict[str, str]]:
+        return [{"key": key, "value": value} for key, value in pairs.items()]
+
+    feed = {STEP_TENSORS[n]: STEP_TENSORS[n] for n in C.INPUT_NAMES}
+    steps = [
+        {"model_name": pre, "model_version": -1, "input_map": mapping({C.IMAGE: C.IMAGE, C.MASK: C.MASK}),
+         "output_map": mapping(feed)},
+        {"model_name": model, "model_version": -1, "input_map": mapping({n: STEP_TENSORS[n] for n in C.INPUT_NAMES}),
+         "output_map": mapping({C.OUTPUT: STEP_TENSORS[C.OUTPUT]})},
+        {"model_name": post, "model_version": -1,
+         "input_map": mapping({C.IMAGE: C.IMAGE, C.MASK: C.MASK, STEP_TENSORS[C.OUTPUT]: STEP_TENSORS[C.OUTPUT]}),
+         "output_map": mapping({C.OUTPUT: C.OUTPUT})},
+    ]
+    return {"name": name, "platform": "ensemble", "max_batch_size": 0, "input": RAW_INPUTS, "output": RAW_OUTPUTS,
+            "ensemble_scheduling": {"step": steps}}
+
+
+def step_tensor(name: str) -> dict[str, Any]:
+    """A float tensor between the steps: full NCHW shape (the ensemble itself does not batch)."""
+    return _tensor(STEP_TENSORS[name], "TYPE_FP32", [-1, C.CHANNELS[name], -1, -1])
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+@dataclass
+class RepoResult:
+    repository: str
+    models: list[str]
+    kind: str
+    notes: list[str] = field(default_factory=list)
+
+
+def assemble(final: Path, files: dict[str, str | Path]) -> None:
+    """Write a model folder (relative path -> text, or a Path to copy) next to `final`, then rename it in."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a non-root tritonserver
+        for relative, content in files.items():
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                shutil.copyfile(content, target)
+            else:
+                target.write_text(content)
+        if final.exists():  # --force: keep the old folder until the new one is in place
+            retired = final.with_name(f".{final.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            final.rename(retired)
+            staging.rename(final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def prepare_output(output: Path, names: list[str], force: bool) -> None:
+    if not output.exists():
+        if not output.parent.is_dir():
+            raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
+        output.mkdir()
+    taken = [n for n in names if (output / n).exists()]
+    if taken and not force:
+        raise UserError(f"{output / taken[0]} already exists; pass --force to replace it or choose another --name")
+
+
+def model_files(model: Path) -> dict[str, Path]:
+    """The model and, for an engine, its sidecar (the TensorRT backend verifies the engine against it)."""
+    files = {f"1/{model.name}": model}
+    sidecar = model.with_name(model.name + ".json")
+    if sidecar.is_file():
+        files[f"1/{sidecar.name}"] = sidecar
+    return files
+
+
+def write_python_repo(model: str | Path, output: str | Path, name: str = "lama", instances: int = 1,
+                      kind: str = "KIND_CPU", runtime_backend: str = "auto", device: str | None = None,
+                      options: RuntimeOptions = RuntimeOptions(), warmup: bool = True,
+                      force: bool = False) -> RepoResult:
+    """One python-backend model that runs `Inpainter.from_path(model)` inside Triton."""
+    model, output = Path(model), Path(output)
+    if not model.is_file():
+        raise FileNotFoundError(f"model {model} does not exist; pass an .engine, .onnx or .ckpt file")
+    chosen = backend_for_path(model, runtime_backend)
+    if chosen == "tensorrt" and kind != "KIND_GPU":
+        raise UserError("a TensorRT engine runs on GPU only; use --kind gpu or pass the ONNX model for --kind cpu")
+    prepare_output(output, [name], force)
+    parameters = {"model_file": model.name, "backend": runtime_backend, "device": device or "",
+                  **options.as_parameters()}
+    config = python_model_config(name, parameters, instances, kind, RAW_INPUTS, RAW_OUTPUTS, warmup)
+    comments = ["written by lama-deploy triton-repo --backend python", f"source: {model.name} ({chosen})",
+                "raw images in and out: byte-identical to `lama-deploy inpaint` with the same options"]
+    assemble(output / name, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py("InpaintModel"),
+                             **model_files(model)})
+    return RepoResult(str(output), [name], "python")
+
+
+def step_configs(name: str, profile: Profile, options: RuntimeOptions, instances: int) -> dict[str, dict[str, Any]]:
+    """config of the pre and post steps: same parameters, so both derive the same plan per request."""
+    parameters = {**options.as_parameters(), **profile_parameters(profile)}
+    feed = [step_tensor(n) for n in C.INPUT_NAMES]
+    return {
+        name + STEP_SUFFIXES["pre"]: python_model_config(name + STEP_SUFFIXES["pre"], parameters, instances,
+                                                        "KIND_CPU", RAW_INPUTS, feed, warmup=False),
+        name + STEP_SUFFIXES["post"]: python_model_config(name + STEP_SUFFIXES["post"], parameters, instances,
+                                                         "KIND_CPU", RAW_INPUTS + [step_tensor(C.OUTPUT)],
+                                                         RAW_OUTPUTS, warmup=False),
+    }
+
+
+def engine_size_range(model: Path) -> tuple[Profile, tuple[int, int]]:
+    """(H/W range of the engine's profile 0, its opt H/W) from the builder's sidecar: what the pre step
+    must fit requests into, as the TensorRT backend of `Inpainter` does with the engine itself."""
+    from .triton import read_engine_sidecar
+
+    first = (read_engine_sidecar(model).get("profiles") or [{}])[0]
+    try:
+        low, opt, high = ([int(v) for v in first[key]] for key in ("min", "opt", "max"))
+    except (KeyError, TypeError, ValueError):
+        raise UserError("the engine sidecar's first profile has no readable min/opt/max N x H x W; rebuild the "
+                        "engine with `lama-deploy build`") from None
+    return Profile(min_height=low[1], min_width=low[2], max_height=high[1], max_width=high[2]), (opt[1], opt[2])
+
+
+def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama", max_batch: int = 4,
+                        instances: int = 1, kind: str = "gpu", preferred_batch: tuple[int, ...] = (),
+                        max_queue_delay_us: int = 100, options: RuntimeOptions = RuntimeOptions(),
+                        force: bool = False) -> RepoResult:
+    """`<name>` = ensemble of `<name>_pre` (python) -> `<name>_model` (TensorRT/ONNX Runtime) -> `<name>_post`."""
+    from . import triton as raw
+
+    model, output = Path(model), Path(output)
+    if not model.is_file():
+        raise FileNotFoundError(f"model {model} does not exist; pass an .engine or .onnx file")
+    names = [name] + [name + suffix for suffix in STEP_SUFFIXES.values()]
+    if not raw.NAME_RE.match(name):
+        raise UserError(f"--name {name!r} is not a valid model folder name; use letters, digits, '_', '-' or '.'")
+    if raw.platform_for(model) == "tensorrt_plan":
+        profile, warmup = engine_size_range(model)
+    else:
+        profile, warmup = Profile(), (512, 512)
+    prepare_output(output, names, force)
+    written = raw.write_triton_repo(model, output, name=name + STEP_SUFFIXES["model"], max_batch=max_batch,
+                                    instances=instances, kind=kind, preferred_batch=preferred_batch,
+                                    max_queue_delay_us=max_queue_delay_us, force=force, warmup_size=warmup,
+                                    require_fp32=True)
+    comments = ["written by lama-deploy triton-repo --backend ensemble", f"source: {model.name}",
+                "raw images in and out: byte-identical to `lama-deploy inpaint` with the same options"]
+    for step, config in step_configs(name, profile, options, instances).items():
+        class_name = "PreProcessModel" if step.endswith(STEP_SUFFIXES["pre"]) else "PostProcessModel"
+        assemble(output / step, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py(class_name)})
+    assemble(output / name, {"config.pbtxt": render_pbtxt(ensemble_config(name), comments), "1/.keep": ""})
+    notes = written.notes + ["the ensemble's python steps import lama_deploy: run them with `lama-deploy "
+                             "triton-serve`, or install lama-deploy into the Triton container (docs/triton.md)"]
+    return RepoResult(str(output), names, "ensemble", notes)
