@@ -56,8 +56,11 @@ def test_crops_run_as_one_batch_and_paste_only_inside_the_holes(tiny_model, whol
     np.testing.assert_array_equal(out[~hole], RGB[~hole])  # outside the holes: the input, byte for byte
     for top, left in ((8, 68), (88, 668)):  # each crop: the hole box grown by 32 px
         window = (slice(top, top + 80), slice(left, left + 80))
-        alone = whole.inpaint(RGB[window], mask[window]).array
-        np.testing.assert_array_equal(out[window], alone)
+        alone = whole.inpaint(RGB[window], mask[window]).array.astype(int)
+        # run alone (N=1) vs in the batch (N=2): float sums may round differently, so a rare pixel can be
+        # truncated one level apart; anything more would be a pasting or geometry error
+        difference = np.abs(out[window].astype(int) - alone)
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.001, (difference.max(), (difference > 0).sum())
 
 
 def test_small_images_run_whole_and_strategy_names(tiny_model):
