@@ -251,11 +251,11 @@ def _plan_crop(hole: np.ndarray, profile: Profile, options: StrategyOptions, who
                                        f"(margin {options.margin} px), {why}"])
 
 
-def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
+def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, one_input: bool) -> Plan:
     """The whole image if it fits; else one crop per region when there are several, else a window."""
     run = _full_size_run(whole, profile, options.pixel_budget)
     if run is None:
-        regions = crop_regions(hole, options.margin)
+        regions = [] if one_input else crop_regions(hole, options.margin)
         if len(regions) > 1:  # separate holes: crops around each are smaller than one window around all
             return _plan_crop(hole, profile, options, whole, "the whole image is above the model's size range or "
                                                              "the pixel budget", regions)
@@ -281,9 +281,16 @@ def _plan_resize(profile: Profile, options: StrategyOptions, whole: Box) -> Plan
     return _plan("resize", [Run("resize", whole, small, tensor_size(*small, limits))], whole)
 
 
-def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | None = None, *,
+def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | int | None = None, *,
                margin: int | None = None) -> Plan:
-    """Choose what to run for one image. `profile` must be `usable()` (bounds on the size rule)."""
+    """Choose what to run for one image. `profile` must be `usable()` (bounds on the size rule).
+
+    An int for `options` is the older call `plan_image(hole, profile, margin)` of pipelines that feed one
+    tensor per image (the Triton ensemble): the whole image, else one window, else resize; never crops.
+    """
+    one_input = isinstance(options, int) and not isinstance(options, bool)
+    if one_input:
+        options = StrategyOptions("whole", margin=int(options))
     options = options or StrategyOptions()
     if margin is not None:
         options = replace(options, margin=int(margin))
@@ -299,7 +306,7 @@ def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | No
         return _plan_window(hole, profile, options, whole)
     if name == "resize" and long_side > options.resize_limit:
         return _plan_resize(profile, options, whole)
-    return _plan_whole(hole, profile, options, whole)
+    return _plan_whole(hole, profile, options, whole, one_input)
 
 
 # -- cutting the inputs and pasting the results ----------------------------------------------------------
