@@ -27,7 +27,7 @@ from lama_deploy.files import atomic_output
 from .backends import BACKENDS
 from .backends.torch_precision import add_mode_arguments
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError
-from .strategy import DEFAULT_CONTEXT_MARGIN
+from .input_options import add_input_options, input_options
 
 PROG = "lama-deploy inpaint"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -51,10 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.ckpt/.pt/.pth)")
     parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's best)")
-    parser.add_argument("--threshold", type=float, default=0, help="mask > threshold (0..254) is a hole (default 0)")
     parser.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
-    parser.add_argument("--margin", type=int, default=DEFAULT_CONTEXT_MARGIN,
-                        help="context kept around the mask when cropping large images (pixels)")
+    add_input_options(parser)  # --threshold, --exif, --strategy, --margin, --crop-trigger, --resize-limit
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
     parser.add_argument("--max-memory", default="auto", help="host memory one inference may take, e.g. 4GB, 512MB "
@@ -117,9 +115,8 @@ def _load_inpainter(args: argparse.Namespace):
         raise UserError("no model given: pass --model PATH (.engine/.plan, .onnx or .ckpt/.pt/.pth), "
                         "or run `lama-deploy demo` to try the random-weights demo")
     inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=args.max_pixels,
-                                    threshold=args.threshold, max_side=args.max_side, context_margin=args.margin,
-                                    precision=args.precision, cuda_graphs=args.cuda_graphs,
-                                    max_memory=args.max_memory)
+                                    max_side=args.max_side, precision=args.precision, cuda_graphs=args.cuda_graphs,
+                                    max_memory=args.max_memory, **input_options(args))
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
               f"the output is a plumbing demo, not inpainting", file=sys.stderr)

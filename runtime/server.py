@@ -1,6 +1,6 @@
 """`lama-deploy serve`: a small HTTP server in front of the Inpainter (FastAPI + uvicorn).
 
-    POST /inpaint   multipart files `image` and `mask` (+ optional field `threshold`) -> image/png
+    POST /inpaint   multipart files `image` and `mask` (+ optional field `threshold`: a number or `iopaint`) -> image/png
                     headers X-Inpaint-Strategy, X-Inpaint-Backend, X-Inpaint-Seconds, X-Inpaint-Weights
     GET  /health    backend, model, weights label, profile ranges, size rule, limits, uptime, request counts
 
@@ -27,7 +27,8 @@ from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
 
 from .backends.torch_precision import add_mode_arguments
-from .images import DEFAULT_MAX_PIXELS, InpaintInputError
+from .images import DEFAULT_MAX_PIXELS, InpaintInputError, upright_size
+from .input_options import add_input_options, input_options
 from .memory import MemoryBudgetExceeded, format_bytes, max_side_for, resolve_budget
 from .server_limits import (RequestRejected, ServerLimits, check_content_length,
                             check_same_size, checked_size, limited_receive, parse_threshold)
@@ -139,13 +140,15 @@ async def _read_form_in_time(request: Any, limits: ServerLimits) -> tuple[bytes,
                               {"Connection": "close"}) from None
 
 
-def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int, inpainter: Any) -> None:
-    """Header-only checks of both uploads; the worker decodes them with the runtime's own loader.
+def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int, inpainter: Any, exif: str = "keep") -> None:
+    """Header-only checks of both uploads (sizes as the loader will see them, EXIF orientation included); the
+    worker decodes them with the runtime's own loader.
 
     An image that the memory budget cannot hold even cropped or downscaled is refused here, before it is
     queued or decoded (the worker's Inpainter plans the crop/downscale for the rest)."""
-    width, height = checked_size(image_bytes, C.IMAGE, max_pixels)
-    check_same_size((width, height), checked_size(mask_bytes, C.MASK, max_pixels))
+    image_size, mask_size = checked_size(image_bytes, C.IMAGE, max_pixels), checked_size(mask_bytes, C.MASK, max_pixels)
+    check_same_size(upright_size(image_bytes, image_size, exif), upright_size(mask_bytes, mask_size, exif))
+    width, height = image_size
     cost, budget = getattr(inpainter, "memory_cost", None), getattr(inpainter, "max_memory", None)
     if cost is not None and budget is not None:
         max_side_for(cost, budget, width * height)
@@ -211,7 +214,8 @@ async def _inpaint(request: Any, state: ServerState) -> Any:
     deadline = time.monotonic() + state.limits.request_timeout_s
     image_bytes, mask_bytes, threshold = await _read_form_in_time(request, state.limits)
     # headers only, but a PNG may carry megabytes of chunks before its pixels: keep it off the event loop
-    await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels, state.pool.inpainters[0])
+    await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels, state.pool.inpainters[0],
+                            state.info.get("exif", "keep"))
     slot = state.pool.admit()
     try:
         remaining = max(0.001, deadline - time.monotonic())
@@ -318,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, type=kind, default=default, help=text)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_mode_arguments(parser)
+    add_input_options(parser)  # --threshold (default for requests without one), --exif, --strategy, ...
     return parser
 
 
@@ -361,9 +366,10 @@ def load_inpainters(args: argparse.Namespace, limits: ServerLimits) -> list[Any]
     from .inpainter import Inpainter
 
     share = None if limits.max_memory is None else limits.max_memory // args.workers_per_model
+    options = input_options(args)
     return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels,
                                 precision=args.precision, cuda_graphs=args.cuda_graphs,
-                                max_memory=share if share is not None else "none")
+                                max_memory=share if share is not None else "none", **options)
             for _ in range(args.workers_per_model)]
 
 

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 from PIL import Image, UnidentifiedImageError
 
 from .images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
-from .images import DEFAULT_MAX_PIXELS, check_threshold
+from .images import DEFAULT_MAX_PIXELS, THRESHOLD_PRESETS, check_threshold
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def parse_threshold(value: Any) -> float | None:
     if not isinstance(value, str):
         raise RequestRejected(422, "form field 'threshold' must be a plain number, not a file")
     try:
-        threshold = float(value)
+        threshold = float(THRESHOLD_PRESETS.get(value.strip().lower(), value))  # "iopaint" = 127, "lama" = 0
     except ValueError:
         threshold = float("nan")
     if not math.isfinite(threshold):
