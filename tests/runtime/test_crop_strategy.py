@@ -103,5 +103,5 @@ def test_pixel_budget_narrows_every_strategy():
     crop = plan_image(hole, Profile().usable(), StrategyOptions(pixel_budget=320 * 360))
     assert [r.kind for r in crop.runs] == ["window", "direct"]  # the 360x376 crop is cut down, 312x360 fits
     assert all(r.tensor_size[0] * r.tensor_size[1] <= 320 * 360 for r in crop.runs)
-    assert batch_limit(Profile(max_batch=8), (256, 256), StrategyOptions(pixel_budget=3 * 256 * 256)) == 3
+    assert batch_limit(Profile.ranges(max_batch=8), (256, 256), StrategyOptions(pixel_budget=3 * 256 * 256)) == 3
     assert batch_limit(Profile(), (256, 256)) is None
