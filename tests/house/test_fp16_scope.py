@@ -1,3 +1,8 @@
+"""The fp16 policies and the scope rule are declared once (the contract) and agree with lama_model."""
+
+from __future__ import annotations
+
+from lama_deploy import contract as C
 
 
 def test_fp16_policies_are_declared_alike_in_the_contract_and_the_model():
