@@ -27,8 +27,8 @@ from lama_deploy.files import atomic_output, check_output_file
 from .backends import BACKENDS
 from .backends.torch_precision import add_mode_arguments
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError, check_threshold
+from .input_options import add_input_options, input_options
 from .progress import stage
-from .strategy import DEFAULT_CONTEXT_MARGIN
 
 PROG = "lama-deploy inpaint"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -56,15 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.ckpt/.pt/.pth)")
     parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's best)")
-    parser.add_argument("--threshold", type=float, help="mask > threshold (0..254) is a hole (default 0; "
-                        f"{LOSSY_MASK_THRESHOLD} for JPEG/WebP masks, whose compression noise is not a hole)")
     parser.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
-    parser.add_argument("--margin", type=int, default=DEFAULT_CONTEXT_MARGIN,
-                        help="context kept around the mask when cropping large images (pixels)")
+    add_input_options(parser, lossy_mask_threshold=LOSSY_MASK_THRESHOLD)  # --threshold, --exif, --strategy, --margin, ...
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
     parser.add_argument("--jpeg-quality", type=int, default=95, metavar="1-100",
                         help="quality of JPEG/WebP outputs (default 95)")
+    parser.add_argument("--max-memory", default="auto", help="host memory one inference may take, e.g. 4GB, 512MB "
+                        "(CPU backends; bigger images are cropped/downscaled to fit, or refused); default: "
+                        "70%% of the memory available, 'none' for no budget")
     add_mode_arguments(parser)
     return parser
 
@@ -146,9 +146,9 @@ def _load_inpainter(args: argparse.Namespace):
                         "or run `lama-deploy demo` to try the random-weights demo")
     with stage(PROG, f"loading {args.model}"):
         inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device,
-                                        max_pixels=args.max_pixels, threshold=args.threshold or 0,
-                                        max_side=args.max_side, context_margin=args.margin,
-                                        precision=args.precision, cuda_graphs=args.cuda_graphs)
+                                        max_pixels=args.max_pixels, max_side=args.max_side, precision=args.precision,
+                                        cuda_graphs=args.cuda_graphs, max_memory=args.max_memory,
+                                        **{**input_options(args), "threshold": args.threshold or 0})
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
               f"the output is a plumbing demo, not inpainting", file=sys.stderr)

@@ -1,9 +1,19 @@
 """Reading and checking inpainting inputs: file paths, bytes, PIL images or numpy arrays.
 
 Images become an 8-bit RGB array plus what is needed to give the result back in the input's mode:
-grayscale in -> grayscale out, RGBA in -> RGB inpainted with the alpha channel kept as given. Masks
-become a boolean hole map (`mask > threshold`, in 0..255 units; RGB masks are reduced to luminance
-first, as the official LaMa loader does with `convert("L")`).
+grayscale in -> grayscale out, RGBA in -> RGB inpainted with the alpha channel kept as given.
+
+Mask convention (the one place it is stated): a mask is read as 8-bit luminance (RGB masks reduced
+with `convert("L")`, as the official LaMa loader does) and a pixel is a hole when its value is
+strictly greater than the threshold. The default threshold 0 is the official predictor's (`mask > 0`);
+`threshold="iopaint"` is 127, IOPaint's web UI and API rule (`mask > 127`), which keeps the soft edge
+of a feathered brush out of the hole. With threshold 0, a mask with many values strictly between 0
+and 255 (a soft brush, a JPEG-saved mask) gets a warning note, since every faint pixel becomes a hole.
+
+EXIF orientation (`exif="apply"`, the default, as IOPaint and every photo viewer): an image or mask
+file with an EXIF orientation tag (1-8) is turned upright on load (`ImageOps.exif_transpose`), each
+file by its own tag, so a mask drawn on the picture as viewers show it fits; the result is upright
+and carries no orientation tag. `exif="keep"` uses the pixels as stored (the official predictor's way).
 
 Palette ("P") images are converted transparently (to RGB, or RGBA when they carry transparency) and
 the result says so in its notes; palette masks are reduced to luminance. Each bad input raises
@@ -20,12 +30,18 @@ from pathlib import Path
 from typing import IO, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lama_deploy.errors import UsageError, UserError
 
 #: Decompression-bomb guard; also the largest image the runtime accepts by default (40 MP).
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Named mask thresholds (mask > value is a hole): the official predictor's, and IOPaint's UI/API rule.
+THRESHOLD_PRESETS = {"lama": 0, "iopaint": 127}
+EXIF_MODES = ("apply", "keep")
+DEFAULT_EXIF = "apply"
+#: With threshold 0, warn when more than this share of the nonzero mask pixels lie strictly between 0 and 255.
+SOFT_MASK_SHARE = 0.05
 
 ImageSource = Union[str, Path, bytes, IO[bytes], Image.Image, np.ndarray]
 
@@ -165,13 +181,51 @@ def _exif_orientation(img: Image.Image) -> int:
         return 1
 
 
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> LoadedImage:
-    """An input image as 8-bit RGB plus its output mode and alpha channel."""
+def check_exif(exif: str) -> str:
+    if exif not in EXIF_MODES:
+        raise ValueError(f"exif must be one of {', '.join(EXIF_MODES)}, got {exif!r}")
+    return exif
+
+
+def upright_size(data: bytes, size: tuple[int, int], exif: str = DEFAULT_EXIF) -> tuple[int, int]:
+    """(width, height) of an image file once loaded: swapped for EXIF orientations 5-8 when exif="apply".
+
+    Reads the header only (the server checks sizes before anything is decoded)."""
+    if check_exif(exif) == "keep":
+        return size
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            orientation = _exif_orientation(img)
+    except Exception:  # the size check already opened it; an odd header keeps the stored size
+        return size
+    return (size[1], size[0]) if 5 <= orientation <= 8 else size
+
+
+def oriented(img: Image.Image, exif: str, name: str, notes: list[str]) -> Image.Image:
+    """The image turned upright by its EXIF orientation tag (exif="apply"), or as stored (exif="keep")."""
+    orientation = _exif_orientation(img)
+    if orientation == 1:
+        return img
+    if check_exif(exif) == "keep":
+        notes.append(f"{name} has EXIF orientation {orientation}; pixels used as stored (exif=keep), "
+                     f"the output has no orientation tag")
+        return img
+    try:
+        upright = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not stop inpainting
+        notes.append(f"{name} has an unreadable EXIF block; pixels used as stored")
+        return img
+    if 2 <= orientation <= 8:
+        notes.append(f"{name} turned upright by its EXIF orientation {orientation}")
+    return upright
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image",
+               exif: str = DEFAULT_EXIF) -> LoadedImage:
+    """An input image as 8-bit RGB plus its output mode and alpha channel (upright unless exif="keep")."""
     name = describe_source(source, name)
-    img = to_pil(source, name, max_pixels)
     notes: list[str] = []
-    if _exif_orientation(img) != 1:
-        notes.append("image has an EXIF orientation tag; pixels are used as stored (not rotated), like LaMa does")
+    img = oriented(to_pil(source, name, max_pixels), exif, name, notes)
     if img.mode in ("P", "PA"):
         has_alpha = img.mode == "PA" or "transparency" in img.info
         img = img.convert("RGBA" if has_alpha else "RGB")
@@ -192,18 +246,63 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
     return LoadedImage(np.ascontiguousarray(rgb), img.mode, alpha, notes)
 
 
-def load_hole(source: ImageSource, size: tuple[int, int], threshold: float = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
-              name: str = "mask") -> np.ndarray:
-    """Boolean H x W hole map: mask (luminance, 0..255) > threshold. `size` is the image's (width, height)."""
-    check_threshold(threshold)
+@dataclass
+class LoadedMask:
+    """The hole map (mask > threshold) and what the user should know about the mask."""
+
+    hole: np.ndarray  # H x W bool
+    notes: list[str] = field(default_factory=list)
+
+
+def load_mask(source: ImageSource, size: tuple[int, int], threshold: float | str = 0,
+              max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "mask", exif: str = DEFAULT_EXIF) -> LoadedMask:
+    """Hole map: mask (luminance, 0..255) > threshold, upright unless exif="keep". `size` is the image's (w, h)."""
+    threshold = resolve_threshold(threshold)
     name = describe_source(source, name)
-    img = to_pil(source, name, max_pixels, is_mask=True)
+    notes: list[str] = []
+    img = oriented(to_pil(source, name, max_pixels, is_mask=True), exif, name, notes)
     if img.size != tuple(size):
+        hint = " (it matches the image turned by 90 degrees: check the EXIF orientation, --exif)" \
+            if img.size == tuple(size)[::-1] else ""
         raise InpaintInputError(f"{name} is {img.width}x{img.height} but the image is {size[0]}x{size[1]}; "
-                                f"the mask must have the image's size")
-    if img.mode != "L":
-        img = img.convert("L")
-    return np.asarray(img) > threshold
+                                f"the mask must have the image's size{hint}")
+    values = np.asarray(img if img.mode == "L" else img.convert("L"))
+    soft = soft_mask_note(values, threshold)
+    return LoadedMask(values > threshold, notes + ([soft] if soft else []))
+
+
+def load_hole(source: ImageSource, size: tuple[int, int], threshold: float | str = 0,
+              max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "mask", exif: str = DEFAULT_EXIF) -> np.ndarray:
+    """Boolean H x W hole map: mask (luminance, 0..255) > threshold. `size` is the image's (width, height)."""
+    return load_mask(source, size, threshold, max_pixels, name, exif).hole
+
+
+def soft_mask_note(values: np.ndarray, threshold: float) -> str | None:
+    """A warning when threshold 0 meets a soft-edged mask (many values strictly between 0 and 255)."""
+    if threshold != 0:
+        return None
+    nonzero = int(np.count_nonzero(values))
+    between = nonzero - int(np.count_nonzero(values == 255))
+    if between < 16 or between <= SOFT_MASK_SHARE * nonzero:
+        return None
+    return (f"warning: the mask has {between} pixels strictly between 0 and 255 ({between / nonzero:.0%} of its "
+            f"nonzero pixels: a soft brush or JPEG mask) and threshold 0 makes every one a hole; IOPaint uses "
+            f"mask > 127 (--threshold iopaint)")
+
+
+def resolve_threshold(threshold: float | str) -> float:
+    """A threshold value or preset name (`lama` = 0, `iopaint` = 127), checked: 0 <= value < 255."""
+    if isinstance(threshold, str):
+        key = threshold.strip().lower()
+        if key in THRESHOLD_PRESETS:
+            return THRESHOLD_PRESETS[key]
+        try:
+            threshold = float(key)
+        except ValueError:
+            raise ValueError(f"threshold {threshold!r} is neither a number nor a preset "
+                             f"({', '.join(THRESHOLD_PRESETS)})") from None
+    check_threshold(threshold)
+    return threshold
 
 
 def check_threshold(threshold: float) -> None:

@@ -1,12 +1,14 @@
 """`lama-deploy serve`: a small HTTP server in front of the Inpainter (FastAPI + uvicorn).
 
-    POST /inpaint   multipart files `image` and `mask` (+ optional field `threshold`) -> image/png
+    POST /inpaint   multipart files `image` and `mask` (+ optional field `threshold`: a number or `iopaint`) -> image/png
                     headers X-Inpaint-Strategy, X-Inpaint-Backend, X-Inpaint-Seconds, X-Inpaint-Weights
     GET  /health    backend, model, weights label, profile ranges, size rule, limits, uptime, request counts
 
-Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 413 body or pixel
-count over the limit, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out
-(with Retry-After), 500 unexpected failure (traceback in the server log only). Inference runs in a
+Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 408 body not received
+within --request-timeout, 413 body or pixel count over the limit or an image the memory budget cannot hold
+even downscaled, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out (with
+Retry-After), 500 unexpected failure (details in the server log only). Connection limits (header deadline,
+idle cap) are in `server_http`; what the server promises is in docs/security.md. Inference runs in a
 bounded worker pool (`lama_deploy.runtime.server_pool`), one Inpainter per worker, so a TensorRT execution context
 never serves two requests at once. FastAPI and uvicorn are imported only when the server is built.
 """
@@ -25,7 +27,9 @@ from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
 
 from .backends.torch_precision import add_mode_arguments
-from .images import DEFAULT_MAX_PIXELS, InpaintInputError
+from .images import DEFAULT_MAX_PIXELS, InpaintInputError, upright_size
+from .input_options import add_input_options, input_options
+from .memory import MemoryBudgetExceeded, format_bytes, max_side_for, resolve_budget
 from .server_limits import (RequestRejected, ServerLimits, check_content_length,
                             check_same_size, checked_size, limited_receive, parse_threshold)
 from .server_pool import InferencePool, PoolFull, PoolTimeout
@@ -124,9 +128,30 @@ async def _read_form(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, 
     return uploads[C.IMAGE], uploads[C.MASK], threshold
 
 
-def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int) -> None:
-    """Header-only checks of both uploads; the worker decodes them with the runtime's own loader."""
-    check_same_size(checked_size(image_bytes, C.IMAGE, max_pixels), checked_size(mask_bytes, C.MASK, max_pixels))
+async def _read_form_in_time(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, float | None]:
+    """`_read_form` under the request timeout: a client trickling its body is cut off with a 408."""
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(_read_form(request, limits), limits.request_timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestRejected(408, f"request body not received within {limits.request_timeout_s:g} s "
+                                   "(--request-timeout); send it faster or in a smaller request",
+                              {"Connection": "close"}) from None
+
+
+def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int, inpainter: Any, exif: str = "keep") -> None:
+    """Header-only checks of both uploads (sizes as the loader will see them, EXIF orientation included); the
+    worker decodes them with the runtime's own loader.
+
+    An image that the memory budget cannot hold even cropped or downscaled is refused here, before it is
+    queued or decoded (the worker's Inpainter plans the crop/downscale for the rest)."""
+    image_size, mask_size = checked_size(image_bytes, C.IMAGE, max_pixels), checked_size(mask_bytes, C.MASK, max_pixels)
+    check_same_size(upright_size(image_bytes, image_size, exif), upright_size(mask_bytes, mask_size, exif))
+    width, height = image_size
+    cost, budget = getattr(inpainter, "memory_cost", None), getattr(inpainter, "max_memory", None)
+    if cost is not None and budget is not None:
+        max_side_for(cost, budget, width * height)
 
 
 def _encode_png(result: Any, weights: str) -> bytes:
@@ -164,12 +189,19 @@ class ServerState:
         self.weights = str(self.info.get("weights") or self.info.get("weights_label") or "")
         self.started = time.monotonic()
 
+    def limits_info(self) -> dict[str, Any]:
+        limits = self.limits
+        return {"max_body_bytes": limits.max_body_bytes, "max_pixels": limits.max_pixels,
+                "queue_size": limits.queue_size, "request_timeout_s": limits.request_timeout_s,
+                "max_memory": limits.max_memory, "worker_memory": self.info.get("max_memory"),
+                "header_timeout_s": limits.header_timeout_s, "max_connections": limits.max_connections,
+                "max_idle_connections": limits.max_idle_connections}
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "backend": self.info.get("backend"), "model": self.model_path,
                 "weights": self.weights, "profile": self.info.get("profile", self.info.get("profiles")),
                 "size_rule": C.SIZE_RULE, "size_multiple": C.SIZE_MULTIPLE, "min_side": C.MIN_SIDE,
-                "limits": {"max_body_bytes": self.limits.max_body_bytes, "max_pixels": self.limits.max_pixels,
-                           "queue_size": self.limits.queue_size, "request_timeout_s": self.limits.request_timeout_s},
+                "limits": self.limits_info(),
                 "uptime_s": round(time.monotonic() - self.started, 1), "requests": self.pool.snapshot(),
                 "info": self.info}
 
@@ -179,12 +211,16 @@ async def _inpaint(request: Any, state: ServerState) -> Any:
     from starlette.concurrency import run_in_threadpool
 
     state.pool.refuse_if_full()  # before reading an upload we could not queue anyway
-    image_bytes, mask_bytes, threshold = await _read_form(request, state.limits)
+    deadline = time.monotonic() + state.limits.request_timeout_s
+    image_bytes, mask_bytes, threshold = await _read_form_in_time(request, state.limits)
     # headers only, but a PNG may carry megabytes of chunks before its pixels: keep it off the event loop
-    await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels)
+    await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels, state.pool.inpainters[0],
+                            state.info.get("exif", "keep"))
     slot = state.pool.admit()
     try:
-        result = await state.pool.run(slot, image_bytes, mask_bytes, threshold, state.limits.request_timeout_s)
+        remaining = max(0.001, deadline - time.monotonic())
+        result = await state.pool.run(slot, image_bytes, mask_bytes, threshold, remaining,
+                                      state.limits.request_timeout_s)
     finally:
         if not slot.submitted:
             slot.release()
@@ -232,13 +268,14 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
         except PoolTimeout as exc:
             return _error(503, f"{exc}; the server is overloaded, retry later",
                           {"Retry-After": str(state.pool.retry_after_s())})
-        except Exception as exc:
-            if isinstance(exc, InpaintInputError):  # the runtime judged the input: the client's to fix
-                return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except MemoryBudgetExceeded as exc:  # before inference: the image cannot fit the budget at all
+            return _error(413, str(exc).splitlines()[0])
+        except InpaintInputError as exc:  # the runtime judged the input: the client's to fix
+            return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception:
+            # backend messages carry node names, paths, shapes: they go to the log, never to the client
             LOG.exception("inpainting failed")
-            # a UserError's line was written for people; anything else may carry internals: name only
-            detail = str(exc).splitlines()[0][:200] if isinstance(exc, UserError) and str(exc) else type(exc).__name__
-            return _error(500, f"inpainting failed on the server ({detail}); see the server log")
+            return _error(500, "inpainting failed on the server (internal error); the details are in the server log")
 
     async def health(request: Any) -> Any:
         return JSONResponse(state.health())
@@ -251,6 +288,20 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------
+
+#: Memory and connection limits: flag, type, default, help (docs/security.md lists the same).
+_GUARD_OPTIONS = (
+    ("--max-memory", str, "auto", "host memory all inference workers may take together, e.g. 4GB (CPU backends; "
+     "larger images are cropped/downscaled or refused with 413); default: 70%% of the memory available, 'none' "
+     "for no budget"),
+    ("--header-timeout", float, 10.0, "seconds a connection may take to send its request headers before it is "
+     "closed (default: 10)"),
+    ("--max-connections", int, 128, "open connections and requests at once; beyond that requests get 503 "
+     "(default: 128)"),
+    ("--max-idle-connections", int, 32, "connections waiting to send headers; one more closes the oldest "
+     "(default: 32)"),
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lama-deploy serve", description=__doc__.splitlines()[0])
@@ -267,9 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-size", type=int, default=64, help="requests that may wait for a worker; beyond "
                         "that the server answers 503 (default: 64)")
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a request may wait and run "
-                        "(default: 120)")
+                        "(default: 120), reading the body included")
+    for flag, kind, default, text in _GUARD_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_mode_arguments(parser)
+    add_input_options(parser)  # --threshold (default for requests without one), --exif, --strategy, ...
     return parser
 
 
@@ -280,7 +334,18 @@ def limits_from_args(args: argparse.Namespace) -> ServerLimits:
         raise UserError(f"--workers-per-model must be >= 1, got {args.workers_per_model}")
     return ServerLimits(max_body_bytes=int(args.max_body_mb * 1024 * 1024),
                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, queue_size=args.queue_size,
-                        request_timeout_s=args.request_timeout)
+                        request_timeout_s=args.request_timeout, max_memory=resolve_budget(args.max_memory),
+                        header_timeout_s=args.header_timeout, max_connections=args.max_connections,
+                        max_idle_connections=args.max_idle_connections)
+
+
+def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
+    """The connection limits, for `uvicorn.run` / `uvicorn.Config` (tests run the same ones)."""
+    from .server_http import guarded_h11_protocol
+
+    return {"http": guarded_h11_protocol(limits.header_timeout_s, limits.max_idle_connections),
+            "limit_concurrency": limits.max_connections, "timeout_keep_alive": 5, "access_log": False,
+            "timeout_graceful_shutdown": int(limits.request_timeout_s) + 5}
 
 
 def check_can_listen(host: str, port: int) -> None:
@@ -301,8 +366,11 @@ def load_inpainters(args: argparse.Namespace, limits: ServerLimits) -> list[Any]
     """One Inpainter per worker: each owns its session / execution context, so workers never share one."""
     from .inpainter import Inpainter
 
+    share = None if limits.max_memory is None else limits.max_memory // args.workers_per_model
+    options = input_options(args)
     return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels,
-                                precision=args.precision, cuda_graphs=args.cuda_graphs)
+                                precision=args.precision, cuda_graphs=args.cuda_graphs,
+                                max_memory=share if share is not None else "none", **options)
             for _ in range(args.workers_per_model)]
 
 
@@ -322,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     state: ServerState = app.state.lama
     LOG.info("serving %s (%s, %d worker(s), queue %d) on http://%s:%d  POST /inpaint  GET /health", args.model,
              state.info.get("backend"), len(inpainters), limits.queue_size, args.host, args.port)
+    worker_memory = state.info.get("max_memory")
+    LOG.info("memory budget: %s", "none (GPU backend or --max-memory none)" if worker_memory is None else
+             f"{format_bytes(worker_memory)} per worker (--max-memory)")
     if "random" in state.weights.lower():
         LOG.warning("model has %s", state.weights)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=int(limits.request_timeout_s) + 5)
+    uvicorn.run(app, **uvicorn_options(limits), host=args.host, port=args.port, log_level=args.log_level)
     return 0

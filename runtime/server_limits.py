@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from lama_deploy.errors import UsageError
 
 from .images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
-from .images import DEFAULT_MAX_PIXELS, check_threshold
+from .images import DEFAULT_MAX_PIXELS, THRESHOLD_PRESETS, check_threshold
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,18 @@ class ServerLimits:
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS  # the runtime's, so `serve` and `inpaint` agree
     queue_size: int = 64
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = 120.0  # reading the body, waiting in the queue and running, together
+    max_memory: int | None = None  # host bytes for all inference workers together (None: no budget)
+    header_timeout_s: float = 10.0  # a connection must complete its request headers within this
+    max_connections: int = 128  # uvicorn's limit_concurrency: beyond it requests get 503
+    max_idle_connections: int = 32  # connections waiting for headers; one more closes the oldest
 
     def __post_init__(self) -> None:
+        if self.header_timeout_s <= 0:
+            raise ValueError(f"--header-timeout must be > 0 seconds, got {self.header_timeout_s}")
+        if self.max_connections < 2 or self.max_idle_connections < 1:
+            raise ValueError(f"--max-connections must be >= 2 (got {self.max_connections}) and --max-idle-connections"
+                             f" >= 1 (got {self.max_idle_connections})")
         if self.max_body_bytes < 1024:
             raise UsageError(f"--max-body-mb is too small ({self.max_body_bytes} bytes); allow at least 1 KiB")
         if self.max_pixels < 1:
@@ -137,7 +146,7 @@ def parse_threshold(value: Any) -> float | None:
     if not isinstance(value, str):
         raise RequestRejected(422, "form field 'threshold' must be a plain number, not a file")
     try:
-        threshold = float(value)
+        threshold = float(THRESHOLD_PRESETS.get(value.strip().lower(), value))  # "iopaint" = 127, "lama" = 0
     except ValueError:
         threshold = float("nan")
     if not math.isfinite(threshold):

@@ -149,8 +149,10 @@ class InferencePool:
                 self.stats.failed += 1
         slot.release()
 
-    async def run(self, slot: Slot, image: Any, mask: Any, threshold: float | None, timeout_s: float) -> Any:
-        """Queue one inpainting job for `slot` and await its result (`PoolTimeout` after `timeout_s`)."""
+    async def run(self, slot: Slot, image: Any, mask: Any, threshold: float | None, timeout_s: float,
+                  limit_s: float | None = None) -> Any:
+        """Queue one inpainting job for `slot` and await its result (`PoolTimeout` after `timeout_s`, the part
+        of the request's `limit_s` left after reading its body)."""
         future = self._executor.submit(self._work, image, mask, threshold)
         slot.submitted = True
         future.add_done_callback(lambda done: self._job_done(slot, done))
@@ -166,7 +168,7 @@ class InferencePool:
             with self._lock:
                 slot.timed_out = True
                 self.stats.timed_out += 1
-            raise PoolTimeout(f"request did not finish within {timeout_s:g} s (--request-timeout)") from None
+            raise PoolTimeout(f"request did not finish within {limit_s or timeout_s:g} s (--request-timeout)") from None
 
     def close(self) -> None:
         """Finish what is queued, then release every inpainter."""

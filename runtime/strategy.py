@@ -1,27 +1,74 @@
-"""How an image of any size is fitted to a model's size range: direct, pad, crop, resize, empty-mask.
+"""How an image of any size is fed to a model: which regions run, at what size (IOPaint's HD strategies and more).
 
-- direct: the image, padded to the size multiple (what the official predictor does);
-- pad: smaller than the profile's minimum: padded (symmetric, bottom/right) up to it;
-- crop: larger than the maximum: a window around the hole's bounding box plus a context margin is
-  inpainted and pasted back;
-- resize: even that window does not fit: it is downscaled to fit, inpainted, upscaled, and only the
-  hole's pixels are pasted back at full resolution;
-- empty-mask: nothing to inpaint; the input is returned and the model is not run.
+Strategies a user picks (`StrategyOptions.strategy`, `--strategy`):
+
+- `auto` (default) = `crop`;
+- `crop`: when the long side exceeds `crop_trigger` (800, as IOPaint), one crop per connected hole
+  region (its box plus `margin`, 128 px, IOPaint's geometry; overlapping crops merged, see
+  `lama_deploy.runtime.regions`); smaller images run whole;
+- `window`: above the trigger, one crop around all holes plus the margin;
+- `resize`: when the long side exceeds `resize_limit` (1280, as IOPaint), the whole image downscaled to
+  it, inpainted, upscaled, and only hole pixels pasted back;
+- `whole` (alias `original`, IOPaint's name): the whole image at full size, as the official predictor.
+
+What ran is reported per image (`Plan.strategy`): `direct` (whole image, padded to the size multiple),
+`pad` (padded up to the model's minimum), `crop`, `window`, `resize`, `empty-mask` (nothing to do;
+the model is not run). Whatever was asked, an image that does not fit the model's size range or the
+pixel budget (`pixel_budget`: largest H x W per model input, for a memory budget) is cut into crops
+when its holes form several regions, and any run that still does not fit falls back to a window
+around its holes sized to the limits, else to a downscaled copy of that area.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from PIL import Image
 
 from lama_deploy import contract as C
 
 from .backends.base import Profile
+from .regions import crop_regions, iopaint_crop_box
 
-STRATEGIES = ("direct", "pad", "crop", "resize", "empty-mask")
-DEFAULT_CONTEXT_MARGIN = 128
+STRATEGIES = ("auto", "crop", "window", "resize", "whole")
+ALIASES = {"original": "whole"}  # IOPaint's HDStrategy names are crop, resize and original
+PLANNED = ("direct", "pad", "crop", "window", "resize", "empty-mask")
+DEFAULT_STRATEGY = "auto"
+DEFAULT_CONTEXT_MARGIN = 128  # IOPaint's hd_strategy_crop_margin
+DEFAULT_CROP_TRIGGER = 800  # IOPaint's hd_strategy_crop_trigger_size
+DEFAULT_RESIZE_LIMIT = 1280  # IOPaint's hd_strategy_resize_limit
+
+
+def strategy_name(name: str) -> str:
+    """The canonical strategy name for `name` (case-insensitive; IOPaint's `original` is `whole`)."""
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)} (or original = whole)")
+    return key
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """How large images are handled; the defaults reproduce IOPaint's default (Crop, trigger 800, margin 128)."""
+
+    strategy: str = DEFAULT_STRATEGY
+    margin: int = DEFAULT_CONTEXT_MARGIN
+    crop_trigger: int = DEFAULT_CROP_TRIGGER
+    resize_limit: int = DEFAULT_RESIZE_LIMIT
+    pixel_budget: int | None = None  # largest H*W of one model input (tensor size); None = unlimited
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", strategy_name(self.strategy))
+        for name in ("margin", "crop_trigger", "resize_limit"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.resize_limit < C.MIN_SIDE:
+            raise ValueError(f"resize_limit must be >= {C.MIN_SIDE}, got {self.resize_limit}")
+        if self.pixel_budget is not None and self.pixel_budget < (2 * C.MIN_SIDE) ** 2:
+            raise ValueError(f"pixel_budget {self.pixel_budget} is too small; allow at least {(2 * C.MIN_SIDE) ** 2} pixels")
 
 
 @dataclass(frozen=True)
@@ -45,16 +92,44 @@ class Box:
     def slices(self) -> tuple[slice, slice]:
         return slice(self.top, self.bottom), slice(self.left, self.right)
 
+    def shifted(self, top: int, left: int) -> "Box":
+        return Box(self.top + top, self.left + left, self.bottom + top, self.right + left)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One model input cut from the image: the region, the size it is fed at, the padded tensor size."""
+
+    kind: str  # direct, pad, window or resize
+    region: Box
+    model_size: tuple[int, int]  # (h, w) as fed; differs from the region's only when resized
+    tensor_size: tuple[int, int]  # (H, W) after padding
+
+    @property
+    def resized(self) -> bool:
+        return self.model_size != (self.region.height, self.region.width)
+
 
 @dataclass
 class Plan:
-    """What to run for one image: the region to inpaint, the size it is fed at, and the tensor size."""
+    """What to run for one image: the strategy that ran and its model inputs (none for an empty mask)."""
 
     strategy: str
-    region: Box
-    model_size: tuple[int, int] = (0, 0)  # (h, w) of the region as fed (differs from region only for resize)
-    tensor_size: tuple[int, int] = (0, 0)  # (H, W) after padding
+    runs: list[Run]
     notes: list[str] = field(default_factory=list)
+    image_size: tuple[int, int] = (0, 0)  # (h, w)
+
+    @property
+    def region(self) -> Box:
+        return self.runs[0].region if self.runs else Box(0, 0, *self.image_size)
+
+    @property
+    def model_size(self) -> tuple[int, int]:
+        return self.runs[0].model_size if self.runs else (0, 0)
+
+    @property
+    def tensor_size(self) -> tuple[int, int]:
+        return self.runs[0].tensor_size if self.runs else (0, 0)
 
 
 def hole_bbox(hole: np.ndarray) -> Box | None:
@@ -71,9 +146,19 @@ def tensor_size(height: int, width: int, profile: Profile) -> tuple[int, int]:
     return max(C.round_up(height, m), profile.min_height), max(C.round_up(width, m), profile.min_width)
 
 
-def fits(size: tuple[int, int], profile: Profile) -> bool:
+def fits(size: tuple[int, int], profile: Profile, pixel_budget: int | None = None) -> bool:
     h, w = size
-    return (profile.max_height is None or h <= profile.max_height) and (profile.max_width is None or w <= profile.max_width)
+    in_range = (profile.max_height is None or h <= profile.max_height) and (profile.max_width is None or w <= profile.max_width)
+    return in_range and (pixel_budget is None or h * w <= pixel_budget)
+
+
+def batch_limit(profile: Profile, tensor: tuple[int, int], options: StrategyOptions | None = None) -> int | None:
+    """Most inputs of one tensor size per model call: the profile's max batch, and the pixel budget's share."""
+    limit = profile.max_batch
+    if options is not None and options.pixel_budget is not None:
+        share = max(1, options.pixel_budget // (tensor[0] * tensor[1]))
+        limit = share if limit is None else min(limit, share)
+    return limit
 
 
 def axis_window(lo: int, hi: int, length: int, limit: int | None, margin: int, multiple: int) -> tuple[int, int] | None:
@@ -101,31 +186,161 @@ def downscaled(height: int, width: int, profile: Profile) -> tuple[int, int]:
     return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
 
 
-def plan_image(hole: np.ndarray, profile: Profile, margin: int = DEFAULT_CONTEXT_MARGIN) -> Plan:
-    """Choose the strategy for one image. `profile` must be `usable()` (bounds on the size rule)."""
+def _side_limits(profile: Profile, pixel_budget: int | None) -> Profile:
+    """The profile, with a pixel budget turned into a square side limit (for windows and downscaling)."""
+    if pixel_budget is None:
+        return profile
+    return profile.narrowed(max_side=math.isqrt(pixel_budget)).usable()
+
+
+def _full_size_run(region: Box, profile: Profile, pixel_budget: int | None) -> Run | None:
+    """The region fed as it is (padded to the size rule or the minimum), if that fits."""
+    size = tensor_size(region.height, region.width, profile)
+    if not fits(size, profile, pixel_budget):
+        return None
+    m = profile.size_multiple
+    kind = "direct" if size == (C.round_up(region.height, m), C.round_up(region.width, m)) else "pad"
+    return Run(kind, region, (region.height, region.width), size)
+
+
+def _limited_run(hole: np.ndarray, area: Box, profile: Profile, options: StrategyOptions) -> Run:
+    """For an area too large to run: a window around its holes within the limits, else the area downscaled."""
+    limits = _side_limits(profile, options.pixel_budget)
+    m = limits.size_multiple
+    margin = C.round_up(max(options.margin, 0), m)
+    bbox = hole_bbox(hole[area.slices])
+    rows = axis_window(bbox.top, bbox.bottom, area.height, limits.max_height, margin, m)
+    cols = axis_window(bbox.left, bbox.right, area.width, limits.max_width, margin, m)
+    if rows is not None and cols is not None:
+        region = Box(rows[0], cols[0], rows[1], cols[1]).shifted(area.top, area.left)
+        return Run("window", region, (region.height, region.width), tensor_size(region.height, region.width, limits))
+    region = Box(max(bbox.top - margin, 0), max(bbox.left - margin, 0),
+                 min(bbox.bottom + margin, area.height), min(bbox.right + margin, area.width)).shifted(area.top, area.left)
+    small = downscaled(region.height, region.width, limits)
+    return Run("resize", region, small, tensor_size(*small, limits))
+
+
+def _area_run(hole: np.ndarray, area: Box, profile: Profile, options: StrategyOptions) -> Run:
+    return _full_size_run(area, profile, options.pixel_budget) or _limited_run(hole, area, profile, options)
+
+
+def _describe(run: Run, whole: Box) -> str | None:
+    if run.kind == "pad" and run.region == whole:
+        return f"{whole.width}x{whole.height} is below the model's minimum; padded to {run.tensor_size[1]}x{run.tensor_size[0]}"
+    if run.kind == "window":
+        return (f"inpainted a {run.region.width}x{run.region.height} window around the mask at "
+                f"({run.region.left}, {run.region.top}) to stay within the model's size range or the pixel budget")
+    if run.kind == "resize":
+        return (f"inpainted a {run.region.width}x{run.region.height} area at {run.model_size[1]}x{run.model_size[0]} "
+                f"and upscaled it; only masked pixels pasted back")
+    return None
+
+
+def _plan(strategy: str, runs: list[Run], whole: Box, notes: list[str] | None = None) -> Plan:
+    notes = list(notes or []) + [n for n in (_describe(r, whole) for r in runs) if n]
+    if strategy == "whole":  # the whole image was asked for: the single run says what ran
+        strategy = runs[0].kind
+    return Plan(strategy, runs, notes, (whole.height, whole.width))
+
+
+def _plan_crop(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, why: str,
+               regions: list | None = None) -> Plan:
+    regions = crop_regions(hole, options.margin) if regions is None else regions
+    runs = [_area_run(hole, Box(*crop), profile, options) for crop, _ in regions]
+    return _plan("crop", runs, whole, [f"crop strategy: {len(runs)} region(s) around the holes "
+                                       f"(margin {options.margin} px), {why}"])
+
+
+def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, one_input: bool) -> Plan:
+    """The whole image if it fits; else one crop per region when there are several, else a window."""
+    run = _full_size_run(whole, profile, options.pixel_budget)
+    if run is None:
+        regions = [] if one_input else crop_regions(hole, options.margin)
+        if len(regions) > 1:  # separate holes: crops around each are smaller than one window around all
+            return _plan_crop(hole, profile, options, whole, "the whole image is above the model's size range or "
+                                                             "the pixel budget", regions)
+        run = _limited_run(hole, whole, profile, options)
+    return _plan("whole", [run], whole)
+
+
+def _plan_window(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
+    bbox = hole_bbox(hole)
+    region = Box(*iopaint_crop_box((bbox.top, bbox.left, bbox.bottom, bbox.right), options.margin, whole.height, whole.width))
+    run = _area_run(hole, region, profile, options)
+    return _plan("window", [run], whole, [] if run.kind == "window" else
+                 [f"window strategy: one {region.width}x{region.height} crop around all holes"])
+
+
+def _plan_resize(profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
+    """IOPaint's Resize: the long side scaled to `resize_limit` (int(x * ratio + 0.5), as IOPaint), within the limits."""
+    ratio = options.resize_limit / max(whole.height, whole.width)
+    small = max(1, int(whole.height * ratio + 0.5)), max(1, int(whole.width * ratio + 0.5))
+    limits = _side_limits(profile, options.pixel_budget)
+    if not fits(tensor_size(*small, limits), limits, options.pixel_budget):
+        small = downscaled(*small, limits)
+    return _plan("resize", [Run("resize", whole, small, tensor_size(*small, limits))], whole)
+
+
+def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | int | None = None, *,
+               margin: int | None = None) -> Plan:
+    """Choose what to run for one image. `profile` must be `usable()` (bounds on the size rule).
+
+    An int for `options` is the older call `plan_image(hole, profile, margin)` of pipelines that feed one
+    tensor per image (the Triton ensemble): the whole image, else one window, else resize; never crops.
+    """
+    one_input = isinstance(options, int) and not isinstance(options, bool)
+    if one_input:
+        options = StrategyOptions("whole", margin=int(options))
+    options = options or StrategyOptions()
+    if margin is not None:
+        options = replace(options, margin=int(margin))
     height, width = hole.shape
     whole = Box(0, 0, height, width)
-    bbox = hole_bbox(hole)
-    if bbox is None:
-        return Plan("empty-mask", whole, notes=["mask is empty: nothing to inpaint, the model was not run"])
-    m = profile.size_multiple
-    size = tensor_size(height, width, profile)
-    if fits(size, profile):
-        if size == (C.round_up(height, m), C.round_up(width, m)):
-            return Plan("direct", whole, (height, width), size)
-        return Plan("pad", whole, (height, width), size,
-                    [f"{width}x{height} is below the model's minimum; padded to {size[1]}x{size[0]}"])
-    margin = C.round_up(max(margin, 0), m)
-    rows = axis_window(bbox.top, bbox.bottom, height, profile.max_height, margin, m)
-    cols = axis_window(bbox.left, bbox.right, width, profile.max_width, margin, m)
-    if rows is not None and cols is not None:
-        region = Box(rows[0], cols[0], rows[1], cols[1])
-        return Plan("crop", region, (region.height, region.width), tensor_size(region.height, region.width, profile),
-                    [f"{width}x{height} is above the model's maximum; inpainted a {region.width}x{region.height} "
-                     f"crop around the mask at ({region.left}, {region.top})"])
-    region = Box(max(bbox.top - margin, 0), max(bbox.left - margin, 0),
-                 min(bbox.bottom + margin, height), min(bbox.right + margin, width))
-    small = downscaled(region.height, region.width, profile)
-    return Plan("resize", region, small, tensor_size(*small, profile),
-                [f"the mask's area ({region.width}x{region.height} with context) is above the model's maximum; "
-                 f"inpainted at {small[1]}x{small[0]} and upscaled, only masked pixels pasted back"])
+    if hole_bbox(hole) is None:
+        return Plan("empty-mask", [], ["mask is empty: nothing to inpaint, the model was not run"], (height, width))
+    long_side = max(height, width)
+    name = options.strategy
+    if name in ("auto", "crop") and long_side > options.crop_trigger:
+        return _plan_crop(hole, profile, options, whole, f"long side {long_side} > trigger {options.crop_trigger}")
+    if name == "window" and long_side > options.crop_trigger:
+        return _plan_window(hole, profile, options, whole)
+    if name == "resize" and long_side > options.resize_limit:
+        return _plan_resize(profile, options, whole)
+    return _plan_whole(hole, profile, options, whole, one_input)
+
+
+# -- cutting the inputs and pasting the results ----------------------------------------------------------
+def cut_inputs(rgb: np.ndarray, hole: np.ndarray, plan: Plan) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, hole) of each run, as fed to the model (downscaled for resize runs)."""
+    inputs = []
+    for run in plan.runs:
+        rows, cols = run.region.slices
+        part_rgb, part_hole = rgb[rows, cols], hole[rows, cols]
+        inputs.append(downscale(part_rgb, part_hole, run.model_size) if run.resized else (part_rgb, part_hole))
+    return inputs
+
+
+def paste_outputs(rgb: np.ndarray, plan: Plan, outputs: list[np.ndarray]) -> np.ndarray:
+    """The image with each run's output over its region (upscaled for resize runs).
+
+    Regions never overlap (crop boxes are merged), and the caller keeps only hole pixels of this.
+    """
+    generated = rgb.copy()
+    for run, output in zip(plan.runs, outputs):
+        if run.resized:
+            output = upscale(output, (run.region.height, run.region.width))
+        generated[run.region.slices] = output
+    return generated
+
+
+def downscale(rgb: np.ndarray, hole: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image with LANCZOS; hole with a box filter and > 0 so every partly-masked pixel stays a hole."""
+    h, w = size
+    small_rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.Resampling.LANCZOS))
+    small_hole = np.asarray(Image.fromarray(hole.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BOX)) > 0
+    return small_rgb, small_hole
+
+
+def upscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))

@@ -40,12 +40,20 @@ def config_parameters(model_config: dict[str, Any]) -> dict[str, str]:
 # bundled stub (pybind11 built against numpy 1) misreads numpy 2 arrays (item size 0: empty outputs, and
 # scrambled inputs); DLPack carries dtype, shape and strides itself and works with numpy 1 and 2.
 
+#: The python-backend stub's numpy bridge is built for numpy 1.x. Under numpy 2 `as_numpy()` scrambles the data
+#: and `Tensor(name, array)` sends empty outputs, so tensors cross by DLPack there; under numpy 1.x the stub
+#: refuses numpy's DLPack capsules ("PyCapsule_GetPointer called with incorrect name"), so the plain bridge.
+_NUMPY2 = int(np.__version__.split(".")[0]) >= 2
+
+
 def input_array(tensor: Any) -> np.ndarray:
-    return np.array(np.from_dlpack(tensor), copy=True)  # own the bytes: the request's memory is freed after
+    data = np.from_dlpack(tensor) if _NUMPY2 else tensor.as_numpy()
+    return np.array(data, copy=True)  # own the bytes: the request's memory is freed after
 
 
 def output_tensor(pb: Any, name: str, array: np.ndarray) -> Any:
-    return pb.Tensor.from_dlpack(name, np.array(array, order="C", copy=True))
+    array = np.array(array, order="C", copy=True)
+    return pb.Tensor.from_dlpack(name, array) if _NUMPY2 else pb.Tensor(name, array)
 
 
 class _RequestLoop:

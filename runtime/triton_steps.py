@@ -16,7 +16,7 @@ from lama_deploy import contract as C
 
 from .backends.base import Profile
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError, LoadedImage, load_hole, load_image, to_output_image
-from .inpainter import _downscale, _upscale  # the Inpainter's own resamplers: identical bytes
+from .strategy import downscale as _downscale, upscale as _upscale  # the Inpainter's own resamplers: identical bytes
 from .preprocess import make_feed, output_to_images
 from .strategy import DEFAULT_CONTEXT_MARGIN, Plan, plan_image
 

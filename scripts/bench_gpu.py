@@ -94,7 +94,10 @@ def model_variant(base: Any, form: str) -> Any:
     from lama_model import set_fourier_mode
 
     model = copy.deepcopy(base)
-    return remove_fourier_units(model) if form == FLOOR else set_fourier_mode(model, form)
+    if form == FLOOR:
+        # The floor's units never run their transform; a DFT-as-matmul form keeps every fp16 policy valid for it.
+        return remove_fourier_units(set_fourier_mode(model, "matmul-dense"))
+    return set_fourier_mode(model, form)
 
 
 def _device_scoped(model: Any, device: str) -> None:

@@ -25,6 +25,8 @@ def _defined_flags() -> set[str]:
     for path in SOURCES:
         for call in re.finditer(r"add_argument\(([^)]*)", path.read_text()):
             flags.update(re.findall(r'"(--[a-z0-9-]+)"', call.group(1)))
+        # option tables such as the server's _GUARD_OPTIONS: ("--flag", type, default, help)
+        flags.update(re.findall(r'\(\s*"(--[a-z0-9-]+)",\s*(?:str|int|float|bool)\b', path.read_text()))
         if "def add_profile_options" in path.read_text():  # f"--{which}" over lama_deploy.profiles.WHICH
             from lama_deploy.profiles import WHICH
 

@@ -15,11 +15,34 @@ from lama_deploy import contract as C
 from lama_deploy.errors import InputNotFound, missing_dependency
 from lama_deploy.model_facts import facts_from_session
 
+from ..memory import ORT_CPU_COST, MemoryCost
 from .base import Backend, BackendError, Profile
 
 #: Preferred order; only the providers this onnxruntime build offers are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _GPU_PROVIDERS = PREFERRED_PROVIDERS[:2]
+#: After every run the CPU arena hands back what that run grew (one large image must not keep gigabytes).
+ARENA_SHRINKAGE = ("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
+def memory_lean_options(ort: Any, threads: int | None = None) -> Any:
+    """Session options that keep CPU peak memory near what the model needs (measured by scripts/bench_memory).
+
+    - no memory pattern: with dynamic H/W a pattern is planned per shape and allocated as one block beside
+      the arena's chunks from the tracing run, which roughly doubles the peak of the second call;
+    - sequential execution: parallel branches would hold their full-resolution tensors at the same time;
+    - no layout optimisation (ORT_ENABLE_EXTENDED, not ALL): the NCHWc rewrite brackets every full-resolution
+      convolution with ReorderInput/ReorderOutput copies (1 GB each at 2048x2048 for big-lama).
+    The arena itself stays on (without it every large tensor is a fresh malloc: slower and no smaller).
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # ORT's per-node warnings are noise for users of a finished model
+    options.enable_mem_pattern = False
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
 
 
 def import_onnxruntime():
@@ -75,6 +98,7 @@ class OnnxRuntimeBackend(Backend):
         self.requested_providers = providers
         self.threads = threads
         self.session = None
+        self._run_options = None
         self._metadata: dict[str, str] = {}
         self._dtypes: dict[str, Any] = {}
         self._profile = Profile()
@@ -83,10 +107,7 @@ class OnnxRuntimeBackend(Backend):
 
     def activate_impl(self) -> None:
         ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # ORT's per-node warnings are noise for users of a finished model
-        if self.threads:
-            options.intra_op_num_threads = self.threads
+        options = memory_lean_options(ort, self.threads)
         providers = choose_providers(ort.get_available_providers(), self.device, self.requested_providers)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
@@ -97,6 +118,16 @@ class OnnxRuntimeBackend(Backend):
         self._check_io()
         self._metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._profile = self._profile_from_session()
+        self._run_options = ort.RunOptions()
+        if self._cpu_only():
+            self._run_options.add_run_config_entry(*ARENA_SHRINKAGE)
+
+    def _cpu_only(self) -> bool:
+        return self.session is not None and set(self.session.get_providers()) <= {"CPUExecutionProvider"}
+
+    def host_memory_cost(self) -> MemoryCost | None:
+        """Peak host bytes per tensor pixel on the CPU EP; None on GPU providers (device memory)."""
+        return ORT_CPU_COST if self._cpu_only() else None
 
     def _check_io(self) -> None:
         problem = C.io_problem(facts_from_session(self.session, self.path.name))
@@ -117,7 +148,7 @@ class OnnxRuntimeBackend(Backend):
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         typed = {name: array.astype(self._dtypes.get(name, np.float32), copy=False) for name, array in feed.items()}
-        (output,) = self.session.run([C.OUTPUT], typed)
+        (output,) = self.session.run([C.OUTPUT], typed, self._run_options)
         return {C.OUTPUT: np.asarray(output, dtype=np.float32)}
 
     def deactivate_impl(self) -> None:

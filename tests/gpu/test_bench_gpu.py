@@ -16,10 +16,13 @@ def test_quick_gpu_rows_measure_every_form_policy_and_mode():
     assert "skipped" not in gpu and gpu["gpu"]
     forms = gpu["forms"]
     assert len(forms) == len(precisions()) * (len(FOURIER_MODES) + 1)
-    torch_rows = [r for r in forms if r["form"] == "torch"]
+    # cuFFT cannot run the scaled fp16 units (it sums before normalising): that row is a one-line refusal.
+    refused = [r for r in forms if r["form"] == "torch" and r["policy"] == "fourier-scaled"]
+    assert all("graph_ms" not in r and "fourier-scaled" in r.get("error", "") for r in refused), refused
+    torch_rows = [r for r in forms if r["form"] == "torch" and r not in refused]
     assert all(r["graph_ms"] > 0 and r["eager_ms"] > 0 and r["peak_gpu_mb"] > 0 for r in torch_rows), torch_rows
     assert all("fourier_share" in r for r in torch_rows)
-    assert all(r.get("graph_ms", 1) > 0 for r in forms if r["form"] == FLOOR)
+    assert all(r["graph_ms"] > 0 for r in forms if r["form"] == FLOOR)
     hot = [r["hot_error"] for r in torch_rows if r["precision"] == "fp16"]
     assert hot and all(h["non_finite"] == 0 for h in hot)
     backend = gpu["backend"]

@@ -112,7 +112,9 @@ def test_hot_weights_fp16_policies_finite_and_within_one_level(hot_big_lama, siz
     feed = _feed(1, size, seed=3)
     with TorchBackend(copy.deepcopy(hot_big_lama), device="cuda", cuda_graphs=False) as fp32:
         reference = fp32.infer(feed)["inpainted"]
-    for policy in fp16_policies():
+    # The backend runs torch.fft (cuFFT), which refuses `fourier-scaled` (tested on CPU); the scaled policy's
+    # GPU numbers come from the DFT-as-matmul rows of the benchmark.
+    for policy in [p for p in fp16_policies() if p != "fourier-scaled"]:
         with TorchBackend(copy.deepcopy(hot_big_lama), device="cuda", precision="fp16", fp16_policy=policy,
                           cuda_graphs=size <= 1024) as fp16:
             output = fp16.infer(feed)["inpainted"]

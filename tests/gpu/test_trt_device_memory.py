@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_NO_CUDA_PYTHON, reason=str(cu
 
 def _memory_type(cudart, ptr: int) -> str:
     attributes = check(cudart, cudart.cudaPointerGetAttributes(ptr), "cudaPointerGetAttributes")
-    return str(attributes.type).rsplit(".", 1)[-1]
+    kind = attributes.type
+    # cuda-bindings' enums are IntEnums whose str() differs between versions ("cudaMemoryType.X" or "<...: 1>").
+    return getattr(kind, "name", None) or cudart.cudaMemoryType(int(kind)).name
 
 
 def _read(cudart, ptr: int, shape) -> np.ndarray:

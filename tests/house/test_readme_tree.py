@@ -14,7 +14,8 @@ FOLDERS = ("lama_model", "lama_deploy", "export", "runtime", "runtime/backends",
 def _table() -> str:
     text = (REPO / "README.md").read_text()
     start = text.index("## What is where")
-    return text[start:text.index("\n## ", start + 1)]
+    section = text[start:text.index("\n## ", start + 1)]
+    return "\n".join(line for line in section.splitlines() if line.startswith("|"))  # the table's rows only
 
 
 def test_every_module_is_in_the_table_and_every_named_file_exists() -> None:

@@ -142,3 +142,22 @@ def test_pairing_rules(tmp_path):
     pairs = {(p.image.name, p.mask.name if p.mask else None, p.output_stem) for p in pair_files(images, masks)}
     assert pairs == {("p.png", "p.png", "p"), ("q.jpg", "q_mask.png", "q"), ("r.png", "r_mask000.png", "r_mask000"),
                      ("r.png", "r_mask001.png", "r_mask001"), ("s.png", None, "s")}
+
+
+def test_soft_mask_warning_threshold_preset_and_exif_options(tmp_path, tiny_onnx, capsys):
+    rgb, _ = _write_pair(tmp_path, "photo")
+    yy, xx = np.mgrid[0:40, 0:56]
+    soft = (np.clip((14 - np.hypot(yy - 20, xx - 28)) / 8, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(soft).save(tmp_path / "soft.png")
+    args = [str(tmp_path / "photo.png"), str(tmp_path / "soft.png"), "--model", str(tiny_onnx), "-o"]
+    assert main(args + [str(tmp_path / "a.png")]) == 0
+    assert "note: warning: the mask has" in capsys.readouterr().out
+    assert main(args + [str(tmp_path / "b.png"), "--threshold", "iopaint", "--exif", "keep", "--strategy", "crop"]) == 0
+    out = capsys.readouterr().out
+    assert "note: warning" not in out and "(direct," in out
+    written = np.asarray(Image.open(tmp_path / "b.png"))
+    np.testing.assert_array_equal(written[soft <= 127], rgb[soft <= 127])
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + [str(tmp_path / "c.png"), "--threshold", "soft"])
+    assert exit_info.value.code == 2
+    assert "neither a number nor a preset" in capsys.readouterr().err

@@ -176,3 +176,36 @@ def test_bad_arrays(array, match):
 def test_unsupported_source_type():
     with pytest.raises(InpaintInputError, match="file path, bytes, a PIL image or a numpy array"):
         load_image(12345)
+
+
+def _feathered_mask(size: int = 64) -> np.ndarray:
+    """A round brush stroke with a soft 12 px edge, as IOPaint's and most editors' brushes paint it."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    distance = np.hypot(yy - size / 2, xx - size / 2)
+    return (np.clip((24 - distance) / 12, 0, 1) * 255).astype(np.uint8)
+
+
+def test_soft_mask_warns_at_threshold_0_only():
+    from lama_deploy.runtime.images import load_mask
+
+    soft = _feathered_mask()
+    between = int(((soft > 0) & (soft < 255)).sum())
+    loaded = load_mask(soft, (64, 64))
+    warnings = [n for n in loaded.notes if n.startswith("warning:")]
+    assert len(warnings) == 1 and f"{between} pixels strictly between 0 and 255" in warnings[0]
+    assert "--threshold iopaint" in warnings[0]
+    assert loaded.hole.sum() == (soft > 0).sum()
+    iopaint = load_mask(soft, (64, 64), "iopaint")
+    assert iopaint.notes == [] and iopaint.hole.sum() == (soft > 127).sum() < loaded.hole.sum()
+    assert load_mask(soft, (64, 64), 10).notes == []
+    assert load_mask((soft > 0).astype(np.uint8) * 255, (64, 64)).notes == []  # a hard mask: no warning
+
+
+def test_threshold_presets_and_bad_values():
+    from lama_deploy.runtime.images import resolve_threshold
+
+    assert (resolve_threshold("iopaint"), resolve_threshold("LaMa"), resolve_threshold("12.5"), resolve_threshold(3)) \
+        == (127, 0, 12.5, 3)
+    for bad in ("soft", "255", -1, "nan"):
+        with pytest.raises(ValueError):
+            resolve_threshold(bad)

@@ -128,11 +128,11 @@ def test_profile_minimum_pads(tiny_onnx):
     assert inpainter.info()["profile"]["min"] == {"N": 1, "H": 48, "W": 48}
 
 
-def test_large_image_crop_equals_inpainting_the_crop(tiny_onnx, ort_inpainter):
+def test_large_image_window_equals_inpainting_the_window(tiny_onnx, ort_inpainter):
     rgb, mask = _image(96, 120), _mask(96, 120, (60, 90, 70, 100))
     with Inpainter.from_path(tiny_onnx, max_side=48, context_margin=8) as small:
         result = small.inpaint(rgb, mask)
-    assert result.strategy == "crop" and result.image.size == (120, 96)
+    assert result.strategy == "window" and result.image.size == (120, 96)
     out, hole = np.asarray(result.image), mask > 0
     np.testing.assert_array_equal(out[~hole], rgb[~hole])
     # the window: hole 10 px + 2*8 margin -> 32 px, centred on the hole

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lama_deploy.runtime.backends.base import Profile, profile_from_override
-from lama_deploy.runtime.strategy import Box, axis_window, downscaled, hole_bbox, plan_image
+from lama_deploy.runtime.strategy import Box, StrategyOptions, axis_window, downscaled, hole_bbox, plan_image
 
 
 def _hole(h: int, w: int, box: tuple[int, int, int, int] | None) -> np.ndarray:
@@ -38,18 +38,19 @@ def test_small_images_are_padded_up_to_the_minimum():
     assert (plan.strategy, plan.tensor_size) == ("pad", (64, 40))
 
 
-def test_large_images_crop_a_size_rule_window_around_the_mask():
+def test_images_above_the_profile_get_a_size_rule_window_around_the_mask():
     plan = plan_image(_hole(300, 200, (140, 50, 160, 70)), Profile.ranges(max_height=128, max_width=128).usable(), margin=20)
-    assert plan.strategy == "crop"
+    assert plan.strategy == "window"
     region = plan.region
     # hole 20 px + 2 * margin (20 rounded up to 24) = 68 -> next multiple of 8 = 72, centred on the hole
     assert region == Box(114, 24, 186, 96)
     assert plan.tensor_size == plan.model_size == (72, 72)
 
 
-def test_crop_window_is_capped_by_the_maximum_and_keeps_axes_that_fit():
-    plan = plan_image(_hole(100, 1000, (10, 500, 90, 520)), Profile.ranges(max_height=256, max_width=256).usable(), margin=128)
-    assert plan.strategy == "crop"
+def test_window_is_capped_by_the_maximum_and_keeps_axes_that_fit():
+    plan = plan_image(_hole(100, 1000, (10, 500, 90, 520)), Profile.ranges(max_height=256, max_width=256).usable(),
+                      StrategyOptions("whole"), margin=128)
+    assert plan.strategy == "window"
     assert (plan.region.top, plan.region.bottom) == (0, 100)  # the height fits: whole axis
     assert plan.region.width == 256 and plan.region.left <= 500 and plan.region.right >= 520
     assert plan.tensor_size == (104, 256)

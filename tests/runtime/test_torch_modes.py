@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -48,18 +46,20 @@ def test_mode_defaults_per_device():
     assert tp.PRECISIONS == ("fp32", "fp16", "bf16")
 
 
-def test_scaled_policy_offered_only_when_lama_model_folds(monkeypatch):
+def test_scaled_policy_folds_the_exports_scale_and_refuses_cufft(monkeypatch):
+    import lama_model.precision as lama_precision
+    from lama_model import set_fourier_mode
+
     folded = []
-    stub = types.ModuleType("lama_model.precision")
-    stub.FP16_POLICIES = ("fourier-fp32", "fourier-scaled")
-    stub.fold_fourier_scale = lambda model, scale: folded.append(scale) or model
-    stub.choose_fourier_scale = lambda: 0.125  # the export's default scale, one source for both
-    monkeypatch.setitem(sys.modules, "lama_model.precision", stub)
-    monkeypatch.setattr("lama_model.precision", stub, raising=False)
+    fold = lama_precision.fold_fourier_scale
+    monkeypatch.setattr(lama_precision, "fold_fourier_scale", lambda model, scale: folded.append(scale) or fold(model, scale))
     mode = tp.resolve_mode("cpu", "bf16", policy="fourier-scaled")
-    model = random_model("tiny", seed=0)
-    assert tp.apply_policy(model, mode) is model and folded == [0.125]
-    del stub.fold_fourier_scale
+    tp.apply_policy(set_fourier_mode(random_model("tiny", seed=0), "matmul"), mode)
+    assert folded == [lama_precision.choose_fourier_scale()] == [256.0]
+    # cuFFT sums before it normalises: scaled half-precision units still overflow there (H200, 2048 px).
+    with pytest.raises(BackendError, match="'fourier-scaled' needs a DFT-as-matmul Fourier form"):
+        tp.apply_policy(random_model("tiny", seed=0), mode)
+    monkeypatch.delattr(lama_precision, "fold_fourier_scale")
     assert tp.fp16_policies() == ("fourier-fp32",)
     with pytest.raises(BackendError, match="offers fourier-fp32"):
         tp.resolve_mode("cpu", "bf16", policy="fourier-scaled")

@@ -238,6 +238,7 @@ import numpy as np
 import triton_python_backend_utils as pb
 
 from lama_deploy.runtime.backends import create_backend
+from lama_deploy.runtime.triton_model import input_array, output_tensor
 
 
 class TritonPythonModel:
@@ -248,9 +249,9 @@ class TritonPythonModel:
     def execute(self, requests):
         answers = []
         for request in requests:
-            feed = {n: np.array(np.from_dlpack(pb.get_input_tensor_by_name(request, n))) for n in ("image", "mask")}
-            out = np.ascontiguousarray(self.backend.infer(feed)["inpainted"])
-            answers.append(pb.InferenceResponse(output_tensors=[pb.Tensor.from_dlpack("inpainted", out)]))
+            feed = {n: input_array(pb.get_input_tensor_by_name(request, n)) for n in ("image", "mask")}
+            out = self.backend.infer(feed)["inpainted"]
+            answers.append(pb.InferenceResponse(output_tensors=[output_tensor(pb, "inpainted", out)]))
         return answers
 '''
 

@@ -1,3 +1,7 @@
+"""The fp16 policies and the scope rule are declared once (the contract) and agree with lama_model."""
+
+from __future__ import annotations
+
 from lama_deploy import contract as C
 
 
