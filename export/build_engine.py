@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lama_deploy import contract as C
+from lama_deploy import host
 from lama_deploy.engine_sidecar import describe_sidecar, make_sidecar, verify_sidecar, write_engine_and_sidecar
-from lama_deploy.errors import UserError, cli_entry
+from lama_deploy.errors import InputNotFound, UserError, cli_entry
 from lama_deploy.files import atomic_output
 from lama_deploy.host import peak_rss_mb
 from lama_deploy.model_facts import ModelFacts, read_model_facts
@@ -102,7 +103,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     start = time.perf_counter()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
-        raise FileNotFoundError(f"ONNX model {onnx_path} not found")
+        raise InputNotFound(f"ONNX model {onnx_path} not found")
     profiles = profiles or make_profiles(None, None, None)
     for index, profile in enumerate(profiles):
         check_profile(profile, index)
@@ -120,8 +121,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     notes: list[str] = []
     if timing_cache and not features.timing_cache:
         notes.append(f"timing cache ignored: {features.flavour} has none (its timing cache calls are no-ops)")
-    if compute_capability:
-        compute_capability = normalise_compute_capability(features, compute_capability)
+    target = target_compute_capability(features, compute_capability)
+    compute_capability = target if compute_capability else None  # ahead of time only when asked for
     strongly_typed = not features.weak_typing or (onnx_precision == "fp16" and features.strongly_typed_flag)
     fp16_flag = precision == "fp16" and not strongly_typed
 
@@ -153,7 +154,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
 
     sidecar = make_sidecar(engine_path, engine_bytes, onnx_path, flavour=features.flavour, version=features.version,
                            precision=precision, onnx_precision=onnx_precision, strongly_typed=strongly_typed,
-                           pinned=pinned, tf32=tf32, compute_capability=compute_capability, profiles=profiles,
+                           pinned=pinned, tf32=tf32, compute_capability=target, profiles=profiles,
                            io=io_info, workspace_mib=workspace_mib, optimization_level=optimization_level,
                            build_seconds=build_seconds, metadata=metadata, notes=notes)
     side = write_engine_and_sidecar(engine_path, engine_bytes, sidecar)
@@ -164,12 +165,22 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
         engine=str(engine_path), sidecar=str(side), engine_bytes=len(engine_bytes),
         seconds=round(time.perf_counter() - start, 2), peak_rss_mb=round(peak_rss_mb(), 1),
         flavour=features.flavour, tensorrt_version=features.version, precision=precision,
-        strongly_typed=strongly_typed, fp32_pinned_layers=pinned, compute_capability=compute_capability,
+        strongly_typed=strongly_typed, fp32_pinned_layers=pinned, compute_capability=target,
         profiles=[p.as_lists() for p in profiles], notes=notes,
     )
 
 
-# --- engine inspection ------------------------------------------------------------------------------------
+# --- build target -------------------------------------------------------------------------------------------
+
+def target_compute_capability(features, requested: str | None) -> str:
+    """The GPUs the engine is for, never left unsaid: the ahead-of-time target, else the build GPU's."""
+    if requested:
+        return normalise_compute_capability(features, requested)
+    if features.compute_capabilities and host.cuda_compute_capability() is None:  # TensorRT-RTX without a GPU
+        raise UserError(f"no NVIDIA GPU here to build for; say which GPU will run the engine with "
+                        f"--compute-capability X.Y (one of {', '.join(features.compute_capabilities)})")
+    return host.cuda_compute_capability() or "the build GPU"
+
 
 # --- CLI ----------------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import onnx
 import torch
 
 from lama_deploy import contract as C
+from lama_deploy.errors import UsageError
 from lama_deploy.files import atomic_output, file_sha256
 from lama_deploy.host import peak_rss_mb
 from lama_deploy.model_facts import facts_from_proto
@@ -67,7 +68,7 @@ def trace_to_onnx(model: InpaintingModel, path: Path, opset: int = C.DEFAULT_OPS
                   batch: int = 1, keep_fourier: bool = False, fourier: str = "matmul") -> onnx.ModelProto:
     """Raw export of `model` (its Fourier units switched to `fourier` unless `keep_fourier`); returns the ModelProto."""
     if opset < 13 or opset > C.MAX_TRT8_OPSET:
-        raise ValueError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
+        raise UsageError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
                          f"(TensorRT 8.5/8.6 on JetPack 5/6.0 import up to opset {C.MAX_TRT8_OPSET})")
     if not keep_fourier:
         set_fourier_mode(model, fourier)
@@ -171,6 +172,18 @@ def load_model(checkpoint: str | None, config: str | None, seed: int = 0,
     return random_model(name, seed=seed, trained_like=trained_like), name, describe_random_weights(seed, trained_like), ""
 
 
+def describe_model_object(model: InpaintingModel, checkpoint: str | None) -> tuple[str, str, dict[str, str]]:
+    """(weights label, checkpoint sha256, random-weights metadata) of a model handed in as an object."""
+    recipe = getattr(model, "random_weights_recipe", None)
+    if checkpoint:
+        return f"checkpoint {Path(checkpoint).name}", file_sha256(checkpoint), {}
+    if recipe is not None:
+        seed, trained_like = recipe
+        return describe_random_weights(seed, trained_like), "", {
+            C.META_RANDOM_SEED: str(seed), C.META_TRAINED_LIKE: str(bool(trained_like)).lower()}
+    return "in-memory model (weights unknown to the exporter)", "", {}
+
+
 def _rewritten_for_export(model: InpaintingModel, speedups: bool, precision: str) -> tuple[InpaintingModel, list[str]]:
     """(a copy of `model` to trace, names of the rewrites applied); the caller's model is left as it was.
 
@@ -215,13 +228,13 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     from .onnx_rules import check_tensorrt_compatible
 
     if fourier not in C.EXPORT_FOURIER:
-        raise ValueError(f"unknown --fft {fourier!r}; choose one of {C.EXPORT_FOURIER}")
+        raise UsageError(f"unknown --fft {fourier!r}; choose one of {C.EXPORT_FOURIER}")
     if precision not in C.PRECISIONS:
-        raise ValueError(f"unknown --precision {precision!r}; choose one of {C.PRECISIONS}")
+        raise UsageError(f"unknown --precision {precision!r}; choose one of {C.PRECISIONS}")
     if fp16_policy not in C.FP16_POLICIES:
-        raise ValueError(f"unknown --fp16-policy {fp16_policy!r}; choose one of {C.FP16_POLICIES}")
+        raise UsageError(f"unknown --fp16-policy {fp16_policy!r}; choose one of {C.FP16_POLICIES}")
     if fourier == "dft" and precision == "fp16":
-        raise ValueError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
+        raise UsageError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
     start = time.perf_counter()
     random_weights: dict[str, str] = {}
     if model is None:
@@ -230,7 +243,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             random_weights = {C.META_RANDOM_SEED: str(seed), C.META_TRAINED_LIKE: str(bool(trained_like)).lower()}
     else:
         config = config or config_name(model.generator.config)
-        weights, sha = "in-memory model", ""
+        weights, sha, random_weights = describe_model_object(model, checkpoint)
     model, applied = _rewritten_for_export(model, speedups, precision)
     scale, precision_meta = _fp16_policy_settings(precision, fp16_policy, fourier_scale)
     if scale != 1.0:

@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import cli_entry  # noqa: E402
+from lama_deploy.errors import UsageError, cli_entry  # noqa: E402
 
 PROG = "lama-deploy export"
 
@@ -49,7 +49,7 @@ def _batch_arg(value: str) -> tuple[bool, int]:
         return True, 1
     if value.isdigit() and int(value) >= 1:
         return False, int(value)
-    raise ValueError(f"--batch must be 'dynamic' or a positive integer, not {value!r}")
+    raise UsageError(f"--batch must be 'dynamic' or a positive integer, not {value!r}")
 
 
 @cli_entry(PROG)
@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     dynamic_batch, _batch = _batch_arg(args.batch)
     output = Path(args.output)
     if output.is_dir():
-        raise ValueError(f"--output {output} is a folder; give a file name such as {output / 'lama.onnx'}")
+        raise UsageError(f"--output {output} is a folder; give a file name such as {output / 'lama.onnx'}")
     from lama_deploy.export.onnx_export import export_inpainting_onnx
 
     if args.fp16_policy and args.precision != "fp16":
-        raise ValueError("--fp16-policy applies to --precision fp16 only; add --precision fp16 or drop it")
+        raise UsageError("--fp16-policy applies to --precision fp16 only; add --precision fp16 or drop it")
     if args.fourier_scale is not None and args.fp16_policy != "fourier-scaled":
-        raise ValueError("--fourier-scale applies to --fp16-policy fourier-scaled only")
+        raise UsageError("--fourier-scale applies to --fp16-policy fourier-scaled only")
 
     if not args.checkpoint:
         print(f"{PROG}: no --checkpoint: exporting {C.RANDOM_WEIGHTS_LABEL}", file=sys.stderr)

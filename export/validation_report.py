@@ -21,6 +21,7 @@ class ShapeResult:
     mean_abs: float
     hole_psnr_db: float | None      # PSNR inside the hole vs the reference; None = identical
     passed: bool
+    input: str = ""                 # the user's image file name, or "synthetic"
 
 
 @dataclass
@@ -36,7 +37,8 @@ class ValidationReport:
     tolerance_source: str
     shapes: list[str]
     results: list[ShapeResult] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)        # runners not asked for that cannot run here
+    not_checked: dict[str, str] = field(default_factory=dict)    # runners asked for that did not run: a failure
     files: dict[str, str] = field(default_factory=dict)
     replay_command: str = ""
     seconds: float = 0.0
@@ -44,7 +46,19 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
+        return bool(self.results) and all(r.passed for r in self.results) and not self.not_checked
+
+    @property
+    def verdict(self) -> str:
+        """PASSED, FAILED (n of m comparisons) or NOT CHECKED (runner: reason): one line."""
+        failed = sum(not r.passed for r in self.results)
+        if failed or (not self.results and not self.not_checked):
+            return f"FAILED ({failed} of {len(self.results)} comparisons)"
+        if self.not_checked:
+            runner, reason = next(iter(self.not_checked.items()))
+            more = f" (+{len(self.not_checked) - 1} more runners)" if len(self.not_checked) > 1 else ""
+            return f"NOT CHECKED: {runner}: {reason}{more}"
+        return "PASSED"
 
     def as_dict(self) -> dict:
         """JSON-safe: NaN/inf errors (an fp16 overflow, say) become the strings "nan"/"inf"."""
@@ -55,6 +69,7 @@ class ValidationReport:
                 if isinstance(value, float) and not math.isfinite(value):
                     result[key] = str(value)
         data["passed"] = self.passed
+        data["verdict"] = self.verdict
         return data
 
 
@@ -82,12 +97,14 @@ def replay_command(onnx_path: str | Path, inputs: str | Path, reference: str | P
 
 
 def format_table(report: ValidationReport) -> str:
-    header = f"{'shape':<12} {'runner':<16} {'max abs err':>12} {'mean abs err':>13} {'hole PSNR':>10}  result"
+    width = max([len("input")] + [len(r.input) for r in report.results])
+    header = (f"{'input':<{width}} {'shape':<12} {'runner':<16} {'max abs err':>12} {'mean abs err':>13} "
+              f"{'hole PSNR':>10}  result")
     lines = [header, "-" * len(header)]
     for r in report.results:
         psnr = "exact" if r.hole_psnr_db is None else f"{r.hole_psnr_db:.1f} dB"
-        lines.append(f"{r.shape:<12} {r.runner:<16} {r.max_abs:>12.3e} {r.mean_abs:>13.3e} {psnr:>10}  "
-                     f"{'pass' if r.passed else 'FAIL'}")
+        lines.append(f"{r.input:<{width}} {r.shape:<12} {r.runner:<16} {r.max_abs:>12.3e} {r.mean_abs:>13.3e} "
+                     f"{psnr:>10}  {'pass' if r.passed else 'FAIL'}")
     return "\n".join(lines)
 
 
@@ -96,16 +113,17 @@ def format_summary(report: ValidationReport) -> str:
              f"reference: {report.reference}",
              f"tolerance: atol {report.atol:g}, rtol {report.rtol:g}, max error statistic ({report.tolerance_source})"]
     for runner, reason in report.skipped.items():
-        lines.append(f"skipped {runner}: {reason}")
+        lines.append(f"skipped {runner} (not asked for): {reason}")
+    for runner, reason in report.not_checked.items():
+        lines.append(f"NOT CHECKED {runner}: {reason}")
     lines.append(format_table(report))
     lines.extend(f"note: {note}" for note in report.notes)
     for what, path in report.files.items():
         lines.append(f"{what:<10} {path}")
     lines.append("replay the ONNX Runtime check by hand:")
     lines.append(f"  {report.replay_command}")
-    failed = sum(not r.passed for r in report.results)
-    verdict = "PASSED" if report.passed else f"FAILED ({failed} of {len(report.results)} comparisons)"
-    lines.append(f"{verdict} in {report.seconds:.1f} s")
+    skipped = f" (skipped: {', '.join(report.skipped)})" if report.skipped and report.passed else ""
+    lines.append(f"{report.verdict}{skipped} in {report.seconds:.1f} s")
     return "\n".join(lines)
 
 

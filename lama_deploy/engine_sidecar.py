@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import InputNotFound, UserError
 from .files import atomic_output, file_sha256
 from .host import host_info
 from .profiles import Profile, format_nhw
@@ -94,7 +94,7 @@ def verify_sidecar(engine_path: str | Path) -> dict[str, Any]:
     """The sidecar, after checking (size + sha256) that the engine file is the one it describes."""
     engine_path = Path(engine_path)
     if not engine_path.is_file():
-        raise FileNotFoundError(f"engine {engine_path} not found")
+        raise InputNotFound(f"engine {engine_path} not found")
     side = sidecar_path(engine_path)
     if not side.is_file():
         raise UserError(f"{side.name} not found next to the engine; rebuild with `lama-deploy build` to get one")

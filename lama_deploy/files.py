@@ -25,10 +25,7 @@ def atomic_output(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"output folder {parent} does not exist; create it or choose another --output")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write to {parent}; choose a writable --output")
+    check_output_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -43,3 +40,20 @@ def atomic_output(path: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output_parent(path: str | Path, flag: str = "--output") -> None:
+    """Fail in one line, before any work, when `path`'s folder is missing or read-only."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output folder {parent} does not exist; create it or choose another {flag}")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write to {parent}; choose a writable {flag}")
+
+
+def check_output_file(path: str | Path, flag: str = "--output") -> None:
+    """`check_output_parent`, and `path` must not be a folder."""
+    check_output_parent(path, flag)
+    if Path(path).is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")

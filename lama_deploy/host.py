@@ -20,3 +20,31 @@ def peak_rss_mb() -> float:
 def host_info() -> dict[str, str]:
     return {"node": platform.node(), "machine": platform.machine(), "system": platform.system(),
             "python": platform.python_version()}
+
+
+def cuda_device_count() -> int:
+    """NVIDIA GPUs visible through the driver (0 without a driver); no CUDA toolkit needed."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    except OSError:
+        return 0
+
+
+def cuda_compute_capability(device: int = 0) -> str | None:
+    """'8.9' for the first visible NVIDIA GPU through the driver, None without one."""
+    import ctypes
+
+    if cuda_device_count() <= device:
+        return None
+    cuda = ctypes.CDLL("libcuda.so.1")
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+    if cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device) or cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device):
+        return None
+    return f"{major.value}.{minor.value}"

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import contract as C
 from .engine_sidecar import sidecar_io, sidecar_metadata, verify_sidecar
-from .errors import UserError, missing_dependency
+from .errors import InputNotFound, UserError, missing_dependency
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -60,7 +60,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
     """Facts of an `.onnx` file or an engine (`.engine`/`.plan`/`.trt`, from its verified sidecar)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model {path} not found")
+        raise InputNotFound(f"model {path} not found")
     suffix = path.suffix.lower()
     if suffix in ENGINE_SUFFIXES:
         return engine_facts(path)

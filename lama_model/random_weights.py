@@ -80,6 +80,9 @@ def randomize_weights(model: InpaintingModel, seed: int = 0, trained_like: bool 
         if isinstance(module, nn.BatchNorm2d):
             _randomise_affine(module, generator, scales.get(id(module), 1.0))
     calibrate_batchnorm(model, seed)
+    # What the weights are travels with the model, so an export of it (or anything else handed the model
+    # object) can label it and rebuild it: (seed, trained_like).
+    model.random_weights_recipe = (seed, bool(trained_like))
     return model
 
 

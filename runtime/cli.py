@@ -21,17 +21,22 @@ from pathlib import Path
 
 from PIL import Image
 
-from lama_deploy.errors import UserError, cli_entry
-from lama_deploy.files import atomic_output
+from lama_deploy.errors import InputNotFound, UserError, cli_entry
+from lama_deploy.files import atomic_output, check_output_file
 
 from .backends import BACKENDS
 from .backends.torch_precision import add_mode_arguments
-from .images import DEFAULT_MAX_PIXELS, InpaintInputError
+from .images import DEFAULT_MAX_PIXELS, InpaintInputError, check_threshold
 from .input_options import add_input_options, input_options
+from .progress import stage
 
 PROG = "lama-deploy inpaint"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _MASK_STEM = re.compile(r"^(?P<stem>.+)_mask\d*$")
+#: JPEG masks carry compression noise (values 1..30 around white strokes, a few even on black): with the
+#: lossless default (> 0) that noise becomes hole. Mid-grey separates the two cleanly.
+LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg", ".webp")
+LOSSY_MASK_THRESHOLD = 127
 
 
 @dataclass
@@ -52,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's best)")
     parser.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
-    add_input_options(parser)  # --threshold, --exif, --strategy, --margin, --crop-trigger, --resize-limit
+    add_input_options(parser, lossy_mask_threshold=LOSSY_MASK_THRESHOLD)  # --threshold, --exif, --strategy, --margin, ...
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
+    parser.add_argument("--jpeg-quality", type=int, default=95, metavar="1-100",
+                        help="quality of JPEG/WebP outputs (default 95)")
     parser.add_argument("--max-memory", default="auto", help="host memory one inference may take, e.g. 4GB, 512MB "
                         "(CPU backends; bigger images are cropped/downscaled to fit, or refused); default: "
                         "70%% of the memory available, 'none' for no budget")
@@ -100,12 +107,35 @@ def image_format(path: Path) -> str:
     return fmt
 
 
-def save_image(image: Image.Image, path: Path) -> None:
+def save_image(image: Image.Image, path: Path, quality: int = 95) -> None:
     fmt = image_format(path)
     if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
-        raise InpaintInputError(f"JPEG cannot keep the alpha channel of a {image.mode} image; write {path.stem}.png instead")
+        raise InpaintInputError(f"JPEG cannot keep the alpha channel of a {image.mode} image; write {path.stem}.png "
+                                f"instead (folders: --ext png)")
     with atomic_output(path) as tmp:
-        image.save(tmp, format=fmt)
+        image.save(tmp, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+
+
+def mask_threshold(args: argparse.Namespace, mask: Path) -> float:
+    """--threshold, else 0 for lossless masks and LOSSY_MASK_THRESHOLD for JPEG/WebP ones."""
+    if args.threshold is not None:
+        return args.threshold
+    return LOSSY_MASK_THRESHOLD if mask.suffix.lower() in LOSSY_MASK_SUFFIXES else 0
+
+
+def check_args_before_work(args: argparse.Namespace) -> None:
+    """Everything that can be checked without the model, so a mistake costs seconds, not a minute."""
+    if not 1 <= args.jpeg_quality <= 100:
+        raise UserError(f"--jpeg-quality {args.jpeg_quality} is out of range; use 1..100")
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    if args.image is None:
+        return
+    for path, what in ((args.image, "image"), (args.mask, "mask")):
+        if not Path(path).is_file():
+            raise InputNotFound(f"{what} {path} not found")
+    check_output_file(args.output, "-o")
+    image_format(Path(args.output))
 
 
 def _load_inpainter(args: argparse.Namespace):
@@ -114,9 +144,11 @@ def _load_inpainter(args: argparse.Namespace):
     if not args.model:
         raise UserError("no model given: pass --model PATH (.engine/.plan, .onnx or .ckpt/.pt/.pth), "
                         "or run `lama-deploy demo` to try the random-weights demo")
-    inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=args.max_pixels,
-                                    max_side=args.max_side, precision=args.precision, cuda_graphs=args.cuda_graphs,
-                                    max_memory=args.max_memory, **input_options(args))
+    with stage(PROG, f"loading {args.model}"):
+        inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device,
+                                        max_pixels=args.max_pixels, max_side=args.max_side, precision=args.precision,
+                                        cuda_graphs=args.cuda_graphs, max_memory=args.max_memory,
+                                        **{**input_options(args), "threshold": args.threshold or 0})
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
               f"the output is a plumbing demo, not inpainting", file=sys.stderr)
@@ -125,11 +157,11 @@ def _load_inpainter(args: argparse.Namespace):
 
 def run_single(args: argparse.Namespace) -> int:
     output = Path(args.output)
-    image_format(output)  # fail on a bad output name before loading the model
     with _load_inpainter(args) as inpainter:
         try:
-            result = inpainter.inpaint(args.image, args.mask)
-            save_image(result.image, output)
+            with stage(PROG, f"inpainting {Path(args.image).name} with {inpainter.backend.name}"):
+                result = inpainter.inpaint(args.image, args.mask, threshold=mask_threshold(args, Path(args.mask)))
+            save_image(result.image, output, args.jpeg_quality)
         except InpaintInputError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 1
@@ -161,8 +193,8 @@ def run_folder(args: argparse.Namespace) -> int:
                 if pair.mask is None:
                     raise InpaintInputError(f"no mask for '{pair.image.name}' in {masks_dir} "
                                             f"(looked for {pair.image.stem}.*, {pair.image.stem}_mask*.*)")
-                result = inpainter.inpaint(pair.image, pair.mask)
-                save_image(result.image, out_dir / f"{pair.output_stem}.{args.ext.lstrip('.')}")
+                result = inpainter.inpaint(pair.image, pair.mask, threshold=mask_threshold(args, pair.mask))
+                save_image(result.image, out_dir / f"{pair.output_stem}.{args.ext.lstrip('.')}", args.jpeg_quality)
                 strategies[result.strategy] += 1
             except Exception as exc:  # one bad file must not stop the others
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -185,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either IMAGE MASK or --images/--masks, not both")
     if not folder_mode and not (args.image and args.mask):
         parser.error("give IMAGE and MASK, or --images DIR [--masks DIR] for folders")
+    check_args_before_work(args)
     return run_folder(args) if folder_mode else run_single(args)
 
 

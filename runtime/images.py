@@ -32,7 +32,7 @@ from typing import IO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lama_deploy.errors import UserError
+from lama_deploy.errors import UsageError, UserError
 
 #: Decompression-bomb guard; also the largest image the runtime accepts by default (40 MP).
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -87,7 +87,7 @@ def check_size(width: int, height: int, max_pixels: int, name: str) -> None:
         raise InpaintInputError(f"{name} is empty ({width}x{height} pixels); pass a non-empty image")
     if width * height > max_pixels:
         raise InpaintInputError(f"{name} is {width}x{height} = {_megapixels(width * height)}, more than the "
-                                f"{_megapixels(max_pixels)} limit (max_pixels); downscale it first or raise max_pixels")
+                                f"{_megapixels(max_pixels)} limit; downscale it first or raise --max-pixels")
 
 
 def _is_high_depth(img: Image.Image) -> bool:
@@ -122,8 +122,8 @@ def open_file(source: str | Path | bytes | IO[bytes], name: str, max_pixels: int
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except Image.DecompressionBombError:
-        raise InpaintInputError(f"{name} has more than twice the {_megapixels(max_pixels)} limit (max_pixels); "
-                                f"downscale it first or raise max_pixels") from None
+        raise InpaintInputError(f"{name} has more than twice the {_megapixels(max_pixels)} limit; "
+                                f"downscale it first or raise --max-pixels") from None
     except (UnidentifiedImageError, ValueError, OSError, SyntaxError):
         raise InpaintInputError(f"cannot read {name}: not an image file Pillow can decode "
                                 f"(PNG, JPEG, WebP, BMP, TIFF)") from None
@@ -307,7 +307,7 @@ def resolve_threshold(threshold: float | str) -> float:
 
 def check_threshold(threshold: float) -> None:
     if not 0 <= float(threshold) < 255:
-        raise ValueError(f"threshold {threshold} is out of range; use 0 <= threshold < 255 (mask > threshold is a hole)")
+        raise UsageError(f"threshold {threshold} is out of range; use 0 <= threshold < 255 (mask > threshold is a hole)")
 
 
 def to_output_image(loaded: LoadedImage, generated_rgb: np.ndarray, hole: np.ndarray) -> Image.Image:

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from lama_deploy import contract as C
+from lama_deploy.errors import UsageError
 
 from .backends import Backend, BackendError, Profile, create_backend, profile_from_override
 from .images import (DEFAULT_EXIF, DEFAULT_MAX_PIXELS, ImageSource, LoadedImage, check_exif, load_mask, load_image,
@@ -94,8 +95,9 @@ class Inpainter:
     def _effective_profile(self) -> Profile:
         profile = profile_from_override(self.backend.profile, self._profile_override).narrowed(max_side=self._max_side)
         if profile.is_empty():
-            raise ValueError(f"the model's size range {profile.as_dict()} holds no valid size "
-                             f"(H and W multiples of {profile.size_multiple}, at least {C.MIN_SIDE}); widen it")
+            raise UsageError(f"the model's size range {profile.as_dict()} holds no valid size "
+                             f"(H and W multiples of {profile.size_multiple}, at least {C.MIN_SIDE}); raise --max-side or "
+                             f"use a model with a wider profile")
         return profile.usable()
 
     @classmethod
@@ -161,7 +163,7 @@ class Inpainter:
                       threshold: float | str | None = None) -> list[InpaintResult]:
         """Inpaint several images; those fed at the same tensor size share one model call (N > 1)."""
         if len(images) != len(masks):
-            raise ValueError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
+            raise UsageError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
         threshold = self.threshold if threshold is None else resolve_threshold(threshold)
         jobs = [self._prepare(image, mask, threshold) for image, mask in zip(images, masks)]
         self._run(jobs)

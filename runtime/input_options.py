@@ -28,11 +28,17 @@ def _strategy(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """--threshold, --exif, --strategy, --margin, --crop-trigger, --resize-limit."""
+def add_input_options(parser: argparse.ArgumentParser, lossy_mask_threshold: float | None = None) -> None:
+    """--threshold, --exif, --strategy, --margin, --crop-trigger, --resize-limit.
+
+    With `lossy_mask_threshold` (mask files), --threshold defaults to None: 0 for lossless masks, that value
+    for JPEG/WebP masks, whose compression noise is not a hole.
+    """
     presets = ", ".join(f"{name} = {value}" for name, value in THRESHOLD_PRESETS.items())
-    parser.add_argument("--threshold", type=_threshold, default=0, metavar="T",
-                        help=f"mask > T (0..254) is a hole; presets: {presets} (default 0, the official predictor's)")
+    default = "default 0, the official predictor's" if lossy_mask_threshold is None else \
+        f"default 0, the official predictor's; {lossy_mask_threshold:g} for JPEG/WebP masks"
+    parser.add_argument("--threshold", type=_threshold, default=0 if lossy_mask_threshold is None else None, metavar="T",
+                        help=f"mask > T (0..254) is a hole; presets: {presets} ({default})")
     parser.add_argument("--exif", choices=EXIF_MODES, default=DEFAULT_EXIF,
                         help="apply: turn images and masks upright by their EXIF orientation (default, as IOPaint); "
                              "keep: use pixels as stored")

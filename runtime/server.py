@@ -259,6 +259,7 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
         try:
             return await _inpaint(request, state)
         except RequestRejected as exc:
+            state.pool.count_bad_input()
             return _error(exc.status, exc.message, exc.headers)
         except PoolFull as exc:
             return _error(503, f"server busy: {state.pool.capacity} requests already running or queued "

@@ -14,6 +14,8 @@ from typing import Any, Awaitable, Callable
 
 from PIL import Image, UnidentifiedImageError
 
+from lama_deploy.errors import UsageError
+
 from .images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
 from .images import DEFAULT_MAX_PIXELS, THRESHOLD_PRESETS, check_threshold
 
@@ -38,13 +40,13 @@ class ServerLimits:
             raise ValueError(f"--max-connections must be >= 2 (got {self.max_connections}) and --max-idle-connections"
                              f" >= 1 (got {self.max_idle_connections})")
         if self.max_body_bytes < 1024:
-            raise ValueError(f"--max-body-mb is too small ({self.max_body_bytes} bytes); allow at least 1 KiB")
+            raise UsageError(f"--max-body-mb is too small ({self.max_body_bytes} bytes); allow at least 1 KiB")
         if self.max_pixels < 1:
-            raise ValueError(f"--max-pixels must be >= 1, got {self.max_pixels}")
+            raise UsageError(f"--max-pixels must be >= 1, got {self.max_pixels}")
         if self.queue_size < 0:
-            raise ValueError(f"--queue-size must be >= 0, got {self.queue_size}")
+            raise UsageError(f"--queue-size must be >= 0, got {self.queue_size}")
         if self.request_timeout_s <= 0:
-            raise ValueError(f"--request-timeout must be > 0 seconds, got {self.request_timeout_s}")
+            raise UsageError(f"--request-timeout must be > 0 seconds, got {self.request_timeout_s}")
 
 
 class RequestRejected(Exception):

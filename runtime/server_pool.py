@@ -37,7 +37,7 @@ class PoolTimeout(Exception):
 @dataclass
 class PoolStats:
     served: int = 0
-    bad_input: int = 0  # the runtime refused the image or mask (HTTP 400)
+    bad_input: int = 0  # the image or mask was refused, at the door or by the runtime (HTTP 4xx)
     failed: int = 0  # anything else raised (HTTP 500)
     rejected_busy: int = 0
     timed_out: int = 0
@@ -51,6 +51,7 @@ class Slot:
         self._pool = pool
         self._released = False
         self.submitted = False
+        self.timed_out = False  # already counted as timed_out: its late result is not also "served"
 
     def release(self) -> None:
         if not self._released:
@@ -101,6 +102,11 @@ class InferencePool:
                 self.stats.rejected_busy += 1
                 raise PoolFull(self.retry_after_s())
 
+    def count_bad_input(self) -> None:
+        """A request refused before inference (not an image, sizes differ, too large): still bad input."""
+        with self._lock:
+            self.stats.bad_input += 1
+
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained by one worker's share (at least 1)."""
         average = self.stats.inference_seconds / self.stats.served if self.stats.served else 1.0
@@ -133,7 +139,7 @@ class InferencePool:
 
     def _job_done(self, slot: Slot, future: Future) -> None:
         with self._lock:
-            if future.cancelled():
+            if future.cancelled() or slot.timed_out:
                 pass
             elif future.exception() is None:
                 self.stats.served += 1
@@ -160,6 +166,7 @@ class InferencePool:
             if isinstance(exc, asyncio.CancelledError):  # the client went away
                 raise
             with self._lock:
+                slot.timed_out = True
                 self.stats.timed_out += 1
             raise PoolTimeout(f"request did not finish within {limit_s or timeout_s:g} s (--request-timeout)") from None
 

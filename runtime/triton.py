@@ -28,7 +28,7 @@ from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_profiles, sidecar_tensorrt, sidecar_weights
 from lama_deploy.model_facts import read_model_facts
 from lama_deploy.profiles import batch_range
-from lama_deploy.errors import UserError, cli_entry
+from lama_deploy.errors import InputNotFound, UserError, cli_entry
 
 from .images import DEFAULT_MAX_PIXELS, check_threshold
 from .strategy import DEFAULT_CONTEXT_MARGIN
@@ -205,7 +205,7 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
     """Check `model` against the options and write `output/<name>/` atomically."""
     model, output = Path(model), Path(output)
     if not model.is_file():
-        raise FileNotFoundError(f"model {model} does not exist; pass an .engine or .onnx file")
+        raise InputNotFound(f"model {model} does not exist; pass an .engine or .onnx file")
     platform = platform_for(model)
     _check_options(name, max_batch, instances, kind, platform, preferred_batch, max_queue_delay_us)
     notes, dtypes, label = check_engine(model, max_batch) if platform == "tensorrt_plan" else check_onnx(model)

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_profiles, verify_sidecar
-from lama_deploy.errors import UserError
+from lama_deploy.errors import InputNotFound, UserError
 
 from .backends import backend_for_path
 from .backends.base import Profile
@@ -188,7 +188,7 @@ def write_python_repo(model: str | Path, output: str | Path, name: str = "lama",
     """One python-backend model that runs `Inpainter.from_path(model)` inside Triton."""
     model, output = Path(model), Path(output)
     if not model.is_file():
-        raise FileNotFoundError(f"model {model} does not exist; pass an .engine, .onnx or .ckpt file")
+        raise InputNotFound(f"model {model} does not exist; pass an .engine, .onnx or .ckpt file")
     chosen = backend_for_path(model, runtime_backend)
     if chosen == "tensorrt" and kind != "KIND_GPU":
         raise UserError("a TensorRT engine runs on GPU only; use --kind gpu or pass the ONNX model for --kind cpu")
@@ -233,7 +233,7 @@ def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama
 
     model, output = Path(model), Path(output)
     if not model.is_file():
-        raise FileNotFoundError(f"model {model} does not exist; pass an .engine or .onnx file")
+        raise InputNotFound(f"model {model} does not exist; pass an .engine or .onnx file")
     names = [name] + [name + suffix for suffix in STEP_SUFFIXES.values()]
     if not raw.NAME_RE.match(name):
         raise UserError(f"--name {name!r} is not a valid model folder name; use letters, digits, '_', '-' or '.'")

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402
+from lama_deploy.errors import InputNotFound, UserError, cli_entry, missing_dependency  # noqa: E402
 from lama_deploy.files import atomic_output  # noqa: E402
 from lama_deploy.scripts import bench_report as R  # noqa: E402
 from lama_deploy.scripts.bench_backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason  # noqa: E402
@@ -209,7 +209,7 @@ def load_previous(path: Path | None) -> dict[tuple[str, int, int], dict]:
     if path is None:
         return {}
     if not path.is_file():
-        raise FileNotFoundError(f"--resume file {path} not found")
+        raise InputNotFound(f"--resume file {path} not found")
     rows = json.loads(path.read_text()).get("rows", [])
     keep = {}
     for row in rows:

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lama_deploy import contract as C
-from lama_deploy.errors import cli_entry
+from lama_deploy.errors import EXIT_FAILED, EXIT_OK, cli_entry
+from lama_model.configs import CONFIGS
 from lama_model.synthetic import demo_scene, sample_batch
 
 PROG = "lama-deploy demo"
@@ -33,7 +34,8 @@ TOLERANCE = 1e-4
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="official best.ckpt / big-lama.pt (default: seeded random weights)")
-    parser.add_argument("--config", default=None, help="model config (default big-lama, or inferred from --checkpoint)")
+    parser.add_argument("--config", default=None, choices=sorted(CONFIGS),
+                        help="model config (default big-lama, or inferred from --checkpoint)")
     parser.add_argument("--out", default="artifacts/demo", help="output folder (default artifacts/demo)")
     parser.add_argument("--engine", action="store_true", help="also build a TensorRT engine (AOT for --target on TensorRT-RTX)")
     parser.add_argument("--target", default="8.9", help="compute capability for the ahead-of-time engine build")
@@ -89,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     worst = max(errors.values())
     print(f"[3/5] ONNX Runtime vs PyTorch torch.fft, max abs error: "
           + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()) + f" ({'PASS' if worst <= TOLERANCE else 'FAIL'})")
-    engine_note = "skipped (pass --engine)"
-    if args.engine:
-        engine_note = _build_engine(onnx_path, out, args.target)
+    engine_note, engine_ok = "skipped (pass --engine)", True
+    if args.engine:  # asked for: an engine that was not built fails the demo
+        engine_note, engine_ok = _build_engine(onnx_path, out, args.target)
     print(f"[4/5] TensorRT engine: {engine_note}")
     image, mask = demo_scene()
     with Inpainter.from_path(onnx_path) as inpainter:
@@ -109,24 +111,26 @@ def main(argv: list[str] | None = None) -> int:
     (out / "demo.json").write_text(json.dumps(summary, indent=2))
     if "random" in weights:
         print(f"note: {C.RANDOM_WEIGHTS_LABEL}")
-    return 0 if worst <= TOLERANCE else 1
+    failures = ([f"ONNX Runtime differs from PyTorch by {worst:.1e} (> {TOLERANCE:g})"] if worst > TOLERANCE else []) \
+        + ([f"--engine: {engine_note}"] if not engine_ok else [])
+    for failure in failures:
+        print(f"{PROG}: FAILED: {failure}", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK
 
 
-def _build_engine(onnx_path: Path, out: Path, target: str) -> str:
-    try:
-        from lama_deploy.export.build_engine import main as build_main
-    except ImportError as exc:  # pragma: no cover - shipped with the package
-        return f"unavailable ({exc})"
+def _build_engine(onnx_path: Path, out: Path, target: str) -> tuple[str, bool]:
+    """(what happened, whether the engine was built)."""
+    from lama_deploy.export.build_engine import main as build_main
     from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
 
     try:
         import_tensorrt()
     except TensorRTUnavailable as exc:
-        return f"skipped: {exc}"
+        return f"not built: {exc}", False
     engine = out / (onnx_path.stem + ".engine")
     code = build_main([str(onnx_path), "-o", str(engine), "--min", "1x256x256", "--opt", "1x512x512",
                        "--max", "1x1024x1024", "--compute-capability", target])
-    return f"{engine}" if code == 0 else f"build failed (exit {code})"
+    return (f"{engine}", True) if code == 0 else (f"build failed (exit {code}; its error is above)", False)
 
 
 if __name__ == "__main__":

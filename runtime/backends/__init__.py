@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from lama_deploy.errors import UsageError
+
 from .base import Backend, BackendError, Profile, profile_from_override
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
@@ -24,11 +26,11 @@ def backend_for_path(path: str | Path, backend: str = "auto") -> str:
     """The backend name for a model file (`backend` other than "auto" is checked and returned)."""
     if backend != "auto":
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+            raise UsageError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
         return backend
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIX_BACKENDS:
-        raise ValueError(f"cannot tell the backend of {Path(path).name}: use a .engine/.plan (TensorRT), .onnx "
+        raise UsageError(f"cannot tell the backend of {Path(path).name}: use a .engine/.plan (TensorRT), .onnx "
                          f"(ONNX Runtime) or .ckpt/.pt/.pth (PyTorch) file, or pass --backend")
     return SUFFIX_BACKENDS[suffix]
 

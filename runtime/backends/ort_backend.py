@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lama_deploy import contract as C
-from lama_deploy.errors import missing_dependency
+from lama_deploy.errors import InputNotFound, missing_dependency
 from lama_deploy.model_facts import facts_from_session
 
 from ..memory import ORT_CPU_COST, MemoryCost
@@ -103,7 +103,7 @@ class OnnxRuntimeBackend(Backend):
         self._dtypes: dict[str, Any] = {}
         self._profile = Profile()
         if not self.path.is_file():
-            raise FileNotFoundError(f"model file {self.path} does not exist; pass an exported .onnx with --model")
+            raise InputNotFound(f"model file {self.path} does not exist; pass an exported .onnx with --model")
 
     def activate_impl(self) -> None:
         ort = import_onnxruntime()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lama_deploy import contract as C
-from lama_deploy.errors import missing_dependency
+from lama_deploy.errors import InputNotFound, missing_dependency
 
 from .base import Backend, BackendError, Profile
 from .torch_precision import TorchMode, apply_policy, autocast_context, resolve_mode
@@ -65,7 +65,7 @@ class TorchBackend(Backend):
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist; pass a LaMa .ckpt/.pt/.pth with --model")
+            raise InputNotFound(f"checkpoint {path} does not exist; pass a LaMa .ckpt/.pt/.pth with --model")
         model = lama_model.load_inpainting_model(path, config=config, fourier="torch")
         return cls(model, device=device, weights=f"checkpoint {path.name}", path=path, **mode)
 

@@ -18,7 +18,7 @@ from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import (
     K_COMPUTE_CAPABILITY, K_PRECISION, read_sidecar, sidecar_flavour, sidecar_metadata, sidecar_tensorrt, sidecar_weights,
 )
-from lama_deploy.errors import UserError
+from lama_deploy.errors import InputNotFound, UserError
 from lama_deploy.model_facts import ModelFacts, facts_from_io
 
 from .base import Backend, BackendError, Profile
@@ -85,7 +85,7 @@ class TensorRTBackend(Backend):
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"engine {self.path} does not exist; build one with `lama-deploy build`")
+            raise InputNotFound(f"engine {self.path} does not exist; build one with `lama-deploy build`")
         if device is not None and not device.startswith("cuda"):
             raise BackendError(f"TensorRT runs on NVIDIA GPUs only; use --device cuda[:N], not {device!r}")
         self.device = device

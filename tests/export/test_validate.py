@@ -151,8 +151,10 @@ def test_user_images_are_padded_to_multiples_of_8(seeded_tiny_onnx: Path, tmp_pa
 
 @pytest.mark.parametrize("args,message", [
     (["--shapes", "1x250x256"], "multiples of 8"),
-    (["--images", "somewhere"], "give both --images and --masks"),
-    (["--providers", "NoSuchExecutionProvider"], "is not available here"),
+    (["--masks", "somewhere"], "--masks needs --images"),
+    (["--images", "somewhere"], "--images folder somewhere not found"),
+    (["--providers", "NoSuchExecutionProvider"], "is not an ONNX Runtime provider"),
+    (["--engine", "missing.engine"], "engine missing.engine not found"),
 ])
 def test_bad_arguments_give_one_line(seeded_tiny_onnx: Path, tmp_path: Path, capsys, args, message) -> None:
     assert main([str(seeded_tiny_onnx), "--out-dir", str(tmp_path), "--quick", *args]) == 2
@@ -166,8 +168,10 @@ def test_unusable_onnx_gives_one_line(tiny_onnx: Path, tmp_path: Path, capsys, k
     path = tmp_path / "m.onnx"
     if kind == "corrupt":
         path.write_bytes(b"\x08\x07 garbage" * 50)
-    elif kind == "in-memory":
-        path = tiny_onnx  # exported from a model object: no seed in its metadata to rebuild the reference
+    elif kind == "in-memory":  # a model object whose weights the exporter cannot name: nothing to rebuild
+        model = random_model("tiny", seed=0)
+        del model.random_weights_recipe
+        export_inpainting_onnx(path, model=model, config="tiny")
     assert main([str(path), "--out-dir", str(tmp_path / "out"), "--quick"]) == 2
     lines = _error_lines(capsys)
     assert len(lines) == 1 and message in lines[0]
@@ -190,3 +194,86 @@ def test_big_lama_fp32_and_fp16(big_lama_onnx: Path, big_lama_model, big_lama_fp
 def test_tensorrt_runner_on_gpu(tiny_onnx: Path, tiny_model, tmp_path: Path) -> None:
     report = validate_onnx(tiny_onnx, model=tiny_model, shapes=[(1, 256, 256)], out_dir=tmp_path)
     assert "tensorrt" not in report.skipped and any(r.runner == "tensorrt" and r.passed for r in report.results)
+
+
+# --- a check the user asked for never passes when it did not run ---------------------------------------------
+
+def _verdict(capsys) -> tuple[str, str]:
+    out = capsys.readouterr().out.strip().splitlines()
+    return out[-1], "\n".join(out)
+
+
+def _fake_engine(engine: Path, onnx_path: Path) -> None:
+    """Garbage bytes with a sidecar that matches them and the ONNX: only running it can tell."""
+    from lama_deploy.engine_sidecar import file_sha256
+
+    engine.write_bytes(b"not a TensorRT engine" * 10)
+    sidecar = {"engine_sha256": file_sha256(engine), "engine_bytes": engine.stat().st_size,
+               "onnx_sha256": file_sha256(onnx_path), "profiles": [{"min": [1, 16, 16], "max": [1, 64, 64]}]}
+    engine.with_name(engine.name + ".json").write_text(json.dumps(sidecar))
+
+
+@pytest.mark.parametrize("sidecar", [False, True])
+def test_named_engine_that_cannot_run_is_not_checked(seeded_tiny_onnx: Path, tmp_path: Path, capsys,
+                                                     sidecar: bool) -> None:
+    from lama_deploy.engine_sidecar import sidecar_path
+
+    engine = tmp_path / "garbage.engine"
+    if sidecar:
+        _fake_engine(engine, seeded_tiny_onnx)
+        assert sidecar_path(engine).is_file()
+    else:
+        engine.write_bytes(b"\x00garbage" * 100)
+    code = main([str(seeded_tiny_onnx), "--out-dir", str(tmp_path / "out"), "--shapes", "1x16x16",
+                 "--engine", str(engine)])
+    verdict, out = _verdict(capsys)
+    assert code == 1 and "PASSED" not in out
+    assert verdict.startswith("NOT CHECKED: tensorrt: ") or verdict.startswith("FAILED")
+    reason = "needs an NVIDIA GPU" if cuda_device_count() == 0 else "failed to run"
+    assert (reason if sidecar else "not found next to the engine") in verdict
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["passed"] is False
+
+
+def test_named_provider_that_is_not_available_is_not_checked(seeded_tiny_onnx: Path, tmp_path: Path, capsys) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDAExecutionProvider is available here; the check needs a provider that is not")
+    code = main([str(seeded_tiny_onnx), "--out-dir", str(tmp_path), "--shapes", "1x16x16", "--no-tensorrt",
+                 "--providers", "CPUExecutionProvider,CUDAExecutionProvider"])
+    verdict, out = _verdict(capsys)
+    assert code == 1 and verdict.startswith("NOT CHECKED: onnxrt-cuda: ONNX Runtime provider CUDAExecutionProvider")
+    assert "onnxrt-cpu" in out and "pass" in out  # the runner that could run still ran
+
+
+def test_runners_not_asked_for_are_skipped_and_named(seeded_tiny_onnx: Path, tmp_path: Path, capsys) -> None:
+    assert main([str(seeded_tiny_onnx), "--out-dir", str(tmp_path), "--shapes", "1x16x16"]) == 0
+    verdict, out = _verdict(capsys)
+    if cuda_device_count() == 0:
+        assert "skipped tensorrt (not asked for): needs an NVIDIA GPU" in out
+        assert verdict.startswith("PASSED (skipped: tensorrt) in ")
+    else:
+        assert verdict.startswith("PASSED in ")
+
+
+def test_images_take_the_inpaint_layouts_and_skip_bad_files(seeded_tiny_onnx: Path, tmp_path: Path, capsys) -> None:
+    """`<stem>_mask` beside the images, a missing mask and an unreadable file: two checked, two named lines."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"cat": (40, 48), "dog": (24, 32), "owl": (16, 16)}.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+        hole = np.zeros((h, w), np.uint8)
+        hole[4:12, 4:12] = 255
+        if name != "owl":
+            Image.fromarray(hole).save(folder / f"{name}_mask.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "broken_mask.png")
+    assert main([str(seeded_tiny_onnx), "--out-dir", str(tmp_path / "out"), "--images", str(folder),
+                 "--no-tensorrt"]) == 0
+    verdict, out = _verdict(capsys)
+    assert verdict.startswith("PASSED")
+    table = [line for line in out.splitlines() if "onnxrt-cpu" in line and line.endswith("pass")]
+    assert [line.split()[0] for line in table] == ["cat.png", "dog.png"]
+    assert [line.split()[1] for line in table] == ["1x40x48", "1x24x32"]
+    assert "note: skipped input owl.png: no mask" in out and "note: skipped input broken.jpg: cannot read" in out

@@ -219,7 +219,8 @@ def test_real_builder_sidecar(tiny_onnx: Path, tmp_path: Path) -> None:
     from lama_deploy.profiles import Profile
 
     engine = tmp_path / "tiny.engine"
-    build_engine(tiny_onnx, engine, profiles=[Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))], flavour="tensorrt_rtx")
+    build_engine(tiny_onnx, engine, profiles=[Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))], flavour="tensorrt_rtx",
+                 compute_capability="8.9")  # no GPU here: say which GPU the engine is for
     sidecar = verify_sidecar(engine)
     assert triton.engine_batch_range(sidecar) == (1, 2)
     with pytest.raises(triton.UserError, match="TensorRT-RTX engine"):
