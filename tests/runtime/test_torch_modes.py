@@ -140,3 +140,27 @@ def test_cli_and_server_accept_the_options(tmp_path, capsys):
     code = cli.main(base + ["-o", str(tmp_path / "bad.png"), "--precision", "fp16"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and "fp16 needs a CUDA device" in err[-1] and not (tmp_path / "bad.png").exists()
+
+
+def test_hot_weights_bf16_policy_is_finite_on_cpu():
+    """CPU proxy of the fp16 policy with trained-like weights (tiny config: bf16 on CPU is emulated and slow,
+    big-lama at 512 takes minutes): autocast bf16 with fp32 Fourier units stays finite, keeps the outside
+    pixels and lands within bf16's rounding of fp32. Real fp16 (<= 1/255 with big-lama at 512..2048) is
+    checked on a GPU by the GPU lane."""
+    from lama_deploy.scripts.bench_gpu import hole_error
+
+    model = random_model("tiny", seed=0, trained_like=True).eval()
+    rng = np.random.default_rng(5)
+    image = rng.random((1, 3, 256, 256), dtype=np.float32)
+    mask = np.zeros((1, 1, 256, 256), np.float32)
+    mask[..., 64:160, 80:200] = 1.0
+    feed = {"image": image, "mask": mask}
+    with TorchBackend(model, device="cpu") as fp32:
+        reference = fp32.infer(feed)["inpainted"]
+    with TorchBackend(model, device="cpu", precision="bf16") as bf16:
+        output = bf16.infer(feed)["inpainted"]
+    error = hole_error(output, reference, mask)
+    assert error["non_finite"] == 0.0, error
+    assert error["hole_mean_255"] <= 4.0, error      # bf16 keeps 8 bits of mantissa: ~2.8/255 on an H200
+    outside = np.broadcast_to(mask == 0, output.shape)
+    assert np.array_equal(output[outside], image[outside])
