@@ -15,6 +15,8 @@ and the server carry on. `triton_python_backend_utils` exists only inside Triton
 
 from __future__ import annotations
 
+import abc
+
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -56,7 +58,7 @@ def output_tensor(pb: Any, name: str, array: np.ndarray) -> Any:
     return pb.Tensor.from_dlpack(name, array) if _NUMPY2 else pb.Tensor(name, array)
 
 
-class _RequestLoop:
+class _RequestLoop(abc.ABC):
     """`execute` for any step: read named inputs, compute, answer each request on its own."""
 
     inputs: tuple[str, ...] = ()
@@ -69,11 +71,13 @@ class _RequestLoop:
         self.params = config_parameters(self.config)
         self.setup(args)
 
+    @abc.abstractmethod
     def setup(self, args: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Each step's own initialisation (the Inpainter, or the step's options)."""
 
+    @abc.abstractmethod
     def compute(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """One request's named inputs to its named outputs."""
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._answer(request) for request in requests]
