@@ -117,6 +117,18 @@ def runs_in_fp16(node_name: str, fp16_policy: str = DEFAULT_FP16_POLICY) -> bool
             and not (in_fourier_unit and fp16_policy == "fourier-fp32"))
 
 
+def fp16_policy_problem(fp16_policy: str, fourier_form: str) -> str | None:
+    """Why `fp16_policy` cannot run with this Fourier form (`lama_model.FOURIER_MODES`), or None.
+
+    Measured on an H200 (docs/benchmarks.md): cuFFT's half-precision transform sums before it normalises, so
+    even scaled units overflow (100% non-finite at 2048x2048); the scale only helps the DFT-as-matmul forms.
+    """
+    if fp16_policy == "fourier-scaled" and fourier_form == "torch":
+        return ("fp16 policy 'fourier-scaled' needs a DFT-as-matmul Fourier form; with torch.fft (cuFFT) use the "
+                "default 'fourier-fp32'")
+    return None
+
+
 def is_random_weights(metadata: Mapping[str, Any] | str | None) -> bool:
     """Whether a model carries seeded random weights: its `lama.*` metadata (ONNX metadata, the sidecar's
     `lama` section) or just its weights label."""

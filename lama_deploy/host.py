@@ -8,7 +8,19 @@ import sys
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far in MiB, or 0.0 where the OS does not say (Windows)."""
+    """Peak resident memory of this process so far in MiB (Linux: VmHWM), or 0.0 where the OS does not say.
+
+    Not ``ru_maxrss`` on Linux: the kernel carries that across exec, so a child spawned by a big parent (a
+    test run holding exported models) reports at least the parent's size at fork time. VmHWM belongs to the
+    process's own address space and starts fresh at exec.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError):
+        pass
     try:
         import resource
     except ImportError:  # Windows

@@ -14,7 +14,6 @@ import gc
 import multiprocessing as mp
 import os
 import queue
-import resource
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from lama_deploy.host import peak_rss_mb
 
 #: Node-name fragment of every Fourier-unit node in the exported graph (TorchScript exporter scopes).
 FOURIER_SCOPE = "/fu/"
@@ -297,18 +298,6 @@ RUNNERS: dict[str, Callable[[BackendSpec, dict[str, Any]], Runner]] = {
     "torch": TorchRunner, "onnxruntime": OrtRunner, "tensorrt": TensorRTRunner}
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM). Not ru_maxrss: Linux carries that across exec, so a
-    spawned child would report at least the parent's peak at fork time."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def measure_cell(spec: BackendSpec, job: dict[str, Any]) -> dict[str, Any]:
     """Load, warm up, time `repeats` runs (fewer if the time budget says so), then measure the FU share."""
     runner = RUNNERS[spec.kind](spec, job)
@@ -343,7 +332,7 @@ def _child_main(spec: BackendSpec, job: dict[str, Any], results: mp.Queue) -> No
     sys.path.insert(0, job["repo"])
     try:
         result = measure_cell(spec, job)
-        result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
         results.put(("ok", result))
     except BaseException as exc:  # report any failure of the child as one line to the parent
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -23,6 +23,8 @@ import statistics
 import time
 from typing import Any, Callable
 
+from lama_deploy import contract as C
+
 FLOOR = "none"
 NO_CUDA = "needs an NVIDIA GPU (torch.cuda.is_available() is False)"
 BACKEND_MODES = (("eager", "fp32"), ("eager", "fp16"), ("graphs", "fp32"), ("graphs", "fp16"))
@@ -220,9 +222,14 @@ def form_rows(torch: Any, base: Any, feeds: dict[int, dict], repeats: int, clock
         for precision, policy in precisions():
             for form in FOURIER_MODES + (FLOOR,):
                 row = {"form": form, "precision": precision, "policy": policy, "size": size, "batch": 1}
+                not_offered = policy and C.fp16_policy_problem(policy, form)
                 expired = clock.expired()
-                row.update({"skipped": expired} if expired else _form_cell(
-                    torch, base, form, precision, policy, feed, references, repeats, device))
+                if not_offered:
+                    row["skipped"] = f"not offered: {not_offered}"
+                elif expired:
+                    row["skipped"] = expired
+                else:
+                    row.update(_form_cell(torch, base, form, precision, policy, feed, references, repeats, device))
                 rows.append(row)
             _add_shares(rows, size, precision, policy)
     return rows

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from lama_deploy import contract as C
+from lama_deploy.host import peak_rss_mb
 
 
 def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+    return int(peak_rss_mb() * 2**20)
 
 
 def _cpu_seconds() -> float:

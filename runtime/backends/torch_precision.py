@@ -133,10 +133,7 @@ def apply_policy(model: Any, mode: TorchMode) -> Any:
         from lama_model.precision import choose_fourier_scale, fold_fourier_scale
 
         if any(isinstance(unit.transform, TorchFFT) for unit in fourier_units(model)):
-            # Measured on an H200 (docs/benchmarks.md): cuFFT's half-precision transform sums before it
-            # normalises, so even the scaled units overflow (100% non-finite at 2048x2048).
-            raise BackendError("fp16 policy 'fourier-scaled' needs a DFT-as-matmul Fourier form; with torch.fft "
-                               "(cuFFT) use the default 'fourier-fp32'")
+            raise BackendError(C.fp16_policy_problem(mode.policy, "torch"))
 
         result = fold_fourier_scale(model, choose_fourier_scale())  # the export's default scale
         model = result if result is not None else model

@@ -185,6 +185,7 @@ RUNNER = r"""
 import io, json, resource, sys, time, contextlib
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 from lama_deploy.errors import cli_entry
+from lama_deploy.host import peak_rss_mb
 from lama_model import load_inpainting_model
 for path in sys.argv[1:]:
     main = cli_entry("lama-deploy")(lambda argv, path=path: (load_inpainting_model(path), 0)[1])
@@ -195,7 +196,7 @@ for path in sys.argv[1:]:
         except BaseException as exc:
             rc, err = 99, io.StringIO(f"uncaught {type(exc).__name__}")
     print(json.dumps({"path": path, "rc": rc, "stderr": err.getvalue()[:2000], "seconds": time.time() - start,
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+                      "maxrss_mb": peak_rss_mb()}), flush=True)
 """
 
 

@@ -6,12 +6,15 @@ import asyncio
 import io
 import time
 
-import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
-from lama_deploy.runtime import server, server_limits
-from lama_deploy.runtime.inpainter import InpaintResult
+httpx = pytest.importorskip("httpx", reason="the tests talk to the server with httpx")
+pytest.importorskip("fastapi", reason="the server needs fastapi (pip install 'lama-deploy[server]')")
+
+from lama_deploy.runtime import server, server_limits  # noqa: E402
+from lama_deploy.runtime.inpainter import InpaintResult  # noqa: E402
 
 
 class SlowEcho:

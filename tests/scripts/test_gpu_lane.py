@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from lama_deploy.contract import fp16_policy_problem
 from lama_deploy.scripts import bench_gpu as G
 from lama_deploy.scripts import gpu_lane_report as L
 from lama_deploy.scripts.bench_gpu_report import BEGIN, END, gpu_markdown, with_gpu_section
@@ -200,9 +201,14 @@ def test_gpu_bench_flow_runs_end_to_end_on_cpu_stand_ins(monkeypatch):
         monkeypatch.setattr(torch.cuda, name, stub)
     gpu = G.run_gpu_bench("tiny", sizes=[32], batches=[1, 2], batch_at=32, repeats=2, seed=0, budget_s=300, device="cpu")
     assert gpu["gpu"] == "CPU stand-in" and len(gpu["forms"]) == len(G.precisions()) * (len(FOURIER_MODES) + 1)
-    assert all("error" not in r and r["graph_ms"] > 0 and r["eager_ms"] > 0 for r in gpu["forms"]), gpu["forms"]
-    assert all(0 <= r["fourier_share"] <= 1 for r in gpu["forms"] if r["form"] != G.FLOOR)
-    hot = [r["hot_error"] for r in gpu["forms"] if r["precision"] == "fp16" and r["form"] != G.FLOOR]
+    offered = [r for r in gpu["forms"] if not (r["policy"] and fp16_policy_problem(r["policy"], r["form"]))]
+    refused = [r for r in gpu["forms"] if r not in offered]
+    assert [(r["form"], r["policy"]) for r in refused] == [("torch", "fourier-scaled")]
+    assert refused[0]["skipped"].startswith("not offered: fp16 policy 'fourier-scaled' needs")
+    assert all("error" not in r and r["graph_ms"] > 0 and r["eager_ms"] > 0 for r in offered), \
+        [r for r in offered if "error" in r or not r.get("graph_ms")]
+    assert all(0 <= r["fourier_share"] <= 1 for r in offered if r["form"] != G.FLOOR)
+    hot = [r["hot_error"] for r in offered if r["precision"] == "fp16" and r["form"] != G.FLOOR]
     assert hot and all(h["non_finite"] == 0 and h["hole_mean_255"] < 5 for h in hot)
     assert len(gpu["backend"]) == 8 and all(r["latency_ms"] > 0 and r["peak_gpu_mb"] == 3.0 for r in gpu["backend"])
     assert gpu["speedup_graphs_fp16_vs_eager_fp32"]["ratio"] > 0
