@@ -21,11 +21,19 @@ numbers are in docs/benchmarks.md):
   and a bias. In an FFC the BatchNorm follows the *sum* of two convolutions (local->local plus
   global->local), which no runtime folds by itself; folded, ONNX Runtime fuses conv + add + ReLU.
 
+- `subpixel_upsample`: the *last* stride-2 ConvTranspose (128 -> 64 channels, up to full resolution)
+  becomes one 2x2 convolution with 4x the outputs + DepthToSpace (`SubPixelUpsample`). Not for speed
+  (it has zero taps: 16 instead of 9 multiply-adds per input pixel, about 2% of big-lama's work) but
+  for memory: ONNX Runtime CPU runs a ConvTranspose through one column buffer of C_out * 9 * H_in * W_in
+  floats (2.4 GB for a 2048x2048 image) while its convolutions work in bounded tiles. Measured at
+  2048x2048 (big-lama, random weights, ORT 1.32 CPU, the runtime's session options, one process each):
+  peak RSS 5.82 -> 5.01 GB, CPU time 178 -> 169 s. Rewriting all three upsampling layers gave no more
+  (5.07 GB): the earlier two run while nothing of full resolution is alive.
+
 Not applied, measured (ONNX Runtime 1.32 CPU, 2 threads, one layer each of big-lama's upsampling at
-512x512): the stride-2 ConvTranspose rewritten as one 2x2 convolution with 4x the outputs + DepthToSpace
-is slower (zero taps: 16 instead of 9 multiply-adds per input pixel), and as four exact phase
-convolutions (1x1, 1x2, 2x1, 2x2) + DepthToSpace is no faster (58 vs 58 ms at 64x64 in, 78 vs 65 ms at
-128x128, 113 vs 80 ms at 256x256). The graph keeps the ConvTranspose, which TensorRT handles natively.
+512x512): for speed, the upsampling ConvTransposes as four exact phase convolutions (1x1, 1x2, 2x1, 2x2)
++ DepthToSpace are no faster (58 vs 58 ms at 64x64 in, 78 vs 65 ms at 128x128, 113 vs 80 ms at
+256x256). The first two keep the ConvTranspose, which TensorRT handles natively.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lama_deploy import contract as C
 from lama_model import InpaintingModel
 from lama_model.ffc import FFC, FFC_BN_ACT, FourierUnit, SpectralTransform
 from lama_model.fourier import begin_shared_bases, end_shared_bases
@@ -205,27 +214,100 @@ def rewrite_head(model: InpaintingModel) -> bool:
     return True
 
 
+class SubPixelUpsample(nn.Module):
+    """A ConvTranspose2d with stride s whose output is exactly s times its input (k + output_padding - 2p
+    == s), computed as zero padding -> one ordinary convolution with s*s*C_out outputs -> DepthToSpace(s).
+
+    Output pixel s*i + a (phase a) sums input pixels i - d over the kernel taps ky = s*d + a + p that
+    exist; every phase reads offsets d in [d_min, d_max], so one (d_max - d_min + 1)-wide kernel over the
+    input padded by d_max before and -d_min after computes all phases, missing taps left zero. Output
+    channel o*s*s + a*s + b holds phase (a, b) of channel o: torch's pixel_shuffle (ONNX DepthToSpace CRD).
+    """
+
+    def __init__(self, deconv: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        if not can_subpixel(deconv):
+            raise ValueError(f"not a sub-pixel upsampling: {deconv}")
+        stride, kernel, pad = deconv.stride[0], deconv.kernel_size[0], deconv.padding[0]
+        offsets = [(ky - a - pad) // stride for a in range(stride) for ky in range(kernel)
+                   if (ky - a - pad) % stride == 0]
+        low, high = min(offsets), max(offsets)
+        taps = high - low + 1
+        in_ch, out_ch = deconv.in_channels, deconv.out_channels
+        self.stride, self.padding = stride, (high, -low, high, -low)  # F.pad order: left, right, top, bottom
+        self.conv = nn.Conv2d(in_ch, out_ch * stride * stride, taps, bias=True)
+        weight = deconv.weight.new_zeros(out_ch, stride, stride, in_ch, taps, taps)   # o, a, b, c, jy, jx
+        for a in range(stride):
+            for b in range(stride):
+                for jy in range(taps):
+                    for jx in range(taps):
+                        ky, kx = stride * (high - jy) + a + pad, stride * (high - jx) + b + pad
+                        if 0 <= ky < kernel and 0 <= kx < kernel:
+                            weight[:, a, b, :, jy, jx] = deconv.weight[:, :, ky, kx].T
+        bias = deconv.bias if deconv.bias is not None else deconv.weight.new_zeros(out_ch)
+        with torch.no_grad():
+            self.conv.weight.copy_(weight.reshape(out_ch * stride * stride, in_ch, taps, taps))
+            self.conv.bias.copy_(bias.repeat_interleave(stride * stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        padded = F.pad(x, self.padding) if any(self.padding) else x  # constant zeros: runtimes fold it into the Conv
+        return F.pixel_shuffle(self.conv(padded), self.stride)
+
+
+def can_subpixel(module: nn.Module) -> bool:
+    """A square, ungrouped, undilated ConvTranspose2d whose output is exactly `stride` times its input,
+    with every phase's offsets reachable by zero padding (no cropping)."""
+    if not isinstance(module, nn.ConvTranspose2d):
+        return False
+    stride, kernel, pad, extra = module.stride[0], module.kernel_size[0], module.padding[0], module.output_padding[0]
+    square = all(len(set(v)) == 1 for v in (module.stride, module.kernel_size, module.padding, module.output_padding))
+    if not square or module.groups != 1 or module.dilation != (1, 1) or stride < 2 or kernel + extra - 2 * pad != stride:
+        return False
+    offsets = [(ky - a - pad) // stride for a in range(stride) for ky in range(kernel) if (ky - a - pad) % stride == 0]
+    return len(offsets) > 0 and min(offsets) <= 0 <= max(offsets)
+
+
+def rewrite_last_upsampling(model: InpaintingModel) -> bool:
+    """Swap the generator's last ConvTranspose2d (the one that reaches full resolution) for SubPixelUpsample."""
+    layers = model.generator.model
+    named = [(name, child) for name, child in layers.named_children() if isinstance(child, nn.ConvTranspose2d)]
+    if not named or not can_subpixel(named[-1][1]):
+        return False
+    name, deconv = named[-1]
+    setattr(layers, name, SubPixelUpsample(deconv))
+    return True
+
+
 def _enter_shared_bases(module: nn.Module, _inputs) -> None:
-    module._lama_bases_token = begin_shared_bases()
+    module.__dict__.setdefault("_lama_bases_tokens", []).append(begin_shared_bases())
 
 
 def _leave_shared_bases(module: nn.Module, _inputs, _output) -> None:
-    token = module.__dict__.pop("_lama_bases_token", None)
-    if token is not None:
-        end_shared_bases(token)
+    tokens = module.__dict__.get("_lama_bases_tokens")
+    if tokens:  # last in, first out: a context var resets only in that order
+        end_shared_bases(tokens.pop())
 
 
 def share_dft_bases(model: InpaintingModel) -> None:
-    """During each generator forward, Fourier units of one size share their DFT bases (hooks, in place)."""
-    model.generator.register_forward_pre_hook(_enter_shared_bases)
-    model.generator.register_forward_hook(_leave_shared_bases)
+    """During each generator forward, Fourier units of one size share their DFT bases (hooks, in place).
+
+    Idempotent: an already rewritten model (say, `apply_speedups` output passed to the exporter, which
+    applies them again) keeps its one pair of hooks; two pairs would leave a shared scope open after the
+    forward, and later forwards in the process would share bases they should not.
+    """
+    generator = model.generator
+    if getattr(generator, "_lama_shares_bases", False):
+        return
+    generator.register_forward_pre_hook(_enter_shared_bases)
+    generator.register_forward_hook(_leave_shared_bases, always_call=True)  # also when the forward raises
+    generator._lama_shares_bases = True
 
 
-SPEEDUPS = ("head", "fold_batchnorm", "share_bases")
+SPEEDUPS = ("head", "fold_batchnorm", "share_bases", C.SPEEDUP_SUBPIXEL)
 
 
 def apply_speedups(model: InpaintingModel, head: bool = True, fold_batchnorm: bool = True,
-                   share_bases: bool = True) -> InpaintingModel:
+                   share_bases: bool = True, subpixel_upsample: bool = True) -> InpaintingModel:
     """A rewritten deep copy of `model` (eval mode) for export; the argument is left untouched.
 
     Outputs match the original within float rounding; Fourier units and their mode are kept as they are
@@ -236,6 +318,8 @@ def apply_speedups(model: InpaintingModel, head: bool = True, fold_batchnorm: bo
         fold_batchnorm_everywhere(rewritten)
     if head:
         rewrite_head(rewritten)
+    if subpixel_upsample:  # after BatchNorm folding, which may have scaled the ConvTranspose it reads
+        rewrite_last_upsampling(rewritten)
     if share_bases:
         share_dft_bases(rewritten)
     return rewritten

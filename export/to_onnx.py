@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --checkpoint)")
     parser.add_argument("--trained-like", action="store_true", help="random weights with trained-model activation magnitudes (fp16 testing)")
-    parser.add_argument("--no-speedups", action="store_true", help="skip the exact graph rewrites of export/speedups.py (BatchNorm folding, head, shared DFT bases)")
+    parser.add_argument("--no-speedups", action="store_true", help="skip the exact graph rewrites of export/speedups.py (BatchNorm folding, head, shared DFT bases, sub-pixel last upsampling)")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")
     return parser
 

@@ -68,6 +68,9 @@ META_MIN_SIDE = "lama.min_side"
 META_IO = "lama.io"
 #: Graph rewrites applied before tracing (export/speedups.py), comma-separated, or "none".
 META_SPEEDUPS = "lama.speedups"
+#: The speedup that takes ONNX Runtime CPU's ConvTranspose column buffer out of the full-resolution layer
+#: (export/speedups.py); its presence in META_SPEEDUPS changes the host memory cost per pixel.
+SPEEDUP_SUBPIXEL = "subpixel_upsample"
 #: Seeded random weights only: what rebuilds the same weights for validation.
 META_RANDOM_SEED = "lama.random_seed"
 META_TRAINED_LIKE = "lama.trained_like"

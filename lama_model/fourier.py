@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextvars
 import math
+import threading
+from collections import OrderedDict
 from typing import Callable, Union
 
 import torch
@@ -48,18 +50,56 @@ def end_shared_bases(token: contextvars.Token) -> None:
     _SHARED_BASES.reset(token)
 
 
+#: Bases built in eager mode outside a shared scope, kept across forwards: they depend on the sizes, device
+#: and dtype only, and rebuilding them per unit per call was most of the DFT-as-matmul forms' GPU time in
+#: PyTorch (an H200 profile at 512x512: some 1,500 small Cos/Sin/Mod/copy kernels per forward, against
+#: about 1 ms of products; docs/benchmarks.md). Least recently used entries go first.
+_EAGER_BASES: OrderedDict = OrderedDict()
+_EAGER_LOCK = threading.Lock()
+EAGER_CACHE_ENTRIES = 64
+
+
+def _tracing() -> bool:
+    """Recording a graph (ONNX export, TorchScript, torch.compile / torch.export), where a basis must stay
+    a computation on the runtime size rather than a constant from an earlier call."""
+    compiler = torch.compiler
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or compiler.is_compiling()
+            or bool(getattr(compiler, "is_exporting", lambda: False)()))
+
+
 def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor | None = None):
-    """`build()`, or its cached value for these sizes (and `like`'s device and dtype) inside a shared scope."""
+    """`build()`, or its cached value for these sizes (and `like`'s device and dtype).
+
+    Inside a `begin_shared_bases` scope the cache lives for that scope (under ONNX tracing too: one basis
+    subgraph for all units). Otherwise, in eager mode, bases are kept across calls (`_EAGER_BASES`); while
+    a graph is being traced they are built inline, so the graph stays dynamic in H and W.
+    """
     # torch.compile cannot trace a ContextVar read (a graph break); compiled graphs build the bases inline.
-    cache = None if torch.compiler.is_compiling() else _SHARED_BASES.get()
-    if cache is None:
+    if torch.compiler.is_compiling():
         return build()
-    key = (name,) + tuple(int(size) for size in sizes)
-    if like is not None:
+    cache = _SHARED_BASES.get()
+    key = (name,) + tuple(int(size) for size in sizes) if cache is not None or like is not None else None
+    if key is not None and like is not None:
         key += (str(like.device), like.dtype)
-    if key not in cache:
-        cache[key] = build()
-    return cache[key]
+    if cache is not None:
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
+    if like is None or _tracing():
+        return build()
+    with _EAGER_LOCK:  # server threads share the cache
+        value = _EAGER_BASES.get(key)
+        if value is not None:
+            _EAGER_BASES.move_to_end(key)
+            return value
+    # Plain tensors without autograd history, usable inside and outside inference mode.
+    with torch.inference_mode(False), torch.no_grad():
+        value = build()
+    with _EAGER_LOCK:
+        _EAGER_BASES[key] = value
+        while len(_EAGER_BASES) > EAGER_CACHE_ENTRIES:
+            _EAGER_BASES.popitem(last=False)
+    return value
 
 
 def _length_tensor(n: int | Tensor, device: Device = None) -> Tensor:
@@ -285,28 +325,56 @@ class MatmulDFT(nn.Module):
         return image.unflatten(0, (-1, spectrum.shape[1]))
 
 
-class DenseMatmulDFT(nn.Module):
-    """DFT-as-matmul with a dense (2H, 2H) transform along H: fewer, larger products than `MatmulDFT`.
+def rfft_row_matrix(width: int | Tensor, device: Device = None) -> Tensor:
+    """(W, 2*Wf) `[cos | -sin]`, scaled: one product gives each row's one-sided spectrum as [re | im]."""
+    cos, minus_sin = _rfft_pair(width, device)
+    return torch.cat([cos, minus_sin], dim=1)
 
-    O(H^2) per column instead of O(H (H1 + H2)), so slower at large H on ONNX Runtime CPU, but a simpler
-    graph: TensorRT builds it several times faster (export with `--fft matmul-dense`).
+
+def interleaved_dft_block(height: int | Tensor, inverse: bool, device: Device = None) -> Tensor:
+    """`complex_dft_block` with the real/imaginary parts of the H axis interleaved on its spatial side.
+
+    Forward: columns (h, part) -> rows (part, k), so it reads the (B*C, H, [re | im]) rows that the product
+    along W leaves (viewed as (B*C, 2H, Wf)) and writes the (B, C, 2, H, Wf) spectrum the Fourier unit's
+    1x1 conv reads. Inverse: columns (part, k) -> rows (h, part), which the product with the stacked
+    one-sided inverse along W reads as (B*C, H, [re | im]). No Transpose or Concat of the spectrum.
+    """
+    block = complex_dft_block(height, inverse, device)                      # rows (part, k), cols (part, h)
+    if inverse:  # rows (part, h) -> (h, part)
+        return block.reshape(2, -1, 2 * height).transpose(0, 1).reshape(2 * height, 2 * height)
+    return block.reshape(2 * height, 2, -1).transpose(1, 2).reshape(2 * height, 2 * height)
+
+
+class DenseMatmulDFT(nn.Module):
+    """DFT-as-matmul with a dense (2H, 2H) transform along H: two products per direction, nothing else.
+
+    Forward: (B*C*H, W) x (W, 2Wf) gives every row's one-sided spectrum as [re | im]; viewed as
+    (B*C, 2H, Wf) its rows are (h, part), and one (2H, 2H) product along H (`interleaved_dft_block`)
+    writes rows (part, k): the (B, C, 2, H, Wf) spectrum, with no Transpose, Concat or slice between the
+    stages (on a GPU each would be a kernel and a copy of the spectrum). The inverse mirrors it.
+    O(H^2) per column instead of `MatmulDFT`'s O(H (H1 + H2)), so slower at large H on ONNX Runtime
+    CPU, but fewer, larger products: TensorRT builds it several times faster (`--fft matmul-dense`).
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        height = x.shape[-2]
-        stacked = real_dft_along_w(x)                                                        # (B, C, 2H, Wf)
+        _, channels, height, width = x.shape
+        freqs = width // 2 + 1
+        along_w = _cached("rfft-rows", (width,), lambda: _as_dtype(rfft_row_matrix(width, x.device), x.dtype), x)
         block = _cached("dense-forward", (height,),
-                        lambda: _as_dtype(complex_dft_block(height, False, x.device), x.dtype), x)
-        return torch.matmul(block, stacked).unflatten(2, (2, -1))                           # (B, C, 2, H, Wf)
+                        lambda: _as_dtype(interleaved_dft_block(height, False, x.device), x.dtype), x)
+        rows = torch.matmul(x, along_w).reshape(-1, 2 * height, freqs)             # (B*C, [h, part], Wf)
+        # Channels are static, so -1 is the batch (the exporter would pin a batch size read here).
+        return torch.matmul(block, rows).reshape(-1, channels, 2, height, freqs)   # (B, C, 2, H, Wf)
 
     def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
         device, dtype = spectrum.device, spectrum.dtype
+        freqs = width // 2 + 1
         block = _cached("dense-inverse", (height,),
-                        lambda: _as_dtype(complex_dft_block(height, True, device), dtype), spectrum)
-        along_h = torch.matmul(block, spectrum.flatten(2, 3)).unflatten(2, (2, -1))
-        cos_w, sin_w = _cached("irfft-pair", (width,),
-                               lambda: [_as_dtype(b, dtype) for b in irfft_basis(width, device)], spectrum)
-        return torch.matmul(along_h[:, :, 0], cos_w) - torch.matmul(along_h[:, :, 1], sin_w)
+                        lambda: _as_dtype(interleaved_dft_block(height, True, device), dtype), spectrum)
+        basis = _cached("irfft", (width,), lambda: _as_dtype(irfft_matrix(width, device), dtype), spectrum)
+        rows = torch.matmul(block, spectrum.reshape(-1, 2 * height, freqs))         # (B*C, [h, part], Wf)
+        image = torch.matmul(rows.reshape(-1, height, 2 * freqs), basis)            # (B*C, H, W)
+        return image.unflatten(0, (-1, spectrum.shape[1]))
 
 
 _TRANSFORMS: dict[str, type[nn.Module]] = {"torch": TorchFFT, "matmul": MatmulDFT, "matmul-dense": DenseMatmulDFT}

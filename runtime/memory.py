@@ -48,8 +48,17 @@ class MemoryCost:
 
 # Measured on CPU with big-lama fp32 (random weights), one image per fresh process (see the module doc);
 # smaller configurations need less, so for them the budget is conservative.
-# ORT: 1.80 GB at 1024x1024 and 6.23 GB at 2048x2048 (docs/benchmarks.md, Memory); fixed part rounded up.
-ORT_CPU_COST = MemoryCost("onnxruntime-cpu", bytes_per_pixel=1410.0, fixed_bytes=450 * 10**6)
+# ORT: 1.59 GB at 1024x1024 and 5.38 GB at 2048x2048 with the `subpixel_upsample` export (docs/benchmarks.md,
+# Memory); fixed part rounded up.
+ORT_CPU_COST = MemoryCost("onnxruntime-cpu", bytes_per_pixel=1210.0, fixed_bytes=450 * 10**6)
+#: Exports from before `subpixel_upsample` (their metadata lacks it): the last ConvTranspose's column buffer
+#: on top, 1.80 GB at 1024x1024 and 6.23 GB at 2048x2048.
+ORT_CPU_COST_CONV_TRANSPOSE = MemoryCost("onnxruntime-cpu", bytes_per_pixel=1410.0, fixed_bytes=450 * 10**6)
+
+
+def ort_cpu_cost(speedups: str) -> MemoryCost:
+    """The ORT CPU cost of a graph from its `lama.speedups` metadata value."""
+    return ORT_CPU_COST if C.SPEEDUP_SUBPIXEL in speedups.split(",") else ORT_CPU_COST_CONV_TRANSPOSE
 #: PyTorch eager: 4.4 GB peak RSS at 2048x2048 in the benchmark (docs/benchmarks.md), ~0.9 GB with torch loaded.
 TORCH_CPU_COST = MemoryCost("torch-cpu", bytes_per_pixel=850.0, fixed_bytes=900 * 10**6)
 

@@ -1,4 +1,4 @@
-"""Peak host memory of one inference, each case in a fresh process (peak RSS from `getrusage`).
+"""Peak host memory of one inference, each case in a fresh process (peak RSS: the process's VmHWM).
 
     python -m lama_deploy.scripts.bench_memory --model big-lama.onnx [--sizes 1024 2048] [--big 6000]
 

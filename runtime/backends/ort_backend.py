@@ -15,7 +15,7 @@ from lama_deploy import contract as C
 from lama_deploy.errors import InputNotFound, missing_dependency
 from lama_deploy.model_facts import facts_from_session
 
-from ..memory import ORT_CPU_COST, MemoryCost
+from ..memory import MemoryCost, ort_cpu_cost
 from .base import Backend, BackendError, Profile
 
 #: Preferred order; only the providers this onnxruntime build offers are used.
@@ -127,7 +127,7 @@ class OnnxRuntimeBackend(Backend):
 
     def host_memory_cost(self) -> MemoryCost | None:
         """Peak host bytes per tensor pixel on the CPU EP; None on GPU providers (device memory)."""
-        return ORT_CPU_COST if self._cpu_only() else None
+        return ort_cpu_cost(self._metadata.get(C.META_SPEEDUPS, "")) if self._cpu_only() else None
 
     def _check_io(self) -> None:
         problem = C.io_problem(facts_from_session(self.session, self.path.name))

@@ -67,7 +67,7 @@ def test_speedups_are_exact_recorded_and_leave_the_callers_model_alone(tmp_path:
     assert {type(unit.transform).__name__ for unit in _fourier_units(model)} == {"TorchFFT"}
 
     fast_graph, plain_graph = onnx.load(str(tiny_onnx)), onnx.load(str(plain))
-    assert read_metadata(fast_graph)[C.META_SPEEDUPS] == "head,fold_batchnorm,share_bases"
+    assert read_metadata(fast_graph)[C.META_SPEEDUPS] == "head,fold_batchnorm,share_bases,subpixel_upsample"
     assert read_metadata(plain_graph)[C.META_SPEEDUPS] == "none"
     fast_ops = [n.op_type for n in fast_graph.graph.node]
     plain_ops = [n.op_type for n in plain_graph.graph.node]

@@ -72,3 +72,52 @@ def test_large_sides_keep_accuracy_through_integer_reduction() -> None:
     x = torch.randn(1, 1, 3, 1000, generator=torch.Generator().manual_seed(0))
     error = (MatmulDFT()(x) - TorchFFT()(x)).abs().max().item()
     assert error <= 1e-5, f"N=1000: {error:.3e}"
+
+
+# --- bases kept across eager calls -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_eager_calls_reuse_their_bases_and_stay_exact_across_sizes(layout, monkeypatch) -> None:
+    """The second call of a size builds no basis (no Cos), other sizes and dtypes get their own, and
+    results match torch.fft whichever order the sizes come in."""
+    from lama_model import fourier
+
+    monkeypatch.setattr(fourier, "_EAGER_BASES", type(fourier._EAGER_BASES)())
+    monkeypatch.setattr(fourier, "EAGER_CACHE_ENTRIES", 8)  # one size needs 4-6 entries: evicts below
+    built = []
+    real_cos = torch.cos
+    monkeypatch.setattr(torch, "cos", lambda t: built.append(tuple(t.shape)) or real_cos(t))
+    dft = layout()
+    builds = []
+    for height, width, dtype in [(24, 16, torch.float32), (24, 16, torch.float32), (16, 24, torch.float32),
+                                 (24, 16, torch.float64), (40, 40, torch.float32), (24, 16, torch.float32)]:
+        before = len(built)
+        x = torch.randn(1, 2, height, width, dtype=dtype, generator=torch.Generator().manual_seed(height))
+        with torch.inference_mode():
+            spectrum = dft(x)
+            image = dft.inverse(spectrum, height, width)
+        assert (spectrum - TorchFFT()(x)).abs().max().item() <= 1e-5
+        assert (image - x).abs().max().item() <= 1e-5
+        builds.append(len(built) - before)
+    # Built once, reused, built for each new size or dtype, and again once evicted (8 entries kept).
+    assert builds[0] > 0 and builds[1] == 0 and all(n > 0 for n in builds[2:]), builds
+    assert len(fourier._EAGER_BASES) == 8
+    # Bases built under inference mode still serve autograd (no "inference tensor" error).
+    x = torch.randn(1, 2, 24, 16, requires_grad=True)
+    dft.inverse(dft(x), 24, 16).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_traced_graph_builds_its_bases_from_the_runtime_size() -> None:
+    """An eager call first fills the cache; a trace afterwards must still compute the bases from its input's
+    size (not bake the cached ones in as constants), so the traced unit is right at another size."""
+    from lama_model.ffc import FourierUnit
+
+    unit = FourierUnit(2, fourier="matmul-dense").eval()
+    reference = FourierUnit(2, fourier="torch").eval()
+    reference.load_state_dict(unit.state_dict())
+    with torch.no_grad():
+        unit(torch.randn(1, 2, 16, 16))  # fills the eager cache at 16x16
+        traced = torch.jit.trace(unit, torch.randn(1, 2, 16, 16), check_trace=False)
+        x = torch.randn(1, 2, 24, 40)
+        assert (traced(x) - reference(x)).abs().max().item() <= 1e-5

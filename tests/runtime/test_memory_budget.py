@@ -32,6 +32,24 @@ def test_parse_bytes(text, expected) -> None:
     assert memory.parse_bytes(text) == expected
 
 
+def test_the_cost_follows_the_graph_the_export_wrote(tiny_onnx: Path) -> None:
+    """Exports with the sub-pixel upsampling cost less per pixel than older ones that keep the ConvTranspose's
+    column buffer; the backend reads which from the ONNX metadata."""
+    from lama_deploy import contract as C
+    from lama_deploy.runtime.backends.ort_backend import OnnxRuntimeBackend
+
+    assert memory.ort_cpu_cost("head,fold_batchnorm,share_bases," + C.SPEEDUP_SUBPIXEL) is memory.ORT_CPU_COST
+    for older in ("head,fold_batchnorm,share_bases", "none", ""):
+        assert memory.ort_cpu_cost(older) is memory.ORT_CPU_COST_CONV_TRANSPOSE
+    assert memory.ORT_CPU_COST.bytes_per_pixel < memory.ORT_CPU_COST_CONV_TRANSPOSE.bytes_per_pixel
+    backend = OnnxRuntimeBackend(tiny_onnx, device="cpu")
+    backend.activate()
+    try:
+        assert backend.host_memory_cost() is memory.ORT_CPU_COST
+    finally:
+        backend.deactivate()
+
+
 @pytest.mark.parametrize("text", ["four GB", "4XB", "-1GB", "0", ""])
 def test_parse_bytes_refuses_in_one_line(text) -> None:
     with pytest.raises(UserError) as caught:

@@ -206,6 +206,43 @@ def test_speedup_export_passes_tensorrt_rules_and_matches(tiny_model, tmp_path: 
         assert np.abs(output - reference).max() <= 1e-4
 
 
+@pytest.mark.parametrize("kernel,stride,padding,output_padding", [(3, 2, 1, 1), (4, 2, 1, 0), (2, 2, 0, 0), (5, 3, 1, 0),
+                                                                   (6, 4, 1, 0)])
+def test_subpixel_upsample_equals_the_conv_transpose(kernel: int, stride: int, padding: int, output_padding: int) -> None:
+    from lama_deploy.export.speedups import SubPixelUpsample
+
+    torch.manual_seed(kernel * 10 + stride)
+    deconv = torch.nn.ConvTranspose2d(5, 7, kernel, stride, padding, output_padding)
+    x = torch.randn(2, 5, 6, 9)
+    with torch.no_grad():
+        expected, got = deconv(x), SubPixelUpsample(deconv)(x)
+    assert got.shape == expected.shape == (2, 7, 6 * stride, 9 * stride)
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("layer", [torch.nn.ConvTranspose2d(4, 4, 3, 2, 0, 1), torch.nn.ConvTranspose2d(4, 4, 3, 1, 1),
+                                   torch.nn.ConvTranspose2d(4, 4, 3, 2, 1, 1, groups=2),
+                                   torch.nn.ConvTranspose2d(4, 4, 3, 2, 1, 1, dilation=2), torch.nn.Conv2d(4, 4, 3)])
+def test_subpixel_upsample_refuses_what_it_cannot_compute_exactly(layer: torch.nn.Module) -> None:
+    from lama_deploy.export.speedups import SubPixelUpsample, can_subpixel
+
+    assert not can_subpixel(layer)
+    with pytest.raises(ValueError, match="not a sub-pixel upsampling"):
+        SubPixelUpsample(layer)
+
+
+def test_only_the_full_resolution_upsampling_is_rewritten(tiny_model) -> None:
+    from lama_deploy.export.speedups import SubPixelUpsample, apply_speedups
+
+    fast = apply_speedups(tiny_model)
+    layers = list(fast.generator.model.children())
+    before = [m for m in tiny_model.generator.model.children() if isinstance(m, torch.nn.ConvTranspose2d)]
+    kept = [m for m in layers if isinstance(m, torch.nn.ConvTranspose2d)]
+    rewritten = [i for i, m in enumerate(layers) if isinstance(m, SubPixelUpsample)]
+    assert len(before) >= 2 and len(kept) == len(before) - 1 and len(rewritten) == 1
+    assert all(not isinstance(m, torch.nn.ConvTranspose2d) for m in layers[rewritten[0]:])
+
+
 @pytest.mark.slow
 def test_big_lama_speedups_match(big_lama_model) -> None:
     from lama_deploy.export.speedups import apply_speedups
