@@ -72,6 +72,8 @@ def test_speedups_are_exact_recorded_and_leave_the_callers_model_alone(tmp_path:
     fast_ops = [n.op_type for n in fast_graph.graph.node]
     plain_ops = [n.op_type for n in plain_graph.graph.node]
     assert "BatchNormalization" not in fast_ops and "BatchNormalization" in plain_ops
+    # The full-resolution upsampling became Conv + DepthToSpace (ORT CPU's ConvTranspose column buffer).
+    assert fast_ops.count("ConvTranspose") == plain_ops.count("ConvTranspose") - 1 >= 1
     # Bases are built once for all four Fourier units of the tiny model instead of once per unit.
     assert 4 * fast_ops.count("Cos") == plain_ops.count("Cos") > 0
     image, mask = sample_batch(2, 72, 136, seed=5)
