@@ -26,6 +26,9 @@ requires_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is No
 
 #: The issue's dynamic profile: N 1..2, H/W 256..1024.
 PROFILE = Profile((1, 256, 256), (1, 512, 512), (2, 1024, 1024))
+#: big-lama's builds keep H/W dynamic but N at 1: with N 1..2 TensorRT-RTX 1.7 needs 7.5 (fp32) and 10.5 (fp16)
+#: minutes on the CI's 2 cores, with N fixed about 2; dynamic N is built on the tiny graph (same ops) above.
+BIG_PROFILE = Profile((1, 256, 256), (1, 512, 512), (1, 1024, 1024))
 PROFILE_ARGS = ["--min", "1x256x256", "--opt", "1x512x512", "--max", "2x1024x1024"]
 
 
@@ -296,8 +299,8 @@ def test_default_profile_follows_the_contract_and_fills_what_is_not_given() -> N
 def test_big_lama_engine_ahead_of_time(request, precision: str, tmp_path: Path) -> None:
     onnx_path = request.getfixturevalue("big_lama_onnx" if precision == "fp32" else "big_lama_fp16_onnx")
     engine = tmp_path / f"big-lama-{precision}.engine"
-    report = build_engine(onnx_path, engine, [PROFILE], precision=precision, compute_capability="8.9")
-    sidecar = _check_sidecar(engine, onnx_path, precision, [PROFILE])
+    report = build_engine(onnx_path, engine, [BIG_PROFILE], precision=precision, compute_capability="8.9")
+    sidecar = _check_sidecar(engine, onnx_path, precision, [BIG_PROFILE])
     assert sidecar["lama"][C.META_CONFIG] == "big-lama" and engine.stat().st_size > 50 * 2**20
     # Build time is a benchmark row (docs/benchmarks.md, Fourier forms), not a limit here: a loaded CI box is slower.
     assert report.seconds > 0
