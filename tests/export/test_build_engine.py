@@ -92,6 +92,28 @@ def test_tiny_fp16_engine_from_the_fp16_onnx(tiny_fp16_onnx: Path, tmp_path: Pat
 
 
 @requires_rtx
+@pytest.mark.parametrize("fourier,precision,policy", [("matmul-dense", "fp32", None),
+                                                      ("matmul-dense", "fp16", "fourier-scaled"),
+                                                      ("matmul", "fp16", "fourier-scaled")])
+def test_every_exported_form_builds_ahead_of_time(fourier: str, precision: str, policy: str | None,
+                                                  tmp_path: Path) -> None:
+    """Issue 11: the dense form and the fp16 policy that runs the Fourier units in fp16 (scale folded into the
+    weights) parse and build over the dynamic profile too (the default `matmul` fp32/fp16-islands graphs are
+    built above), and the sidecar says which form, policy and scale the engine carries."""
+    from lama_deploy.export.onnx_export import export_inpainting_onnx
+
+    onnx_path = tmp_path / "tiny.onnx"
+    export_inpainting_onnx(onnx_path, config="tiny", fourier=fourier, precision=precision,
+                           **({"fp16_policy": policy} if policy else {}))
+    engine = tmp_path / "tiny.engine"
+    build_engine(onnx_path, engine, [PROFILE], precision=precision, compute_capability="8.9")
+    lama = _check_sidecar(engine, onnx_path, precision, [PROFILE])["lama"]
+    assert lama[C.META_FOURIER] == fourier
+    if policy:
+        assert lama[C.META_FP16_POLICY] == policy and float(lama[C.META_FOURIER_SCALE]) > 1
+
+
+@requires_rtx
 def test_cli_two_profiles_prints_time_and_memory(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     engine = tmp_path / "two.engine"
     cache = tmp_path / "timing.cache"
