@@ -229,8 +229,7 @@ class SubPixelUpsample(nn.Module):
         if not can_subpixel(deconv):
             raise ValueError(f"not a sub-pixel upsampling: {deconv}")
         stride, kernel, pad = deconv.stride[0], deconv.kernel_size[0], deconv.padding[0]
-        offsets = [(ky - a - pad) // stride for a in range(stride) for ky in range(kernel)
-                   if (ky - a - pad) % stride == 0]
+        offsets = _phase_offsets(stride, kernel, pad)
         low, high = min(offsets), max(offsets)
         taps = high - low + 1
         in_ch, out_ch = deconv.in_channels, deconv.out_channels
@@ -254,6 +253,11 @@ class SubPixelUpsample(nn.Module):
         return F.pixel_shuffle(self.conv(padded), self.stride)
 
 
+def _phase_offsets(stride: int, kernel: int, pad: int) -> list[int]:
+    """Input offsets d that the output phases of a stride-`stride` ConvTranspose read (tap ky = s*d + a + p)."""
+    return [(ky - a - pad) // stride for a in range(stride) for ky in range(kernel) if (ky - a - pad) % stride == 0]
+
+
 def can_subpixel(module: nn.Module) -> bool:
     """A square, ungrouped, undilated ConvTranspose2d whose output is exactly `stride` times its input,
     with every phase's offsets reachable by zero padding (no cropping)."""
@@ -263,7 +267,7 @@ def can_subpixel(module: nn.Module) -> bool:
     square = all(len(set(v)) == 1 for v in (module.stride, module.kernel_size, module.padding, module.output_padding))
     if not square or module.groups != 1 or module.dilation != (1, 1) or stride < 2 or kernel + extra - 2 * pad != stride:
         return False
-    offsets = [(ky - a - pad) // stride for a in range(stride) for ky in range(kernel) if (ky - a - pad) % stride == 0]
+    offsets = _phase_offsets(stride, kernel, pad)
     return len(offsets) > 0 and min(offsets) <= 0 <= max(offsets)
 
 

@@ -7,6 +7,18 @@ import platform
 import sys
 
 
+def proc_status_mb(pid: int | str, field: str) -> float | None:
+    """A memory field of /proc/<pid>/status ("VmHWM", "VmRSS", ...) in MiB; None where there is none."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far in MiB (Linux: VmHWM), or 0.0 where the OS does not say.
 
@@ -14,13 +26,9 @@ def peak_rss_mb() -> float:
     test run holding exported models) reports at least the parent's size at fork time. VmHWM belongs to the
     process's own address space and starts fresh at exec.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except (OSError, ValueError):
-        pass
+    peak = proc_status_mb("self", "VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
     except ImportError:  # Windows

@@ -62,9 +62,8 @@ EAGER_CACHE_ENTRIES = 64
 def _tracing() -> bool:
     """Recording a graph (ONNX export, TorchScript, torch.compile / torch.export), where a basis must stay
     a computation on the runtime size rather than a constant from an earlier call."""
-    compiler = torch.compiler
-    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or compiler.is_compiling()
-            or bool(getattr(compiler, "is_exporting", lambda: False)()))
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+            or bool(getattr(torch.compiler, "is_exporting", lambda: False)()))
 
 
 def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor | None = None):
@@ -78,15 +77,15 @@ def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor |
     if torch.compiler.is_compiling():
         return build()
     cache = _SHARED_BASES.get()
-    key = (name,) + tuple(int(size) for size in sizes) if cache is not None or like is not None else None
-    if key is not None and like is not None:
+    if cache is None and (like is None or _tracing()):
+        return build()
+    key = (name,) + tuple(int(size) for size in sizes)
+    if like is not None:
         key += (str(like.device), like.dtype)
     if cache is not None:
         if key not in cache:
             cache[key] = build()
         return cache[key]
-    if like is None or _tracing():
-        return build()
     with _EAGER_LOCK:  # server threads share the cache
         value = _EAGER_BASES.get(key)
         if value is not None:

@@ -1,7 +1,7 @@
 """The deployment paths `lama-deploy bench` times, and the child process that times one of them.
 
 Each (backend, batch, size) cell runs in a fresh child process (`run_cell_in_child`): its peak resident
-memory (`ru_maxrss`, Python + framework + model + activations) is then that backend's own, and nothing
+memory (`VmHWM`, Python + framework + model + activations) is then that backend's own, and nothing
 one framework allocated or cached bends the next one's numbers. Inside the child: load, warm up, time
 the repeats, then one or more extra runs that measure where the time goes (ONNX Runtime's profiler,
 or forward hooks on the Fourier units for PyTorch); the timed runs are never profiled.

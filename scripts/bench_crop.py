@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from lama_deploy.host import peak_rss_mb, proc_status_mb
+
 STRATEGIES = ("crop", "whole")
 
 
@@ -39,16 +41,6 @@ def scene(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     mask[height // 3:height // 3 + side, width // 5:width // 5 + side + side // 5] = 255
     mask[2 * height // 3:2 * height // 3 + side // 2, 3 * width // 4:3 * width // 4 + side] = 255
     return rgb, mask
-
-
-def _status_mb(pid: int | str, field: str) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _child(job: dict[str, Any], results: mp.Queue) -> None:
@@ -67,7 +59,7 @@ def _child(job: dict[str, Any], results: mp.Queue) -> None:
         outside_kept = bool(np.array_equal(out[mask == 0], rgb[mask == 0]))
         inpainter.close()
         runs = [f"{r.tensor_size[1]}x{r.tensor_size[0]}" for r in _plan_runs(inpainter, mask)]
-        results.put(("ok", {"seconds": seconds, "load_s": load_s, "peak_rss_mb": _status_mb("self", "VmHWM"),
+        results.put(("ok", {"seconds": seconds, "load_s": load_s, "peak_rss_mb": peak_rss_mb(),
                             "ran": result.strategy, "runs": runs, "backend": result.backend,
                             "outside_kept": outside_kept, "checksum": int(out.astype(np.int64).sum())}))
     except BaseException as exc:  # one line to the parent, whatever happened
@@ -94,7 +86,7 @@ def measure(job: dict[str, Any], timeout_s: float, rss_cap_mb: float) -> dict[st
             try:
                 outcome = results.get(timeout=0.5)
             except queue.Empty:
-                peak = max(peak, _status_mb(child.pid, "VmRSS") or 0.0)
+                peak = max(peak, proc_status_mb(child.pid, "VmRSS") or 0.0)
                 if peak > rss_cap_mb:
                     outcome = ("stopped", f"stopped at {peak / 1024:.1f} GB RSS (cap {rss_cap_mb / 1024:.0f} GB)")
                 elif time.monotonic() > deadline:
