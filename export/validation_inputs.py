@@ -47,7 +47,8 @@ def folder_feeds(image_dir: str | Path, mask_dir: str | Path | None) -> tuple[li
     padded at the bottom/right to multiples of 8 (contract rule). A file that cannot be read is skipped with
     a line, the others are checked.
     """
-    from lama_deploy.runtime.cli import LOSSY_MASK_SUFFIXES, LOSSY_MASK_THRESHOLD, pair_files
+    from lama_deploy.runtime.folders import pair_files
+    from lama_deploy.runtime.images import LOSSY_MASK_SUFFIXES, LOSSY_MASK_THRESHOLD
     from lama_deploy.runtime.images import load_hole, load_image
     from lama_deploy.runtime.preprocess import make_feed, padded_size
 

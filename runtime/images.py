@@ -38,6 +38,10 @@ from lama_deploy.errors import UsageError, UserError
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Named mask thresholds (mask > value is a hole): the official predictor's, and IOPaint's UI/API rule.
 THRESHOLD_PRESETS = {"lama": 0, "iopaint": 127}
+#: JPEG/WebP masks carry compression noise (values 1..30 around white strokes, a few even on black): with the
+#: lossless default (> 0) that noise becomes hole. Mid-grey separates the two cleanly.
+LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg", ".webp")
+LOSSY_MASK_THRESHOLD = 127
 EXIF_MODES = ("apply", "keep")
 DEFAULT_EXIF = "apply"
 #: With threshold 0, warn when more than this share of the nonzero mask pixels lie strictly between 0 and 255.

@@ -16,10 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("lama_deploy.export.to_onnx", "export LaMa to dynamic-shape ONNX (DFT-as-matmul)"),
     "validate": ("lama_deploy.export.validate", "check an ONNX export against PyTorch with Polygraphy"),
     "build": ("lama_deploy.export.build_engine", "build a dynamic-shape TensorRT engine"),
-    "inpaint": ("lama_deploy.runtime.cli", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
-    "serve": ("lama_deploy.runtime.server", "serve POST /inpaint over HTTP"),
-    "triton-repo": ("lama_deploy.runtime.triton", "write a Triton Inference Server model repository"),
-    "triton-serve": ("lama_deploy.runtime.triton_serve", "run tritonserver on a repository (python backend ready)"),
+    "inpaint": ("lama_deploy.scripts.commands.inpaint", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
+    "serve": ("lama_deploy.scripts.commands.serve", "serve POST /inpaint over HTTP"),
+    "triton-repo": ("lama_deploy.scripts.commands.triton_repo", "write a Triton Inference Server model repository"),
+    "triton-serve": ("lama_deploy.scripts.commands.triton_serve", "run tritonserver on a repository (python backend ready)"),
     "bench": ("lama_deploy.scripts.benchmark", "benchmark the deployment paths side by side"),
 }
 

@@ -12,7 +12,7 @@ OTHER_TOOLS = {
     "scripts/trtexec_commands.py": "trtexec / polygraphy command lines",
     "export/trt_builder.py": "polygraphy flags in a generated script",
     "export/validation_report.py": "the `polygraphy run` replay line",
-    "runtime/triton_serve.py": "the `tritonserver` command line",
+    "runtime/triton/serve.py": "the `tritonserver` command line",
     "export/polygraphy_hooks.py": "`polygraphy convert` flags in its usage line",
     "scripts/gpu_lane.py": "pytest flags of the GPU lane's child runs",
     "scripts/gpu_lane_report.py": "the `nvidia-smi` query",

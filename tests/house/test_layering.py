@@ -31,7 +31,7 @@ MAPPED = {"runtime", "export", "scripts"}   # installed as lama_deploy.<name>
 #: Circles known and owned elsewhere; each entry must still be a circle (so a fixed one is removed here).
 #: triton <-> triton_repo arrived with the raw-image Triton repositories (lazy imports both ways): the shared
 #: helpers (NAME_RE, platform_for, write_triton_repo) want a module of their own below both.
-KNOWN_CIRCLES = [["lama_deploy.runtime.triton", "lama_deploy.runtime.triton_repo"]]
+KNOWN_CIRCLES: list = []
 
 
 def _module_name(path: Path) -> str:

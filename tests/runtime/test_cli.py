@@ -9,7 +9,8 @@ from PIL import Image
 
 from lama_deploy import contract as C
 from lama_deploy.scripts.cli import main as lama_deploy
-from lama_deploy.runtime.cli import main, pair_files
+from lama_deploy.runtime.folders import pair_files
+from lama_deploy.scripts.commands.inpaint import main
 
 RNG = np.random.default_rng(0)
 

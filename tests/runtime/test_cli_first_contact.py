@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lama_deploy.runtime import cli, progress
+from lama_deploy.runtime import progress
+from lama_deploy.scripts.commands import inpaint as cli
 from lama_deploy.runtime.inpainter import Inpainter
 
 RNG = np.random.default_rng(1)

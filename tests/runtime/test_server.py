@@ -27,7 +27,8 @@ httpx = pytest.importorskip("httpx", reason="the tests talk to the server with h
 
 from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.runtime import InpaintResult  # noqa: E402
-from lama_deploy.runtime import server, server_limits  # noqa: E402
+from lama_deploy.runtime.server import app as server, limits as server_limits  # noqa: E402
+from lama_deploy.scripts.commands import serve as serve_command  # noqa: E402
 
 MAX_BODY_MB = 1
 MAX_PIXELS = 4_000_000
@@ -302,7 +303,7 @@ def test_size_check_never_decodes_pixels(monkeypatch) -> None:
     (["--port", "70000"], "--port must be in 1..65535"),
 ])
 def test_cli_option_errors(argv: list[str], message: str, capsys) -> None:
-    assert server.main(["--model", "m.onnx", *argv]) == 2
+    assert serve_command.main(["--model", "m.onnx", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lama-deploy serve: error: ") and message in err and "\n" not in err
 
@@ -312,13 +313,13 @@ def test_cli_refuses_a_busy_port_before_loading_the_model(capsys) -> None:
         busy.bind((HOST, 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert server.main(["--model", "never-loaded.onnx", "--host", HOST, "--port", str(port)]) == 2
+        assert serve_command.main(["--model", "never-loaded.onnx", "--host", HOST, "--port", str(port)]) == 2
     assert f"cannot listen on {HOST}:{port}" in capsys.readouterr().err
 
 
 def test_cli_names_the_install_when_fastapi_is_missing(monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
-    assert server.main(["--model", "m.onnx"]) == 2
+    assert serve_command.main(["--model", "m.onnx"]) == 2
     assert capsys.readouterr().err.strip() == ("lama-deploy serve: error: fastapi is not installed; install it with "
                                                "`pip install 'lama-deploy[server]'`")
 

@@ -13,7 +13,8 @@ from PIL import Image
 httpx = pytest.importorskip("httpx", reason="the tests talk to the server with httpx")
 pytest.importorskip("fastapi", reason="the server needs fastapi (pip install 'lama-deploy[server]')")
 
-from lama_deploy.runtime import server, server_limits  # noqa: E402
+from lama_deploy.runtime.server import app as server, limits as server_limits  # noqa: E402
+from lama_deploy.scripts.commands import serve as serve_command  # noqa: E402
 from lama_deploy.runtime.inpainter import InpaintResult  # noqa: E402
 
 

@@ -23,7 +23,8 @@ pytest.importorskip("uvicorn", reason="the server needs uvicorn (pip install 'la
 from test_server import RunningServer, StubInpainter, _png, _post_many, _sample, _start_server  # noqa: E402
 
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.runtime import memory, server, server_limits  # noqa: E402
+from lama_deploy.runtime import memory  # noqa: E402
+from lama_deploy.runtime.server import app as server, limits as server_limits  # noqa: E402
 from lama_deploy.runtime.inpainter import InferenceError  # noqa: E402
 
 HEADER_TIMEOUT_S = 1.5

@@ -122,7 +122,7 @@ def test_create_backend_routes_modes(tmp_path):
 
 
 def test_cli_and_server_accept_the_options(tmp_path, capsys):
-    from lama_deploy.runtime import cli, server
+    from lama_deploy.scripts.commands import inpaint as cli, serve as server
 
     args = server.build_parser().parse_args(["--model", "m.pth", "--precision", "bf16", "--cuda-graphs", "off"])
     assert (args.precision, args.cuda_graphs) == ("bf16", "off")

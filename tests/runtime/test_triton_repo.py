@@ -13,8 +13,10 @@ import pytest
 
 import lama_deploy
 from lama_deploy import contract as C
-from lama_deploy.runtime import Inpainter, triton, triton_repo, triton_serve, triton_steps
-from lama_deploy.runtime.triton_model import PATH_ENV, config_parameters, model_py
+from lama_deploy.runtime import Inpainter
+from lama_deploy.runtime.triton import image_repos as triton_repo, repo as triton, serve as triton_serve, steps as triton_steps
+from lama_deploy.scripts.commands import triton_repo as triton_command
+from lama_deploy.runtime.triton.model import PATH_ENV, config_parameters, model_py
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_triton import _fake_engine, parse_pbtxt  # noqa: E402  (the text-format reader and fake engine)
@@ -42,7 +44,7 @@ def test_python_repository(tiny_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     argv = ["--model", str(tiny_onnx), "--output", str(repo), "--backend", "python", "--instances", "3",
             "--threshold", "20", "--max-side", "256", "--margin", "64"]
-    assert triton.main(argv) == 0
+    assert triton_command.main(argv) == 0
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")) == \
         ["lama", "lama/1", "lama/1/model.py", f"lama/1/{tiny_onnx.name}", "lama/config.pbtxt"]
     assert (repo / "lama/1" / tiny_onnx.name).read_bytes() == tiny_onnx.read_bytes()
@@ -55,7 +57,7 @@ def test_python_repository(tiny_onnx: Path, tmp_path: Path) -> None:
     warmup = config["model_warmup"][0]
     assert warmup["batch_size"] == [1] and {i["key"][0] for i in warmup["inputs"]} == {"image", "mask"}
     assert "InpaintModel as TritonPythonModel" in (repo / "lama/1/model.py").read_text()
-    assert triton.main(argv) == 2  # exists: --force needed
+    assert triton_command.main(argv) == 2  # exists: --force needed
 
 
 def test_model_py_shim_honours_the_path_variable(tmp_path: Path, monkeypatch) -> None:
@@ -78,7 +80,7 @@ def test_model_py_shim_honours_the_path_variable(tmp_path: Path, monkeypatch) ->
 def test_ensemble_repository_for_an_engine(tmp_path: Path) -> None:
     engine = _fake_engine(tmp_path)  # profile 64..1024, opt 512, N 1..4
     repo = tmp_path / "repo"
-    assert triton.main(["--model", str(engine), "--output", str(repo), "--max-batch", "4", "--threshold", "10"]) == 0
+    assert triton_command.main(["--model", str(engine), "--output", str(repo), "--max-batch", "4", "--threshold", "10"]) == 0
     assert sorted(p.name for p in repo.iterdir()) == ["lama", "lama_model", "lama_post", "lama_pre"]
     ensemble = _config(repo, "lama")
     assert ensemble["platform"] == ["ensemble"] and ensemble["max_batch_size"] == [0]
@@ -116,7 +118,7 @@ def test_auto_kind_and_refusals(tiny_onnx: Path, tmp_path: Path, capsys) -> None
         (["--model", str(tiny_onnx), "--backend", "python", "--threshold", "300"], "threshold 300.0 is out of range"),
         (["--model", str(tmp_path / "absent.onnx"), "--backend", "ensemble"], "does not exist"),
     ]:
-        assert triton.main(argv + ["--output", str(tmp_path / "repo")]) == 2
+        assert triton_command.main(argv + ["--output", str(tmp_path / "repo")]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
@@ -187,8 +189,8 @@ def test_triton_modules_import_thin() -> None:
     import subprocess
 
     heavy = ("torch", "onnx", "tritonclient", "pytriton", "onnxruntime", "tensorrt")
-    code = ("import sys\nimport lama_deploy.runtime.triton, lama_deploy.runtime.triton_repo, lama_deploy.runtime."
-            "triton_serve, lama_deploy.runtime.triton_model, lama_deploy.runtime.triton_steps\n"
+    code = ("import sys\nimport lama_deploy.runtime.triton.repo, lama_deploy.runtime.triton.image_repos, lama_deploy.runtime."
+            "triton.serve, lama_deploy.runtime.triton.model, lama_deploy.runtime.triton.steps\n"
             f"print(' '.join(sorted(n for n in {heavy!r} if n in sys.modules)) or '-')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "-", f"imported: {proc.stdout.strip()}"

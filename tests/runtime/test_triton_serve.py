@@ -28,8 +28,9 @@ from PIL import Image
 
 from lama_deploy.errors import UserError
 from lama_deploy.runtime import Inpainter
-from lama_deploy.runtime import triton_repo, triton_serve
-from lama_deploy.runtime.triton_steps import RuntimeOptions
+from lama_deploy.runtime.triton import image_repos as triton_repo, serve as triton_serve
+from lama_deploy.runtime.triton.steps import RuntimeOptions
+from lama_deploy.scripts.commands import triton_serve as triton_serve_command
 
 try:
     import tritonclient.grpc as grpcclient
@@ -191,7 +192,7 @@ def test_python_repository_served_by_tritonserver(tiny_onnx: Path, tmp_path: Pat
 
 
 def triton_repo_cli(model: Path, repo: Path, backend: str, *extra: str) -> int:
-    from lama_deploy.runtime import triton
+    from lama_deploy.scripts.commands import triton_repo as triton
 
     return triton.main(["--model", str(model), "--output", str(repo), "--backend", backend, "--max-side",
                         str(MAX_SIDE), *extra])
@@ -238,7 +239,7 @@ import numpy as np
 import triton_python_backend_utils as pb
 
 from lama_deploy.runtime.backends import create_backend
-from lama_deploy.runtime.triton_model import input_array, output_tensor
+from lama_deploy.runtime.triton.model import input_array, output_tensor
 
 
 class TritonPythonModel:
@@ -280,9 +281,9 @@ def test_no_tritonserver_is_one_line(monkeypatch, tmp_path: Path, capsys) -> Non
     monkeypatch.delenv(triton_serve.ENV_BINARY, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(triton_serve, "pytriton_root", lambda: None)
-    assert triton_serve.main(["--repository", str(tmp_path / "repo")]) == 2
+    assert triton_serve_command.main(["--repository", str(tmp_path / "repo")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lama-deploy triton-serve: error: no tritonserver found") and len(err.splitlines()) == 1
     monkeypatch.setenv(triton_serve.ENV_BINARY, str(tmp_path / "absent"))
-    assert triton_serve.main(["--repository", str(tmp_path / "repo")]) == 2
+    assert triton_serve_command.main(["--repository", str(tmp_path / "repo")]) == 2
     assert "is not an executable file" in capsys.readouterr().err

@@ -18,7 +18,6 @@ renamed into place, so a failed run leaves no half-written model for Triton to p
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,9 @@ from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_profiles, sidecar_tensorrt, sidecar_weights
 from lama_deploy.model_facts import read_model_facts
 from lama_deploy.profiles import batch_range
-from lama_deploy.errors import InputNotFound, UserError, cli_entry
+from lama_deploy.errors import InputNotFound, UserError
 
-from .images import DEFAULT_MAX_PIXELS, check_threshold
-from .strategy import DEFAULT_CONTEXT_MARGIN
-from .triton_repo import Enum, assemble, render_pbtxt
+from .pbtxt import Enum, assemble, render_pbtxt
 
 #: I/O dtypes as `lama_deploy.model_facts` names them -> Triton's.
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
@@ -238,85 +235,9 @@ def _assemble(final: Path, spec: TritonModelSpec, model: Path) -> None:
     assemble(final, {f"1/{MODEL_FILES[spec.platform]}": model, "config.pbtxt": render_config(spec)})
 
 
-# --- CLI ---------------------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lama-deploy triton-repo", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="TensorRT engine (.engine/.plan, with its .json sidecar) or ONNX")
-    parser.add_argument("--output", required=True, help="model repository folder (created if missing)")
-    parser.add_argument("--name", default="lama", help="model name = folder name in the repository (default: lama)")
-    parser.add_argument("--max-batch", type=int, default=4, help="Triton max_batch_size (<= the engine profile's max N)")
-    parser.add_argument("--instances", type=int, default=1, help="model instances (execution contexts) per device")
-    parser.add_argument("--kind", choices=sorted(KINDS), help="instance kind (engines: gpu only; default: gpu, "
-                        "cpu for --backend python, whose runtime still picks a GPU when it has one)")
-    parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
-                        help="let Triton group concurrent same-size requests into batches (default: on)")
-    parser.add_argument("--preferred-batch", type=int, nargs="+", default=[], metavar="N",
-                        help="preferred batch sizes for the dynamic batcher")
-    parser.add_argument("--max-queue-delay-us", type=int, default=100,
-                        help="how long the batcher may hold a request to fill a batch (microseconds)")
-    parser.add_argument("--force", action="store_true", help="replace an existing model folder of the same name")
-    parser.add_argument("--backend", choices=("auto",) + REPO_KINDS, default="auto",
-                        help="raw: the model on tensorrt_plan/onnxruntime_onnx, float NCHW in and out; python: raw "
-                             "images in and out through the project's runtime in one python-backend model; ensemble: "
-                             "python pre-processing -> raw model -> python post-processing (default: ensemble for "
-                             ".engine/.onnx on --kind gpu, python otherwise)")
-    runtime = parser.add_argument_group("raw-image repositories (python, ensemble): as `lama-deploy inpaint`")
-    runtime.add_argument("--threshold", type=float, default=0, help="mask > threshold is a hole (default 0)")
-    runtime.add_argument("--margin", type=int, default=DEFAULT_CONTEXT_MARGIN, help="context kept around the mask "
-                         "when cropping images beyond the model's size range (pixels)")
-    runtime.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
-    runtime.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    runtime.add_argument("--runtime-backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
-                         help="python: the runtime backend inside Triton (default: from the model's suffix)")
-    runtime.add_argument("--device", help="python: cpu, cuda or cuda:N (default: the instance's GPU for --kind gpu)")
-    runtime.add_argument("--no-warmup", dest="warmup", action="store_false", help="python: no warm-up request")
-    return parser
-
-
 def repo_kind(model: Path, backend: str, kind: str) -> str:
     """`auto`: the ensemble where Triton's own backends run the model (engines, ONNX on GPUs), else python."""
     if backend != "auto":
         return backend
     return "ensemble" if model.suffix.lower() in PLATFORMS and (kind == "gpu" or PLATFORMS[model.suffix.lower()]
                                                                   == "tensorrt_plan") else "python"
-
-
-def _write_raw_image_repo(args: argparse.Namespace, kind: str) -> int:
-    from .triton_repo import write_ensemble_repo, write_python_repo
-    from .triton_steps import RuntimeOptions
-
-    check_threshold(args.threshold)
-    options = RuntimeOptions(args.threshold, args.margin, args.max_pixels, args.max_side)
-    if kind == "python":
-        result = write_python_repo(args.model, args.output, name=args.name, instances=args.instances,
-                                   kind=KINDS[args.kind], runtime_backend=args.runtime_backend, device=args.device,
-                                   options=options, warmup=args.warmup, force=args.force)
-    else:
-        result = write_ensemble_repo(args.model, args.output, name=args.name, max_batch=args.max_batch,
-                                     instances=args.instances, kind=args.kind, preferred_batch=args.preferred_batch,
-                                     max_queue_delay_us=args.max_queue_delay_us, options=options, force=args.force)
-    print(f"wrote {result.repository}: {kind} repository, models {', '.join(result.models)}; "
-          f"request model '{args.name}' with image UINT8 [H, W, 3] and mask UINT8 [H, W]")
-    for note in result.notes:
-        print(f"note: {note}")
-    print(f"run: lama-deploy triton-serve --repository {result.repository}  (see docs/triton.md)")
-    return 0
-
-
-@cli_entry("lama-deploy triton-repo")
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    kind = repo_kind(Path(args.model), args.backend, args.kind or "gpu")
-    args.kind = args.kind or ("cpu" if kind == "python" else "gpu")
-    if kind != "raw":
-        return _write_raw_image_repo(args, kind)
-    result = write_triton_repo(args.model, args.output, name=args.name, max_batch=args.max_batch,
-                               instances=args.instances, kind=args.kind, dynamic_batching=args.dynamic_batching,
-                               preferred_batch=args.preferred_batch, max_queue_delay_us=args.max_queue_delay_us,
-                               force=args.force)
-    print(f"wrote {result.model_dir} ({result.platform}, max_batch_size {result.max_batch_size})")
-    for note in result.notes:
-        print(f"note: {note}")
-    print(f"run: tritonserver --model-repository={Path(result.model_dir).parent}  (see docs/triton.md)")
-    return 0

@@ -21,7 +21,6 @@ which unloads its models and exits; the command waits for it (bounded) and retur
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -32,9 +31,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lama_deploy.errors import UserError, cli_entry
+from lama_deploy.errors import UserError
 
-from .triton_model import PATH_ENV
+from .model import PATH_ENV
 
 PROG = "lama-deploy triton-serve"
 ENV_BINARY = "LAMA_TRITONSERVER"
@@ -196,33 +195,3 @@ def run_foreground(launch: ServerLaunch) -> int:
         launch.cleanup()
     # a server stopped by our forwarded signal has done what was asked
     return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--repository", required=True, help="model repository (`lama-deploy triton-repo --output`)")
-    parser.add_argument("--host", default="127.0.0.1", help="address for HTTP, gRPC and metrics (default: loopback)")
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    parser.add_argument("--metrics-port", type=int, default=8002)
-    parser.add_argument("--log-verbose", type=int, default=0, help="Triton's --log-verbose level")
-    parser.add_argument("--dry-run", action="store_true", help="print the server command line and exit")
-    return parser
-
-
-@cli_entry(PROG)
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    launch = prepare_launch(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
-                            [f"--log-verbose={args.log_verbose}"] if args.log_verbose else [])
-    if args.dry_run:
-        launch.cleanup()
-        print(" ".join(launch.argv))
-        return 0
-    print(f"{PROG}: {launch.binary}{' (nvidia-pytriton)' if launch.bundled else ''} on {args.host}: "
-          f"HTTP {args.http_port}, gRPC {args.grpc_port}, metrics {args.metrics_port}", file=sys.stderr, flush=True)
-    return run_foreground(launch)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

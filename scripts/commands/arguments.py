@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .images import DEFAULT_EXIF, EXIF_MODES, THRESHOLD_PRESETS, resolve_threshold
-from .strategy import (ALIASES, DEFAULT_CONTEXT_MARGIN, DEFAULT_CROP_TRIGGER, DEFAULT_RESIZE_LIMIT, STRATEGIES,
+from lama_deploy.runtime.images import DEFAULT_EXIF, EXIF_MODES, THRESHOLD_PRESETS, resolve_threshold
+from lama_deploy.runtime.strategy import (ALIASES, DEFAULT_CONTEXT_MARGIN, DEFAULT_CROP_TRIGGER, DEFAULT_RESIZE_LIMIT, STRATEGIES,
                        StrategyOptions, strategy_name)
 
 

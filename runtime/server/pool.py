@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .images import InpaintInputError
+from ..images import InpaintInputError
 
 
 class PoolFull(Exception):

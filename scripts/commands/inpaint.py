@@ -12,11 +12,9 @@ failed. Outputs are written atomically (PNG by default in folder mode).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -24,26 +22,15 @@ from PIL import Image
 from lama_deploy.errors import InputNotFound, UserError, cli_entry
 from lama_deploy.files import atomic_output, check_output_file
 
-from .backends import BACKENDS
-from .backends.torch_precision import add_mode_arguments
-from .images import DEFAULT_MAX_PIXELS, InpaintInputError, check_threshold
-from .input_options import add_input_options, input_options
-from .progress import stage
+from lama_deploy.runtime.backends import BACKENDS
+from lama_deploy.runtime.backends.torch_precision import add_mode_arguments
+from lama_deploy.runtime.images import DEFAULT_MAX_PIXELS, LOSSY_MASK_SUFFIXES, LOSSY_MASK_THRESHOLD, InpaintInputError, check_threshold
+
+from .arguments import add_input_options, input_options
+from lama_deploy.runtime.folders import IMAGE_SUFFIXES, pair_files
+from lama_deploy.runtime.progress import stage
 
 PROG = "lama-deploy inpaint"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-_MASK_STEM = re.compile(r"^(?P<stem>.+)_mask\d*$")
-#: JPEG masks carry compression noise (values 1..30 around white strokes, a few even on black): with the
-#: lossless default (> 0) that noise becomes hole. Mid-grey separates the two cleanly.
-LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg", ".webp")
-LOSSY_MASK_THRESHOLD = 127
-
-
-@dataclass
-class Pair:
-    image: Path
-    mask: Path | None
-    output_stem: str
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,36 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "70%% of the memory available, 'none' for no budget")
     add_mode_arguments(parser)
     return parser
-
-
-# -- folder pairing ----------------------------------------------------------------------------------------
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def pair_files(images_dir: Path, masks_dir: Path) -> list[Pair]:
-    """Each image with its mask(s): same stem, else `<stem>_mask*`; images without a mask get `mask=None`."""
-    same_folder = images_dir.resolve() == masks_dir.resolve()
-    masks = list_images(masks_dir)
-    by_stem: dict[str, list[Path]] = {}
-    for mask in masks:
-        by_stem.setdefault(mask.stem, []).append(mask)
-        match = _MASK_STEM.match(mask.stem)
-        if match:
-            by_stem.setdefault(match["stem"] + "\0mask", []).append(mask)
-    pairs = []
-    for image in list_images(images_dir):
-        if same_folder and _MASK_STEM.match(image.stem):
-            continue  # LaMa layout: masks live next to their images
-        exact = [m for m in by_stem.get(image.stem, []) if m.resolve() != image.resolve()]
-        found = exact[:1] or by_stem.get(image.stem + "\0mask", [])
-        if not found:
-            pairs.append(Pair(image, None, image.stem))
-        elif len(found) == 1:
-            pairs.append(Pair(image, found[0], image.stem))
-        else:
-            pairs.extend(Pair(image, mask, mask.stem) for mask in found)
-    return pairs
 
 
 # -- output ------------------------------------------------------------------------------------------------
@@ -139,7 +96,7 @@ def check_args_before_work(args: argparse.Namespace) -> None:
 
 
 def _load_inpainter(args: argparse.Namespace):
-    from .inpainter import Inpainter
+    from lama_deploy.runtime.inpainter import Inpainter
 
     if not args.model:
         raise UserError("no model given: pass --model PATH (.engine/.plan, .onnx or .ckpt/.pt/.pth), "

@@ -16,8 +16,8 @@ from PIL import Image, UnidentifiedImageError
 
 from lama_deploy.errors import UsageError
 
-from .images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
-from .images import DEFAULT_MAX_PIXELS, THRESHOLD_PRESETS, check_threshold
+from ..images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
+from ..images import DEFAULT_MAX_PIXELS, THRESHOLD_PRESETS, check_threshold
 
 
 @dataclass(frozen=True)

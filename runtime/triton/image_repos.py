@@ -14,8 +14,6 @@ a temporary folder and renamed into place.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,51 +22,17 @@ from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_profiles, verify_sidecar
 from lama_deploy.errors import InputNotFound, UserError
 
-from .backends import backend_for_path
-from .backends.base import Profile
-from .triton_model import model_py
-from .triton_steps import STEP_TENSORS, RuntimeOptions, profile_parameters
+from ..backends import backend_for_path
+from ..backends.base import Profile
+from .model import model_py
+from .pbtxt import Enum, assemble, prepare_output, render_pbtxt
+from .repo import NAME_RE, platform_for, write_triton_repo
+from .steps import STEP_TENSORS, RuntimeOptions, profile_parameters
 
 #: ensemble step names, as suffixes of the ensemble's name
 STEP_SUFFIXES = {"pre": "_pre", "model": "_model", "post": "_post"}
 #: the python model warms up on a small random request (random mask: the model really runs)
 WARMUP_SIDE = 64
-
-
-class Enum(str):
-    """A protobuf enum value: written without quotes."""
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, Enum) or isinstance(value, (int, float)):
-        return str(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _render(fields: dict[str, Any], depth: int) -> list[str]:
-    pad, lines = "  " * depth, []
-    for key, value in fields.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            lines += [f"{pad}{key} {{", *_render(value, depth + 1), f"{pad}}}"]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            lines.append(f"{pad}{key} [")
-            for i, item in enumerate(value):
-                lines += [f"{pad}  {{", *_render(item, depth + 2), f"{pad}  }}" + ("," if i < len(value) - 1 else "")]
-            lines.append(f"{pad}]")
-        elif isinstance(value, list):
-            lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}")
-    return lines
-
-
-def render_pbtxt(fields: dict[str, Any], comments: Sequence[str] = ()) -> str:
-    """Protobuf text format of a ModelConfig given as dicts (messages), lists (repeated) and scalars."""
-    return "\n".join([f"# {' '.join(c.split())}" for c in comments] + _render(fields, 0)) + "\n"
 
 
 def _tensor(name: str, data_type: str, dims: list[int]) -> dict[str, Any]:
@@ -137,41 +101,6 @@ class RepoResult:
     notes: list[str] = field(default_factory=list)
 
 
-def assemble(final: Path, files: dict[str, str | Path]) -> None:
-    """Write a model folder (relative path -> text, or a Path to copy) next to `final`, then rename it in."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a non-root tritonserver
-        for relative, content in files.items():
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, Path):
-                shutil.copyfile(content, target)
-            else:
-                target.write_text(content)
-        if final.exists():  # --force: keep the old folder until the new one is in place
-            retired = final.with_name(f".{final.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            final.rename(retired)
-            staging.rename(final)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def prepare_output(output: Path, names: list[str], force: bool) -> None:
-    if not output.exists():
-        if not output.parent.is_dir():
-            raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
-        output.mkdir()
-    taken = [n for n in names if (output / n).exists()]
-    if taken and not force:
-        raise UserError(f"{output / taken[0]} already exists; pass --force to replace it or choose another --name")
-
-
 def model_files(model: Path) -> dict[str, Path]:
     """The model and, for an engine, its sidecar (the TensorRT backend verifies the engine against it)."""
     files = {f"1/{model.name}": model}
@@ -229,20 +158,18 @@ def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama
                         max_queue_delay_us: int = 100, options: RuntimeOptions = RuntimeOptions(),
                         force: bool = False) -> RepoResult:
     """`<name>` = ensemble of `<name>_pre` (python) -> `<name>_model` (TensorRT/ONNX Runtime) -> `<name>_post`."""
-    from . import triton as raw
-
     model, output = Path(model), Path(output)
     if not model.is_file():
         raise InputNotFound(f"model {model} does not exist; pass an .engine or .onnx file")
     names = [name] + [name + suffix for suffix in STEP_SUFFIXES.values()]
-    if not raw.NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise UserError(f"--name {name!r} is not a valid model folder name; use letters, digits, '_', '-' or '.'")
-    if raw.platform_for(model) == "tensorrt_plan":
+    if platform_for(model) == "tensorrt_plan":
         profile, warmup = engine_size_range(model)
     else:
         profile, warmup = Profile(), (512, 512)
     prepare_output(output, names, force)
-    written = raw.write_triton_repo(model, output, name=name + STEP_SUFFIXES["model"], max_batch=max_batch,
+    written = write_triton_repo(model, output, name=name + STEP_SUFFIXES["model"], max_batch=max_batch,
                                     instances=instances, kind=kind, preferred_batch=preferred_batch,
                                     max_queue_delay_us=max_queue_delay_us, force=force, warmup_size=warmup,
                                     require_fp32=True)

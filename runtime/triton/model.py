@@ -25,7 +25,7 @@ import numpy as np
 
 from lama_deploy import contract as C
 
-from . import triton_steps as steps
+from . import steps
 
 
 def one_line(exc: BaseException) -> str:
@@ -104,7 +104,7 @@ class InpaintModel(_RequestLoop):
     inputs = (C.IMAGE, C.MASK)
 
     def setup(self, args: dict[str, Any]) -> None:
-        from .inpainter import Inpainter
+        from ..inpainter import Inpainter
 
         model = Path(args["model_repository"]) / str(args["model_version"]) / self.params["model_file"]
         options = steps.runtime_options(self.params)
@@ -166,11 +166,11 @@ def model_py(class_name: str) -> str:
     """The text of a repository's `model.py`: Triton imports `TritonPythonModel` from it."""
     if class_name not in MODEL_CLASSES:
         raise ValueError(f"unknown python-backend model {class_name!r}")
-    return (f'"""Written by `lama-deploy triton-repo`: the code is lama_deploy.runtime.triton_model.{class_name}.\n\n'
+    return (f'"""Written by `lama-deploy triton-repo`: the code is lama_deploy.runtime.triton.model.{class_name}.\n\n'
             f"The stub's interpreter ignores PYTHONPATH; `lama-deploy triton-serve` passes the folder that holds\n"
             f'lama_deploy in ${PATH_ENV}. In a container with lama-deploy installed nothing needs setting."""\n\n'
             "import os\nimport sys\n\n"
             f'for _entry in reversed(os.environ.get("{PATH_ENV}", "").split(os.pathsep)):\n'
             "    if _entry and _entry not in sys.path:\n"
             "        sys.path.insert(0, _entry)\n\n"
-            f"from lama_deploy.runtime.triton_model import {class_name} as TritonPythonModel  # noqa: E402,F401\n")
+            f"from lama_deploy.runtime.triton.model import {class_name} as TritonPythonModel  # noqa: E402,F401\n")

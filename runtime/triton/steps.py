@@ -14,11 +14,11 @@ import numpy as np
 
 from lama_deploy import contract as C
 
-from .backends.base import Profile
-from .images import DEFAULT_MAX_PIXELS, InpaintInputError, LoadedImage, load_hole, load_image, to_output_image
-from .strategy import downscale as _downscale, upscale as _upscale  # the Inpainter's own resamplers: identical bytes
-from .preprocess import make_feed, output_to_images
-from .strategy import DEFAULT_CONTEXT_MARGIN, Plan, plan_image
+from ..backends.base import Profile
+from ..images import DEFAULT_MAX_PIXELS, InpaintInputError, LoadedImage, load_hole, load_image, to_output_image
+from ..strategy import downscale as _downscale, upscale as _upscale  # the Inpainter's own resamplers: identical bytes
+from ..preprocess import make_feed, output_to_images
+from ..strategy import DEFAULT_CONTEXT_MARGIN, Plan, plan_image
 
 #: names of the float tensors between the ensemble's steps and the model step
 STEP_TENSORS = {C.IMAGE: "model_image", C.MASK: "model_mask", C.OUTPUT: "model_output"}
