@@ -39,9 +39,12 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: Named mask thresholds (mask > value is a hole): the official predictor's, and IOPaint's UI/API rule.
 THRESHOLD_PRESETS = {"lama": 0, "iopaint": 127}
 #: JPEG/WebP masks carry compression noise (values 1..30 around white strokes, a few even on black): with the
-#: lossless default (> 0) that noise becomes hole. Mid-grey separates the two cleanly.
-LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg", ".webp")
+#: lossless rule (> 0) that noise becomes hole. Mid-grey separates the two cleanly. Decided from the decoded
+#: file's format (not its name), so a file gets the same threshold from the CLI, the server and Triton.
+LOSSY_MASK_FORMATS = ("JPEG", "MPO", "WEBP")
 LOSSY_MASK_THRESHOLD = 127
+#: The threshold of lossless masks (and arrays): the official predictor's `mask > 0`.
+LOSSLESS_MASK_THRESHOLD = 0
 EXIF_MODES = ("apply", "keep")
 DEFAULT_EXIF = "apply"
 #: With threshold 0, warn when more than this share of the nonzero mask pixels lie strictly between 0 and 255.
@@ -66,6 +69,8 @@ class LoadedImage:
     mode: str  # mode of the result: "RGB", "RGBA", "L" or "LA"
     alpha: np.ndarray | None = None  # H x W uint8, kept as given
     notes: list[str] = field(default_factory=list)
+    #: what the file carried and the output keeps (`carried_metadata`): icc_profile, exif, dpi
+    metadata: dict = field(default_factory=dict)
 
     @property
     def height(self) -> int:
@@ -212,7 +217,7 @@ def oriented(img: Image.Image, exif: str, name: str, notes: list[str]) -> Image.
         return img
     if check_exif(exif) == "keep":
         notes.append(f"{name} has EXIF orientation {orientation}; pixels used as stored (exif=keep), "
-                     f"the output has no orientation tag")
+                     f"the output keeps the tag")
         return img
     try:
         upright = ImageOps.exif_transpose(img)
@@ -224,12 +229,38 @@ def oriented(img: Image.Image, exif: str, name: str, notes: list[str]) -> Image.
     return upright
 
 
+def _colour_family(mode: str) -> str:
+    return "gray" if mode in _GRAY_MODES else "rgb" if mode in ("RGB", "RGBA", "RGBX", "P", "PA") else mode
+
+
+def carried_metadata(img: Image.Image, exif: str = DEFAULT_EXIF) -> dict:
+    """What the output keeps of the input file: ICC profile, EXIF (orientation reset to 1 once it was applied
+    to the pixels; kept as stored with exif="keep") and DPI. Unreadable EXIF is dropped, never fatal."""
+    kept: dict = {}
+    if img.info.get("icc_profile"):
+        kept["icc_profile"] = img.info["icc_profile"]
+    try:
+        tags = img.getexif()
+        if len(tags):
+            if check_exif(exif) == "apply" and 0x0112 in tags:
+                del tags[0x0112]  # the pixels are upright now: no tag, as an upright photo has
+            kept["exif"] = tags.tobytes()
+    except Exception:  # a broken EXIF block: the output simply has none
+        pass
+    dpi = img.info.get("dpi")
+    if isinstance(dpi, tuple) and len(dpi) == 2:
+        kept["dpi"] = (float(dpi[0]), float(dpi[1]))
+    return kept
+
+
 def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image",
                exif: str = DEFAULT_EXIF) -> LoadedImage:
     """An input image as 8-bit RGB plus its output mode and alpha channel (upright unless exif="keep")."""
     name = describe_source(source, name)
     notes: list[str] = []
-    img = oriented(to_pil(source, name, max_pixels), exif, name, notes)
+    decoded = to_pil(source, name, max_pixels)
+    img = oriented(decoded, exif, name, notes)
+    metadata = carried_metadata(decoded, exif)  # after turning: it edits the decoded image's EXIF tags
     if img.mode in ("P", "PA"):
         has_alpha = img.mode == "PA" or "transparency" in img.info
         img = img.convert("RGBA" if has_alpha else "RGB")
@@ -240,6 +271,9 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
         source_mode = img.mode
         img = img.convert("RGBA" if "A" in source_mode else "RGB")
         notes.append(f"{source_mode} image converted to {img.mode}")
+    if "icc_profile" in metadata and _colour_family(decoded.mode) != _colour_family(img.mode):
+        metadata.pop("icc_profile")  # a CMYK/Lab profile does not describe the converted pixels
+        notes.append(f"{name}'s {decoded.mode} colour profile dropped: the pixels were converted to {img.mode}")
     array = np.asarray(img)
     if img.mode in ("L", "LA"):
         gray = array if img.mode == "L" else array[:, :, 0]
@@ -247,7 +281,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
     else:
         rgb = array[:, :, :3]
     alpha = array[:, :, -1].copy() if img.mode in ("LA", "RGBA") else None
-    return LoadedImage(np.ascontiguousarray(rgb), img.mode, alpha, notes)
+    return LoadedImage(np.ascontiguousarray(rgb), img.mode, alpha, notes, metadata)
 
 
 @dataclass
@@ -258,13 +292,23 @@ class LoadedMask:
     notes: list[str] = field(default_factory=list)
 
 
-def load_mask(source: ImageSource, size: tuple[int, int], threshold: float | str = 0,
+def mask_threshold(threshold: float | str, mask_format: str | None) -> float:
+    """The threshold for one mask: a number or preset as given; `auto` by the mask's own format (the one place
+    this default is decided): LOSSY_MASK_THRESHOLD for JPEG/WebP files, LOSSLESS_MASK_THRESHOLD otherwise."""
+    if isinstance(threshold, str) and threshold.strip().lower() == "auto":
+        return float(LOSSY_MASK_THRESHOLD if (mask_format or "").upper() in LOSSY_MASK_FORMATS else LOSSLESS_MASK_THRESHOLD)
+    return resolve_threshold(threshold)
+
+
+def load_mask(source: ImageSource, size: tuple[int, int], threshold: float | str = "auto",
               max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "mask", exif: str = DEFAULT_EXIF) -> LoadedMask:
-    """Hole map: mask (luminance, 0..255) > threshold, upright unless exif="keep". `size` is the image's (w, h)."""
-    threshold = resolve_threshold(threshold)
+    """Hole map: mask (luminance, 0..255) > threshold, upright unless exif="keep". `size` is the image's (w, h).
+    `threshold="auto"` is decided by `mask_threshold` from the mask file's format."""
     name = describe_source(source, name)
     notes: list[str] = []
-    img = oriented(to_pil(source, name, max_pixels, is_mask=True), exif, name, notes)
+    decoded = to_pil(source, name, max_pixels, is_mask=True)
+    threshold = mask_threshold(threshold, decoded.format)
+    img = oriented(decoded, exif, name, notes)
     if img.size != tuple(size):
         hint = " (it matches the image turned by 90 degrees: check the EXIF orientation, --exif)" \
             if img.size == tuple(size)[::-1] else ""
@@ -275,7 +319,7 @@ def load_mask(source: ImageSource, size: tuple[int, int], threshold: float | str
     return LoadedMask(values > threshold, notes + ([soft] if soft else []))
 
 
-def load_hole(source: ImageSource, size: tuple[int, int], threshold: float | str = 0,
+def load_hole(source: ImageSource, size: tuple[int, int], threshold: float | str = "auto",
               max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "mask", exif: str = DEFAULT_EXIF) -> np.ndarray:
     """Boolean H x W hole map: mask (luminance, 0..255) > threshold. `size` is the image's (width, height)."""
     return load_mask(source, size, threshold, max_pixels, name, exif).hole
@@ -291,7 +335,7 @@ def soft_mask_note(values: np.ndarray, threshold: float) -> str | None:
         return None
     return (f"warning: the mask has {between} pixels strictly between 0 and 255 ({between / nonzero:.0%} of its "
             f"nonzero pixels: a soft brush or JPEG mask) and threshold 0 makes every one a hole; IOPaint uses "
-            f"mask > 127 (--threshold iopaint)")
+            f"mask > 127 (threshold iopaint)")
 
 
 def resolve_threshold(threshold: float | str) -> float:
@@ -325,4 +369,16 @@ def to_output_image(loaded: LoadedImage, generated_rgb: np.ndarray, hole: np.nda
     if loaded.alpha is not None:
         channels.append(loaded.alpha)
     array = channels[0] if len(channels) == 1 else np.stack(channels, axis=2)
-    return Image.fromarray(np.ascontiguousarray(array))
+    image = Image.fromarray(np.ascontiguousarray(array))
+    image.info.update(loaded.metadata)  # ICC profile, EXIF, DPI: `save_image` writes them
+    return image
+
+
+def save_options(image: Image.Image, fmt: str) -> dict:
+    """Pillow save keywords that keep the input's ICC profile, EXIF and DPI in PNG, JPEG, WebP and TIFF."""
+    kept = {key: image.info[key] for key in ("icc_profile", "exif", "dpi") if image.info.get(key)}
+    if fmt not in ("PNG", "JPEG", "WEBP", "TIFF"):
+        return {}
+    if fmt == "WEBP":
+        kept.pop("dpi", None)  # WebP has no DPI field
+    return kept

@@ -34,7 +34,6 @@ from .regions import crop_regions, iopaint_crop_box
 
 STRATEGIES = ("auto", "crop", "window", "resize", "whole")
 ALIASES = {"original": "whole"}  # IOPaint's HDStrategy names are crop, resize and original
-PLANNED = ("direct", "pad", "crop", "window", "resize", "empty-mask")
 DEFAULT_STRATEGY = "auto"
 DEFAULT_CONTEXT_MARGIN = 128  # IOPaint's hd_strategy_crop_margin
 DEFAULT_CROP_TRIGGER = 800  # IOPaint's hd_strategy_crop_trigger_size
@@ -101,13 +100,18 @@ class Run:
     """One model input cut from the image: the region, the size it is fed at, the padded tensor size."""
 
     kind: str  # direct, pad, window or resize
-    region: Box
+    region: Box  # the area fed to the model
     model_size: tuple[int, int]  # (h, w) as fed; differs from the region's only when resized
     tensor_size: tuple[int, int]  # (H, W) after padding
+    paste: Box | None = None  # the area pasted back, inside `region` (None: all of it)
 
     @property
     def resized(self) -> bool:
         return self.model_size != (self.region.height, self.region.width)
+
+    @property
+    def pasted(self) -> Box:
+        return self.paste or self.region
 
 
 @dataclass
@@ -243,19 +247,46 @@ def _plan(strategy: str, runs: list[Run], whole: Box, notes: list[str] | None = 
     return Plan(strategy, runs, notes, (whole.height, whole.width))
 
 
+def _grown(box: Box, height: int, width: int, whole: Box) -> Box:
+    """`box` grown to height x width (centred, shifted to stay inside `whole`; never beyond it)."""
+    height, width = min(height, whole.height), min(width, whole.width)
+    top = min(max(box.top - (height - box.height) // 2, 0), whole.height - height)
+    left = min(max(box.left - (width - box.width) // 2, 0), whole.width - width)
+    return Box(top, left, top + height, left + width)
+
+
+def one_tensor_size(runs: list[Run], profile: Profile, options: StrategyOptions, whole: Box) -> list[Run]:
+    """Crops of one image fed at one tensor size, so they travel as one batch (to `Inpainter`'s backend and
+    through the Triton ensemble alike): each smaller crop takes more of the surrounding image as context
+    (real pixels, never padding) and pastes back only its own area. Unchanged when the crops were resized or
+    windowed, or when the common size would not fit the model's range or the pixel budget."""
+    if len(runs) < 2 or any(run.kind not in ("direct", "pad") for run in runs):
+        return runs
+    height, width = max(run.tensor_size[0] for run in runs), max(run.tensor_size[1] for run in runs)
+    if not fits((height, width), profile, options.pixel_budget):
+        return runs
+    grown = []
+    for run in runs:
+        region = _grown(run.region, height, width, whole)
+        size = tensor_size(region.height, region.width, profile)
+        grown.append(Run(run.kind, region, (region.height, region.width), size, run.region))
+    return grown if len({run.tensor_size for run in grown}) == 1 else runs
+
+
 def _plan_crop(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, why: str,
                regions: list | None = None) -> Plan:
     regions = crop_regions(hole, options.margin) if regions is None else regions
-    runs = [_area_run(hole, Box(*crop), profile, options) for crop, _ in regions]
+    runs = one_tensor_size([_area_run(hole, Box(*crop), profile, options) for crop, _ in regions], profile, options,
+                           whole)
     return _plan("crop", runs, whole, [f"crop strategy: {len(runs)} region(s) around the holes "
                                        f"(margin {options.margin} px), {why}"])
 
 
-def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, one_input: bool) -> Plan:
+def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
     """The whole image if it fits; else one crop per region when there are several, else a window."""
     run = _full_size_run(whole, profile, options.pixel_budget)
     if run is None:
-        regions = [] if one_input else crop_regions(hole, options.margin)
+        regions = crop_regions(hole, options.margin)
         if len(regions) > 1:  # separate holes: crops around each are smaller than one window around all
             return _plan_crop(hole, profile, options, whole, "the whole image is above the model's size range or "
                                                              "the pixel budget", regions)
@@ -281,16 +312,9 @@ def _plan_resize(profile: Profile, options: StrategyOptions, whole: Box) -> Plan
     return _plan("resize", [Run("resize", whole, small, tensor_size(*small, limits))], whole)
 
 
-def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | int | None = None, *,
+def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | None = None, *,
                margin: int | None = None) -> Plan:
-    """Choose what to run for one image. `profile` must be `usable()` (bounds on the size rule).
-
-    An int for `options` is the older call `plan_image(hole, profile, margin)` of pipelines that feed one
-    tensor per image (the Triton ensemble): the whole image, else one window, else resize; never crops.
-    """
-    one_input = isinstance(options, int) and not isinstance(options, bool)
-    if one_input:
-        options = StrategyOptions("whole", margin=int(options))
+    """Choose what to run for one image. `profile` must be `usable()` (bounds on the size rule)."""
     options = options or StrategyOptions()
     if margin is not None:
         options = replace(options, margin=int(margin))
@@ -306,7 +330,7 @@ def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | in
         return _plan_window(hole, profile, options, whole)
     if name == "resize" and long_side > options.resize_limit:
         return _plan_resize(profile, options, whole)
-    return _plan_whole(hole, profile, options, whole, one_input)
+    return _plan_whole(hole, profile, options, whole)
 
 
 # -- cutting the inputs and pasting the results ----------------------------------------------------------
@@ -323,13 +347,17 @@ def cut_inputs(rgb: np.ndarray, hole: np.ndarray, plan: Plan) -> list[tuple[np.n
 def paste_outputs(rgb: np.ndarray, plan: Plan, outputs: list[np.ndarray]) -> np.ndarray:
     """The image with each run's output over its region (upscaled for resize runs).
 
-    Regions never overlap (crop boxes are merged), and the caller keeps only hole pixels of this.
+    Pasted areas never overlap (crop boxes are merged; grown context is not pasted), and the caller keeps only
+    hole pixels of this.
     """
     generated = rgb.copy()
     for run, output in zip(plan.runs, outputs):
         if run.resized:
             output = upscale(output, (run.region.height, run.region.width))
-        generated[run.region.slices] = output
+        paste = run.pasted
+        inner = Box(paste.top - run.region.top, paste.left - run.region.left, paste.bottom - run.region.top,
+                    paste.right - run.region.left)
+        generated[paste.slices] = output[inner.slices]
     return generated
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
-from lama_deploy.scripts.commands.inpaint import save_image
+from lama_deploy.runtime.output import save_image
 from lama_deploy.runtime.images import DEFAULT_MAX_PIXELS, load_hole, load_image, to_output_image, to_pil
 
 PROG = "triton_client.py"

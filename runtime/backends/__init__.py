@@ -15,7 +15,8 @@ from lama_deploy.errors import UsageError
 from .base import Backend, BackendError, Profile, profile_from_override
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
-SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime",
+#: model file suffix -> backend: the one table (Triton's repository writer maps the same suffixes to platforms)
+SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pt": "torch", ".pth": "torch"}
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend",
@@ -30,7 +31,7 @@ def backend_for_path(path: str | Path, backend: str = "auto") -> str:
         return backend
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIX_BACKENDS:
-        raise UsageError(f"cannot tell the backend of {Path(path).name}: use a .engine/.plan (TensorRT), .onnx "
+        raise UsageError(f"cannot tell the backend of {Path(path).name}: use a .engine/.plan/.trt (TensorRT), .onnx "
                          f"(ONNX Runtime) or .ckpt/.pt/.pth (PyTorch) file, or pass --backend")
     return SUFFIX_BACKENDS[suffix]
 

@@ -152,12 +152,3 @@ def autocast_context(mode: TorchMode) -> Any:
     # No weight-cast cache: CUDA-graph capture requires it off (PyTorch's CUDA-graph notes), and one
     # inference reuses a weight only once anyway.
     return torch.autocast(device_type, dtype=mode.autocast_dtype, cache_enabled=False)
-
-
-def add_mode_arguments(parser: Any) -> None:
-    """`--precision` and `--cuda-graphs` for `lama-deploy inpaint` and `lama-deploy serve` (PyTorch backend)."""
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="PyTorch backend (.ckpt): fp32 (default), fp16 (CUDA) or bf16 autocast with the "
-                             "Fourier units kept in fp32")
-    parser.add_argument("--cuda-graphs", choices=GRAPH_CHOICES, default=None,
-                        help="PyTorch backend: replay captured CUDA graphs per input shape (default auto: on CUDA)")

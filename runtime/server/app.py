@@ -1,6 +1,8 @@
 """`lama-deploy serve`: a small HTTP server in front of the Inpainter (FastAPI + uvicorn).
 
-    POST /inpaint   multipart files `image` and `mask` (+ optional field `threshold`: a number or `iopaint`) -> image/png
+    POST /inpaint   multipart files `image` and `mask`, + optional fields threshold, exif, strategy, margin,
+                    crop_trigger, resize_limit (the CLI's flags under their option names, docs/options.md)
+                    -> image/png with the input's ICC profile, EXIF and DPI;
                     headers X-Inpaint-Strategy, X-Inpaint-Backend, X-Inpaint-Seconds, X-Inpaint-Weights
     GET  /health    backend, model, weights label, profile ranges, size rule, limits, uptime, request counts
 
@@ -8,32 +10,34 @@ Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismat
 within --request-timeout, 413 body or pixel count over the limit or an image the memory budget cannot hold
 even downscaled, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out (with
 Retry-After), 500 unexpected failure (details in the server log only). Connection limits (header deadline,
-idle cap) are in `server_http`; what the server promises is in docs/security.md. Inference runs in a
-bounded worker pool (`lama_deploy.runtime.server_pool`), one Inpainter per worker, so a TensorRT execution context
+idle cap) are in `http`; what the server promises is in docs/security.md. Inference runs in a
+bounded worker pool (`lama_deploy.runtime.server.pool`), one Inpainter per worker, so a TensorRT execution context
 never serves two requests at once. FastAPI and uvicorn are imported only when the server is built.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Sequence
 
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, missing_dependency
 
-from ..images import DEFAULT_MAX_PIXELS, InpaintInputError, upright_size
-from ..memory import MemoryBudgetExceeded, format_bytes, max_side_for, resolve_budget
-from .limits import (RequestRejected, ServerLimits, check_content_length,
-                            check_same_size, checked_size, limited_receive, parse_threshold)
+from ..images import InpaintInputError, upright_size
+from ..memory import MemoryBudgetExceeded
+from ..options import REQUEST_OPTIONS, InpaintOptions
+from ..output import encode_image
+from .limits import (RequestRejected, ServerLimits, check_content_length, check_same_size, checked_size,
+                     limited_receive, request_options)
 from .pool import InferencePool, PoolFull, PoolTimeout
 
 LOG = logging.getLogger("lama_deploy.server")
 INSTALL_HINT = "pip install 'lama-deploy[server]'"
-#: Form parts other than the two images are tiny (the threshold); cap them so a field cannot balloon.
+#: Form parts other than the two images are tiny (the option fields); cap them so a field cannot balloon.
 _MAX_FIELD_BYTES = 1024
 
 
@@ -94,8 +98,8 @@ class AccessLog:
 
 # --- the request --------------------------------------------------------------------------------------------
 
-async def _read_form(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, float | None]:
-    """(image bytes, mask bytes, threshold) from the multipart body, reading at most max_body_bytes."""
+async def _read_form(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(image bytes, mask bytes, option fields) from the multipart body, reading at most max_body_bytes."""
     from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
@@ -107,7 +111,7 @@ async def _read_form(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, 
     check_content_length(request.headers, limits.max_body_bytes)
     limited = Request(request.scope, receive=limited_receive(request.receive, limits.max_body_bytes))
     try:
-        form = await limited.form(max_files=2, max_fields=2, max_part_size=_MAX_FIELD_BYTES)
+        form = await limited.form(max_files=2, max_fields=len(REQUEST_OPTIONS), max_part_size=_MAX_FIELD_BYTES)
     except HTTPException as exc:  # starlette's multipart errors (malformed body, too many parts)
         raise RequestRejected(400, f"malformed multipart body: {exc.detail}") from None
     try:
@@ -119,13 +123,13 @@ async def _read_form(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, 
             if not isinstance(part, UploadFile):
                 raise RequestRejected(422, f"form field '{field}' must be a file upload, not text")
             uploads[field] = await part.read()
-        threshold = parse_threshold(form.get("threshold"))
+        fields = {key: value for key, value in form.multi_items() if key not in (C.IMAGE, C.MASK)}
     finally:
         await form.close()
-    return uploads[C.IMAGE], uploads[C.MASK], threshold
+    return uploads[C.IMAGE], uploads[C.MASK], fields
 
 
-async def _read_form_in_time(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, float | None]:
+async def _read_form_in_time(request: Any, limits: ServerLimits) -> tuple[bytes, bytes, dict[str, Any]]:
     """`_read_form` under the request timeout: a client trickling its body is cut off with a 408."""
     import asyncio
 
@@ -137,7 +141,7 @@ async def _read_form_in_time(request: Any, limits: ServerLimits) -> tuple[bytes,
                               {"Connection": "close"}) from None
 
 
-def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int, inpainter: Any, exif: str = "keep") -> None:
+def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int, inpainter: Any, exif: str) -> None:
     """Header-only checks of both uploads (sizes as the loader will see them, EXIF orientation included); the
     worker decodes them with the runtime's own loader.
 
@@ -145,22 +149,16 @@ def _check_pair(image_bytes: bytes, mask_bytes: bytes, max_pixels: int, inpainte
     queued or decoded (the worker's Inpainter plans the crop/downscale for the rest)."""
     image_size, mask_size = checked_size(image_bytes, C.IMAGE, max_pixels), checked_size(mask_bytes, C.MASK, max_pixels)
     check_same_size(upright_size(image_bytes, image_size, exif), upright_size(mask_bytes, mask_size, exif))
-    width, height = image_size
-    cost, budget = getattr(inpainter, "memory_cost", None), getattr(inpainter, "max_memory", None)
-    if cost is not None and budget is not None:
-        max_side_for(cost, budget, width * height)
+    pipeline = getattr(inpainter, "pipeline", None)
+    if pipeline is not None:
+        pipeline.check_budget(*image_size)
 
 
 def _encode_png(result: Any, weights: str) -> bytes:
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    if weights:
-        info.add_text(C.META_WEIGHTS, weights)  # random weights stay labelled in the file itself
-    info.add_text("lama.strategy", str(result.strategy))
-    buffer = io.BytesIO()
-    result.image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
+    """The result as PNG with the input's ICC profile, EXIF and DPI; random weights stay labelled in the file."""
+    text = {C.META_WEIGHTS: weights} if weights else {}
+    text["lama.strategy"] = str(result.strategy)
+    return encode_image(result.image, "PNG", text=text)
 
 
 def _result_headers(result: Any, weights: str) -> dict[str, str]:
@@ -182,8 +180,11 @@ class ServerState:
         self.limits = limits
         self.pool = InferencePool(inpainters, limits.queue_size)
         self.info = _jsonable(inpainters[0].info())
-        self.model_path = model_path or self.info.get("model") or self.info.get("path")
-        self.weights = str(self.info.get("weights") or self.info.get("weights_label") or "")
+        #: the server's options; each request may change the per-request ones (form fields)
+        self.options = getattr(inpainters[0], "options", None) or InpaintOptions()
+        # /health names the model file, never its path (the host's folders are nobody's business)
+        self.model_name = Path(model_path or self.info.get("model") or "").name or None
+        self.weights = str(self.info.get("weights") or "")
         self.started = time.monotonic()
 
     def limits_info(self) -> dict[str, Any]:
@@ -195,8 +196,8 @@ class ServerState:
                 "max_idle_connections": limits.max_idle_connections}
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "backend": self.info.get("backend"), "model": self.model_path,
-                "weights": self.weights, "profile": self.info.get("profile", self.info.get("profiles")),
+        return {"status": "ok", "backend": self.info.get("backend"), "model": self.model_name,
+                "weights": self.weights, "profile": self.info.get("profile"),
                 "size_rule": C.SIZE_RULE, "size_multiple": C.SIZE_MULTIPLE, "min_side": C.MIN_SIDE,
                 "limits": self.limits_info(),
                 "uptime_s": round(time.monotonic() - self.started, 1), "requests": self.pool.snapshot(),
@@ -209,14 +210,15 @@ async def _inpaint(request: Any, state: ServerState) -> Any:
 
     state.pool.refuse_if_full()  # before reading an upload we could not queue anyway
     deadline = time.monotonic() + state.limits.request_timeout_s
-    image_bytes, mask_bytes, threshold = await _read_form_in_time(request, state.limits)
+    image_bytes, mask_bytes, fields = await _read_form_in_time(request, state.limits)
+    options = request_options(fields, state.options)
     # headers only, but a PNG may carry megabytes of chunks before its pixels: keep it off the event loop
     await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels, state.pool.inpainters[0],
-                            state.info.get("exif", "keep"))
+                            options.exif)
     slot = state.pool.admit()
     try:
         remaining = max(0.001, deadline - time.monotonic())
-        result = await state.pool.run(slot, image_bytes, mask_bytes, threshold, remaining,
+        result = await state.pool.run(slot, image_bytes, mask_bytes, options, remaining,
                                       state.limits.request_timeout_s)
     finally:
         if not slot.submitted:

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from lama_deploy.errors import UsageError
 
 from ..images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
-from ..images import DEFAULT_MAX_PIXELS, THRESHOLD_PRESETS, check_threshold
+from ..images import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -138,21 +138,18 @@ def check_same_size(image_size: tuple[int, int], mask_size: tuple[int, int]) -> 
                                    f"{image_size[1]}; send a mask of the image's size")
 
 
-def parse_threshold(value: Any) -> float | None:
-    """The optional `threshold` form field (mask > threshold is a hole), checked by the runtime's own rule
-    before the request is queued."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise RequestRejected(422, "form field 'threshold' must be a plain number, not a file")
+def request_options(fields: dict, base: Any) -> Any:
+    """The per-request options of the form fields (`threshold`, `strategy`, ... as `OPTIONS` declares them; the
+    same names and text as the CLI flags and Triton parameters), over the server's own options `base`."""
+    from ..options import REQUEST_OPTIONS, OptionError
+
+    texts = {}
+    for name, value in fields.items():
+        if not isinstance(value, str):
+            raise RequestRejected(422, f"form field '{name}' must be plain text, not a file")
+        if value.strip() != "":
+            texts[name] = value
     try:
-        threshold = float(THRESHOLD_PRESETS.get(value.strip().lower(), value))  # "iopaint" = 127, "lama" = 0
-    except ValueError:
-        threshold = float("nan")
-    if not math.isfinite(threshold):
-        raise RequestRejected(422, f"form field 'threshold' must be a number, got {value[:40]!r}")
-    try:
-        check_threshold(threshold)
-    except ValueError as exc:
-        raise RequestRejected(422, f"form field 'threshold': {exc}") from None
-    return threshold
+        return base.with_text(texts, REQUEST_OPTIONS, where="form field")
+    except OptionError as exc:
+        raise RequestRejected(422, f"{exc}") from None

@@ -123,13 +123,13 @@ class InferencePool:
 
     # --- work -------------------------------------------------------------------------------------------
 
-    def _work(self, image: Any, mask: Any, threshold: float | None) -> Any:
+    def _work(self, image: Any, mask: Any, options: Any) -> Any:
         inpainter = self._idle.get()  # never blocks long: one thread per inpainter
         with self._lock:
             self._running += 1
         start = time.perf_counter()
         try:
-            return inpainter.inpaint(image, mask, threshold=threshold)
+            return inpainter.inpaint(image, mask, options=options)
         finally:
             elapsed = time.perf_counter() - start
             with self._lock:
@@ -149,11 +149,11 @@ class InferencePool:
                 self.stats.failed += 1
         slot.release()
 
-    async def run(self, slot: Slot, image: Any, mask: Any, threshold: float | None, timeout_s: float,
+    async def run(self, slot: Slot, image: Any, mask: Any, options: Any, timeout_s: float,
                   limit_s: float | None = None) -> Any:
         """Queue one inpainting job for `slot` and await its result (`PoolTimeout` after `timeout_s`, the part
         of the request's `limit_s` left after reading its body)."""
-        future = self._executor.submit(self._work, image, mask, threshold)
+        future = self._executor.submit(self._work, image, mask, options)
         slot.submitted = True
         future.add_done_callback(lambda done: self._job_done(slot, done))
         result = asyncio.wrap_future(future)

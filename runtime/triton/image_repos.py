@@ -16,18 +16,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_profiles, verify_sidecar
 from lama_deploy.errors import InputNotFound, UserError
 
+from lama_deploy.model_facts import read_model_facts
+
 from ..backends import backend_for_path
 from ..backends.base import Profile
+from ..memory import MemoryCost, ort_cpu_cost
+from ..options import InpaintOptions
 from .model import model_py
 from .pbtxt import Enum, assemble, prepare_output, render_pbtxt
 from .repo import NAME_RE, platform_for, write_triton_repo
-from .steps import STEP_TENSORS, RuntimeOptions, profile_parameters
+from .steps import FILE_INPUTS, FILE_OUTPUT, STEP_TENSORS, step_parameters
 
 #: ensemble step names, as suffixes of the ensemble's name
 STEP_SUFFIXES = {"pre": "_pre", "model": "_model", "post": "_post"}
@@ -41,6 +45,11 @@ def _tensor(name: str, data_type: str, dims: list[int]) -> dict[str, Any]:
 
 RAW_INPUTS = [_tensor(C.IMAGE, "TYPE_UINT8", [-1, -1, 3]), _tensor(C.MASK, "TYPE_UINT8", [-1, -1])]
 RAW_OUTPUTS = [_tensor(C.OUTPUT, "TYPE_UINT8", [-1, -1, 3])]
+#: the python model takes the arrays or the encoded files (each pair optional) and gives the file back too
+REQUEST_INPUTS = [{**tensor, "optional": True} for tensor in
+                  RAW_INPUTS + [_tensor(FILE_INPUTS[C.IMAGE], "TYPE_STRING", [1]),
+                                _tensor(FILE_INPUTS[C.MASK], "TYPE_STRING", [1])]]
+RESULT_OUTPUTS = RAW_OUTPUTS + [_tensor(FILE_OUTPUT, "TYPE_STRING", [1])]
 
 
 def _parameters(values: dict[str, str]) -> list[dict[str, Any]]:
@@ -111,30 +120,27 @@ def model_files(model: Path) -> dict[str, Path]:
 
 
 def write_python_repo(model: str | Path, output: str | Path, name: str = "lama", instances: int = 1,
-                      kind: str = "KIND_CPU", runtime_backend: str = "auto", device: str | None = None,
-                      options: RuntimeOptions = RuntimeOptions(), warmup: bool = True,
+                      kind: str = "KIND_CPU", options: InpaintOptions = InpaintOptions(), warmup: bool = True,
                       force: bool = False) -> RepoResult:
-    """One python-backend model that runs `Inpainter.from_path(model)` inside Triton."""
+    """One python-backend model that runs `Inpainter.from_path(model, options)` inside Triton."""
     model, output = Path(model), Path(output)
     if not model.is_file():
         raise InputNotFound(f"model {model} does not exist; pass an .engine, .onnx or .ckpt file")
-    chosen = backend_for_path(model, runtime_backend)
+    chosen = backend_for_path(model, options.backend)
     if chosen == "tensorrt" and kind != "KIND_GPU":
         raise UserError("a TensorRT engine runs on GPU only; use --kind gpu or pass the ONNX model for --kind cpu")
     prepare_output(output, [name], force)
-    parameters = {"model_file": model.name, "backend": runtime_backend, "device": device or "",
-                  **options.as_parameters()}
-    config = python_model_config(name, parameters, instances, kind, RAW_INPUTS, RAW_OUTPUTS, warmup)
-    comments = ["written by lama-deploy triton-repo --backend python", f"source: {model.name} ({chosen})",
-                "raw images in and out: byte-identical to `lama-deploy inpaint` with the same options"]
+    parameters = {"model_file": model.name, **options.as_text()}
+    config = python_model_config(name, parameters, instances, kind, REQUEST_INPUTS, RESULT_OUTPUTS, warmup)
+    comments = ["written by lama-deploy triton-repo --repo-kind python", f"source: {model.name} ({chosen})",
+                "raw images or encoded files in and out: what `lama-deploy inpaint` writes with the same options"]
     assemble(output / name, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py("InpaintModel"),
                              **model_files(model)})
     return RepoResult(str(output), [name], "python")
 
 
-def step_configs(name: str, profile: Profile, options: RuntimeOptions, instances: int) -> dict[str, dict[str, Any]]:
+def step_configs(name: str, parameters: dict[str, str], instances: int) -> dict[str, dict[str, Any]]:
     """config of the pre and post steps: same parameters, so both derive the same plan per request."""
-    parameters = {**options.as_parameters(), **profile_parameters(profile)}
     feed = [step_tensor(n) for n in C.INPUT_NAMES]
     return {
         name + STEP_SUFFIXES["pre"]: python_model_config(name + STEP_SUFFIXES["pre"], parameters, instances,
@@ -153,11 +159,21 @@ def engine_size_range(model: Path) -> tuple[Profile, tuple[int, int]]:
     return Profile.ranges(min_height=low[1], min_width=low[2], max_height=high[1], max_width=high[2]), (opt[1], opt[2])
 
 
+def model_step_cost(model: Path, kind: str) -> Optional[MemoryCost]:
+    """Host memory per pixel of the model step, as `Inpainter` budgets it: ONNX Runtime on CPU instances only
+    (read from the export's metadata); GPU instances run in device memory."""
+    if kind != "cpu" or platform_for(model) != "onnxruntime_onnx":
+        return None
+    return ort_cpu_cost(read_model_facts(model).metadata.get(C.META_SPEEDUPS, ""))
+
+
 def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama", max_batch: int = 4,
                         instances: int = 1, kind: str = "gpu", preferred_batch: tuple[int, ...] = (),
-                        max_queue_delay_us: int = 100, options: RuntimeOptions = RuntimeOptions(),
+                        max_queue_delay_us: int = 100, options: InpaintOptions = InpaintOptions(),
                         force: bool = False) -> RepoResult:
-    """`<name>` = ensemble of `<name>_pre` (python) -> `<name>_model` (TensorRT/ONNX Runtime) -> `<name>_post`."""
+    """`<name>` = ensemble of `<name>_pre` (python) -> `<name>_model` (TensorRT/ONNX Runtime) -> `<name>_post`.
+
+    The pre step sends all crops of one image as one batch (up to `max_batch`) to the model step."""
     model, output = Path(model), Path(output)
     if not model.is_file():
         raise InputNotFound(f"model {model} does not exist; pass an .engine or .onnx file")
@@ -168,14 +184,17 @@ def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama
         profile, warmup = engine_size_range(model)
     else:
         profile, warmup = Profile(), (512, 512)
+    facts = read_model_facts(model)
+    parameters = step_parameters(options, profile, model_step_cost(model, kind), max_batch,
+                                 facts.metadata.get(C.META_WEIGHTS, ""))
     prepare_output(output, names, force)
     written = write_triton_repo(model, output, name=name + STEP_SUFFIXES["model"], max_batch=max_batch,
-                                    instances=instances, kind=kind, preferred_batch=preferred_batch,
-                                    max_queue_delay_us=max_queue_delay_us, force=force, warmup_size=warmup,
-                                    require_fp32=True)
-    comments = ["written by lama-deploy triton-repo --backend ensemble", f"source: {model.name}",
-                "raw images in and out: byte-identical to `lama-deploy inpaint` with the same options"]
-    for step, config in step_configs(name, profile, options, instances).items():
+                                instances=instances, kind=kind, preferred_batch=preferred_batch,
+                                max_queue_delay_us=max_queue_delay_us, force=force, warmup_size=warmup,
+                                require_fp32=True)
+    comments = ["written by lama-deploy triton-repo --repo-kind ensemble", f"source: {model.name}",
+                "raw images in and out: what `lama-deploy inpaint` writes with the same options"]
+    for step, config in step_configs(name, parameters, instances).items():
         class_name = "PreProcessModel" if step.endswith(STEP_SUFFIXES["pre"]) else "PostProcessModel"
         assemble(output / step, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py(class_name)})
     assemble(output / name, {"config.pbtxt": render_pbtxt(ensemble_config(name), comments), "1/.keep": ""})

@@ -4,10 +4,10 @@ A repository's `model.py` is a one-line shim that imports one of these classes a
 code Triton runs is this module of the installed package (the stub's environment must import
 `lama_deploy`; `lama-deploy triton-serve` arranges that, see docs/triton.md for the NGC container).
 
-- `InpaintModel` (`--backend python`): `Inpainter.from_path(model).inpaint(image, mask)`, the very call of
+- `InpaintModel` (`--repo-kind python`): `Inpainter.from_path(model).inpaint(image, mask)`, the very call of
   `lama-deploy inpaint`, so answers are byte-identical to the CLI with the same model and options.
-- `PreProcessModel` / `PostProcessModel` (`--backend ensemble`): the Inpainter's own steps split around the
-  model (`triton_steps`): load + plan + pad -> float NCHW for the model step; crop/upscale/paste/composite.
+- `PreProcessModel` / `PostProcessModel` (`--repo-kind ensemble`): the Inpainter's own steps split around the
+  model (`steps`, over `Pipeline`): prepare + batches -> float NCHW for the model step; scatter + finish.
 
 Every request of a batch gets its own response: a failing one answers a one-line `TritonError`, the others
 and the server carry on. `triton_python_backend_utils` exists only inside Triton, so it is imported there.
@@ -61,9 +61,10 @@ def output_tensor(pb: Any, name: str, array: np.ndarray) -> Any:
 class _RequestLoop(abc.ABC):
     """`execute` for any step: read named inputs, compute, answer each request on its own."""
 
-    inputs: tuple[str, ...] = ()
+    inputs: tuple = ()  # required inputs
+    optional_inputs: tuple = ()
 
-    def initialize(self, args: dict[str, Any]) -> None:
+    def initialize(self, args: dict) -> None:
         import triton_python_backend_utils as pb_utils
 
         self.pb = pb_utils
@@ -72,52 +73,58 @@ class _RequestLoop(abc.ABC):
         self.setup(args)
 
     @abc.abstractmethod
-    def setup(self, args: dict[str, Any]) -> None:
-        """Each step's own initialisation (the Inpainter, or the step's options)."""
+    def setup(self, args: dict) -> None:
+        """Each step's own initialisation (the Inpainter, or the step's pipeline)."""
 
     @abc.abstractmethod
-    def compute(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One request's named inputs to its named outputs."""
+    def compute(self, arrays: dict, parameters: Any) -> dict:
+        """One request's named inputs (and its parameters, JSON) to its named outputs."""
 
-    def execute(self, requests: list[Any]) -> list[Any]:
+    def execute(self, requests: list) -> list:
         return [self._answer(request) for request in requests]
 
     def _answer(self, request: Any) -> Any:
         pb = self.pb
         try:
             arrays = {}
-            for name in self.inputs:
+            for name in self.inputs + self.optional_inputs:
                 tensor = pb.get_input_tensor_by_name(request, name)
                 if tensor is None:
-                    raise ValueError(f"request has no input '{name}'")
+                    if name in self.inputs:
+                        raise ValueError(f"request has no input '{name}'")
+                    continue
                 arrays[name] = input_array(tensor)
-            outputs = self.compute(arrays)
+            parameters = request.parameters() if hasattr(request, "parameters") else None
+            outputs = self.compute(arrays, parameters)
             return pb.InferenceResponse(output_tensors=[output_tensor(pb, name, array)
                                                         for name, array in outputs.items()])
         except Exception as exc:  # one bad request must not take the others (or the server) down
             return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(one_line(exc)))
 
 
+#: every raw-image model reads the UINT8 arrays or the encoded files (steps.request_sources)
+_REQUEST_INPUTS = (C.IMAGE, C.MASK) + tuple(steps.FILE_INPUTS.values())
+
+
 class InpaintModel(_RequestLoop):
     """The whole pipeline in one model, on the project's runtime (ONNX Runtime, TensorRT or PyTorch)."""
 
-    inputs = (C.IMAGE, C.MASK)
+    optional_inputs = _REQUEST_INPUTS
 
-    def setup(self, args: dict[str, Any]) -> None:
+    def setup(self, args: dict) -> None:
         from ..inpainter import Inpainter
 
         model = Path(args["model_repository"]) / str(args["model_version"]) / self.params["model_file"]
-        options = steps.runtime_options(self.params)
-        device = self.params.get("device") or None
-        if device is None and args.get("model_instance_kind") == "GPU":
-            device = f"cuda:{args.get('model_instance_device_id', 0)}"
-        self.inpainter = Inpainter.from_path(model, backend=self.params.get("backend") or "auto", device=device,
-                                             max_pixels=options.max_pixels, threshold=options.threshold,
-                                             max_side=options.max_side, context_margin=options.margin)
+        options = steps.options_from_parameters(self.params)
+        if options.device is None and args.get("model_instance_kind") == "GPU":
+            options = options.replace(device=f"cuda:{args.get('model_instance_device_id', 0)}")
+        self.inpainter = Inpainter.from_path(model, options)
 
-    def compute(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        image, mask = steps.check_request(arrays[C.IMAGE], arrays[C.MASK])
-        return {C.OUTPUT: self.inpainter.inpaint(image, mask).array}
+    def compute(self, arrays: dict, parameters: Any) -> dict:
+        image, mask, as_files = steps.request_sources(arrays)
+        options = steps.request_options(self.inpainter.options, parameters)
+        result = self.inpainter.inpaint(image, mask, options=options)
+        return steps.result_outputs(result.image, as_files, self.inpainter.weights or "")
 
     def finalize(self) -> None:
         inpainter = getattr(self, "inpainter", None)
@@ -126,30 +133,34 @@ class InpaintModel(_RequestLoop):
 
 
 class _StepModel(_RequestLoop):
-    def setup(self, args: dict[str, Any]) -> None:
-        self.options = steps.runtime_options(self.params)
-        self.profile = steps.profile_from_parameters(self.params)
+    optional_inputs = _REQUEST_INPUTS
+
+    def setup(self, args: dict) -> None:
+        self.pipeline, self.max_batch = steps.pipeline_from_parameters(self.params)
+        self.weights = self.params.get(steps.WEIGHTS_KEY, "")
 
 
 class PreProcessModel(_StepModel):
-    """Ensemble step 1: raw image and mask -> the model's float NCHW feed (batch of one)."""
+    """Ensemble step 1: the request -> the model's float NCHW feed (the image's crops as one batch)."""
 
-    inputs = (C.IMAGE, C.MASK)
-
-    def compute(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        job = steps.plan_request(arrays[C.IMAGE], arrays[C.MASK], self.profile, self.options)
-        feed = steps.model_feed(job, self.profile)
+    def compute(self, arrays: dict, parameters: Any) -> dict:
+        image, mask, _ = steps.request_sources(arrays)
+        options = steps.request_options(self.pipeline.options, parameters)
+        feed = steps.pre_step(self.pipeline, image, mask, options, self.max_batch)
         return {steps.STEP_TENSORS[name]: feed[name] for name in C.INPUT_NAMES}
 
 
 class PostProcessModel(_StepModel):
-    """Ensemble step 3: the model's float output + the raw request -> the inpainted uint8 image."""
+    """Ensemble step 3: the model's float output + the same request -> the inpainted image."""
 
-    inputs = (C.IMAGE, C.MASK, steps.STEP_TENSORS[C.OUTPUT])
+    inputs = (steps.STEP_TENSORS[C.OUTPUT],)
 
-    def compute(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        job = steps.plan_request(arrays[C.IMAGE], arrays[C.MASK], self.profile, self.options)
-        return {C.OUTPUT: steps.finish(job, arrays[steps.STEP_TENSORS[C.OUTPUT]])}
+    def compute(self, arrays: dict, parameters: Any) -> dict:
+        image, mask, as_files = steps.request_sources({k: v for k, v in arrays.items() if k in _REQUEST_INPUTS})
+        options = steps.request_options(self.pipeline.options, parameters)
+        result = steps.post_step(self.pipeline, image, mask, arrays[steps.STEP_TENSORS[C.OUTPUT]], options,
+                                 self.max_batch)
+        return steps.result_outputs(result, as_files, self.weights)
 
 
 #: class name per repository step, for the model.py shims

@@ -27,6 +27,8 @@ from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import sidecar_profiles, sidecar_tensorrt, sidecar_weights
 from lama_deploy.model_facts import read_model_facts
 from lama_deploy.profiles import batch_range
+
+from ..backends import SUFFIX_BACKENDS
 from lama_deploy.errors import InputNotFound, UserError
 
 from .pbtxt import Enum, assemble, render_pbtxt
@@ -35,7 +37,9 @@ from .pbtxt import Enum, assemble, render_pbtxt
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 #: `lama-deploy export` always writes a dynamic N (DYNAMIC_AXES); a fixed one comes from another exporter.
 DYNAMIC_BATCH_HINT = "re-export it with `lama-deploy export` (its batch dim is dynamic) and rebuild any engine"
-PLATFORMS = {".engine": "tensorrt_plan", ".plan": "tensorrt_plan", ".trt": "tensorrt_plan", ".onnx": "onnxruntime_onnx"}
+#: Triton platform per model suffix, from the runtime's own suffix table (so both accept the same files)
+PLATFORMS = {suffix: {"tensorrt": "tensorrt_plan", "onnxruntime": "onnxruntime_onnx"}[backend]
+             for suffix, backend in SUFFIX_BACKENDS.items() if backend != "torch"}
 MODEL_FILES = {"tensorrt_plan": "model.plan", "onnxruntime_onnx": "model.onnx"}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 #: what `--backend` writes (docs/triton.md): the model alone, or raw images in and out

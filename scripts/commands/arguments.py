@@ -1,62 +1,71 @@
-"""Command-line options for how inputs are read and large images are handled, shared by `inpaint` and `serve`.
+"""Shared argument groups: every command spells an option alike, from its one declaration.
 
-One parser fragment and one converter, so both commands spell the options alike and hand the
-`Inpainter` the same keywords (`threshold`, `exif`, `strategy`).
+The flags come from `lama_deploy.runtime.options.OPTIONS` (name, parser, default, help), so `--threshold` has
+the same choices, default and help in `inpaint`, `serve` and `triton-repo`, and the value a flag takes is the
+text an HTTP form field or a Triton parameter of the same name takes. Commands parse once into an
+`InpaintOptions` (`options_from_args`) and hand that one object on.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Optional, Sequence
 
-from lama_deploy.runtime.images import DEFAULT_EXIF, EXIF_MODES, THRESHOLD_PRESETS, resolve_threshold
-from lama_deploy.runtime.strategy import (ALIASES, DEFAULT_CONTEXT_MARGIN, DEFAULT_CROP_TRIGGER, DEFAULT_RESIZE_LIMIT, STRATEGIES,
-                       StrategyOptions, strategy_name)
+from lama_deploy.errors import UsageError
+from lama_deploy.runtime.options import OPTIONS, REQUEST_OPTIONS, SPECS, InpaintOptions, OptionError
 
-
-def _threshold(text: str) -> float:
-    try:
-        return resolve_threshold(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _strategy(text: str) -> str:
-    try:
-        return strategy_name(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+#: The groups, by what they govern (names of `OPTIONS` fields).
+INPUT_OPTIONS = REQUEST_OPTIONS  # threshold, exif, strategy, margin, crop_trigger, resize_limit
+LIMIT_OPTIONS = ("max_side", "max_pixels", "max_memory")
+BACKEND_OPTIONS = ("backend", "device", "precision", "cuda_graphs", "providers")
+GROUP_TITLES = {
+    INPUT_OPTIONS: "inputs and large images (also per request: HTTP form fields, Triton parameters)",
+    LIMIT_OPTIONS: "limits",
+    BACKEND_OPTIONS: "runtime backend",
+}
 
 
-def add_input_options(parser: argparse.ArgumentParser, lossy_mask_threshold: float | None = None) -> None:
-    """--threshold, --exif, --strategy, --margin, --crop-trigger, --resize-limit.
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (a UsageError: exit 2), like every other user error."""
 
-    With `lossy_mask_threshold` (mask files), --threshold defaults to None: 0 for lossless masks, that value
-    for JPEG/WebP masks, whose compression noise is not a hole.
-    """
-    presets = ", ".join(f"{name} = {value}" for name, value in THRESHOLD_PRESETS.items())
-    default = "default 0, the official predictor's" if lossy_mask_threshold is None else \
-        f"default 0, the official predictor's; {lossy_mask_threshold:g} for JPEG/WebP masks"
-    parser.add_argument("--threshold", type=_threshold, default=0 if lossy_mask_threshold is None else None, metavar="T",
-                        help=f"mask > T (0..254) is a hole; presets: {presets} ({default})")
-    parser.add_argument("--exif", choices=EXIF_MODES, default=DEFAULT_EXIF,
-                        help="apply: turn images and masks upright by their EXIF orientation (default, as IOPaint); "
-                             "keep: use pixels as stored")
-    names = "|".join(STRATEGIES + tuple(ALIASES))
-    parser.add_argument("--strategy", type=_strategy, default="auto", metavar=names.replace("|", ","),
-                        help="large images: crop = one crop per hole region above --crop-trigger (auto, as IOPaint); "
-                             "window = one crop around all holes; resize = long side to --resize-limit; "
-                             "whole/original = the full image")
-    parser.add_argument("--margin", type=int, default=DEFAULT_CONTEXT_MARGIN,
-                        help=f"context kept around holes when cropping (pixels, default {DEFAULT_CONTEXT_MARGIN})")
-    parser.add_argument("--crop-trigger", type=int, default=DEFAULT_CROP_TRIGGER,
-                        help=f"crop/window only when the long side exceeds this (default {DEFAULT_CROP_TRIGGER})")
-    parser.add_argument("--resize-limit", type=int, default=DEFAULT_RESIZE_LIMIT,
-                        help=f"resize: the long side is scaled to this (default {DEFAULT_RESIZE_LIMIT})")
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def input_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The Inpainter keywords for the parsed options (a bad value raises ValueError with one line)."""
-    strategy = StrategyOptions(args.strategy, margin=args.margin, crop_trigger=args.crop_trigger,
-                               resize_limit=args.resize_limit)
-    return {"threshold": args.threshold, "exif": args.exif, "strategy": strategy}
+def make_parser(prog: str, description: str, **kwargs: object) -> OneLineParser:
+    return OneLineParser(prog=prog, description=description, **kwargs)
+
+
+def _flag_type(name: str):
+    spec = SPECS[name]
+
+    def parse(text: str) -> object:
+        try:
+            return spec.parse(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+def add_option_group(parser: argparse.ArgumentParser, names: Sequence[str], title: Optional[str] = None) -> None:
+    """The flags of the named options, in one argument group; unset flags stay None (the options' defaults)."""
+    group = parser.add_argument_group(title or GROUP_TITLES.get(tuple(names), "options"))
+    for name in names:
+        spec = SPECS[name]
+        group.add_argument(spec.flag, dest=name, type=_flag_type(name), default=None,
+                           metavar=spec.metavar or (",".join(spec.choices) if spec.choices else name.upper()),
+                           help=f"{spec.help} (default: {spec.default_text})")
+
+
+def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of the pipeline and the backend: inputs, limits, runtime backend."""
+    for names in (INPUT_OPTIONS, LIMIT_OPTIONS, BACKEND_OPTIONS):
+        add_option_group(parser, names)
+
+
+def options_from_args(args: argparse.Namespace, base: Optional[InpaintOptions] = None) -> InpaintOptions:
+    """The InpaintOptions of the parsed flags (flags not given keep `base`'s values)."""
+    given = {spec.name: getattr(args, spec.name) for spec in OPTIONS
+             if getattr(args, spec.name, None) is not None}
+    return (base or InpaintOptions()).replace(**given)

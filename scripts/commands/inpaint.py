@@ -17,75 +17,38 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
-
 from lama_deploy.errors import InputNotFound, UserError, cli_entry
-from lama_deploy.files import atomic_output, check_output_file
-
-from lama_deploy.runtime.backends import BACKENDS
-from lama_deploy.runtime.backends.torch_precision import add_mode_arguments
-from lama_deploy.runtime.images import DEFAULT_MAX_PIXELS, LOSSY_MASK_SUFFIXES, LOSSY_MASK_THRESHOLD, InpaintInputError, check_threshold
-
-from .arguments import add_input_options, input_options
+from lama_deploy.files import check_output_file
 from lama_deploy.runtime.folders import IMAGE_SUFFIXES, pair_files
+from lama_deploy.runtime.images import InpaintInputError
+from lama_deploy.runtime.options import InpaintOptions
+from lama_deploy.runtime.output import DEFAULT_JPEG_QUALITY, image_format, save_image
 from lama_deploy.runtime.progress import stage
+
+from .arguments import add_inpaint_options, make_parser, options_from_args
 
 PROG = "lama-deploy inpaint"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Inpaint an image (or folders of images and masks).")
+    parser = make_parser(PROG, "Inpaint an image (or folders of images and masks).")
     parser.add_argument("image", nargs="?", help="input image (single mode)")
     parser.add_argument("mask", nargs="?", help="mask: pixels > --threshold are inpainted (single mode)")
     parser.add_argument("--images", metavar="DIR", help="folder of images (folder mode)")
     parser.add_argument("--masks", metavar="DIR", help="folder of masks matched by stem (default: --images)")
     parser.add_argument("-o", "--output", required=True, help="output file (single mode) or folder (folder mode)")
     parser.add_argument("--model", help="TensorRT engine (.engine/.plan), ONNX (.onnx) or checkpoint (.ckpt/.pt/.pth)")
-    parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's best)")
-    parser.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
-    add_input_options(parser, lossy_mask_threshold=LOSSY_MASK_THRESHOLD)  # --threshold, --exif, --strategy, --margin, ...
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     parser.add_argument("--ext", default="png", help="output format in folder mode (png, jpg, webp, ...)")
-    parser.add_argument("--jpeg-quality", type=int, default=95, metavar="1-100",
-                        help="quality of JPEG/WebP outputs (default 95)")
-    parser.add_argument("--max-memory", default="auto", help="host memory one inference may take, e.g. 4GB, 512MB "
-                        "(CPU backends; bigger images are cropped/downscaled to fit, or refused); default: "
-                        "70%% of the memory available, 'none' for no budget")
-    add_mode_arguments(parser)
+    parser.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, metavar="1-100",
+                        help=f"quality of JPEG/WebP outputs (default {DEFAULT_JPEG_QUALITY})")
+    add_inpaint_options(parser)
     return parser
-
-
-# -- output ------------------------------------------------------------------------------------------------
-def image_format(path: Path) -> str:
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise UserError(f"cannot tell an image format from '{path.name}'; end the output name with .png, .jpg or .webp")
-    return fmt
-
-
-def save_image(image: Image.Image, path: Path, quality: int = 95) -> None:
-    fmt = image_format(path)
-    if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
-        raise InpaintInputError(f"JPEG cannot keep the alpha channel of a {image.mode} image; write {path.stem}.png "
-                                f"instead (folders: --ext png)")
-    with atomic_output(path) as tmp:
-        image.save(tmp, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
-
-
-def mask_threshold(args: argparse.Namespace, mask: Path) -> float:
-    """--threshold, else 0 for lossless masks and LOSSY_MASK_THRESHOLD for JPEG/WebP ones."""
-    if args.threshold is not None:
-        return args.threshold
-    return LOSSY_MASK_THRESHOLD if mask.suffix.lower() in LOSSY_MASK_SUFFIXES else 0
 
 
 def check_args_before_work(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model, so a mistake costs seconds, not a minute."""
     if not 1 <= args.jpeg_quality <= 100:
         raise UserError(f"--jpeg-quality {args.jpeg_quality} is out of range; use 1..100")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
     if args.image is None:
         return
     for path, what in ((args.image, "image"), (args.mask, "mask")):
@@ -95,29 +58,26 @@ def check_args_before_work(args: argparse.Namespace) -> None:
     image_format(Path(args.output))
 
 
-def _load_inpainter(args: argparse.Namespace):
+def _load_inpainter(model: str | None, options: InpaintOptions):
     from lama_deploy.runtime.inpainter import Inpainter
 
-    if not args.model:
+    if not model:
         raise UserError("no model given: pass --model PATH (.engine/.plan, .onnx or .ckpt/.pt/.pth), "
                         "or run `lama-deploy demo` to try the random-weights demo")
-    with stage(PROG, f"loading {args.model}"):
-        inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device,
-                                        max_pixels=args.max_pixels, max_side=args.max_side, precision=args.precision,
-                                        cuda_graphs=args.cuda_graphs, max_memory=args.max_memory,
-                                        **{**input_options(args), "threshold": args.threshold or 0})
+    with stage(PROG, f"loading {model}"):
+        inpainter = Inpainter.from_path(model, options)
     if inpainter.random_weights:
-        print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "
+        print(f"{PROG}: warning: {model} has random weights ({inpainter.weights}); "
               f"the output is a plumbing demo, not inpainting", file=sys.stderr)
     return inpainter
 
 
-def run_single(args: argparse.Namespace) -> int:
+def run_single(args: argparse.Namespace, options: InpaintOptions) -> int:
     output = Path(args.output)
-    with _load_inpainter(args) as inpainter:
+    with _load_inpainter(args.model, options) as inpainter:
         try:
             with stage(PROG, f"inpainting {Path(args.image).name} with {inpainter.backend.name}"):
-                result = inpainter.inpaint(args.image, args.mask, threshold=mask_threshold(args, Path(args.mask)))
+                result = inpainter.inpaint(args.image, args.mask)
             save_image(result.image, output, args.jpeg_quality)
         except InpaintInputError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -128,7 +88,7 @@ def run_single(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_folder(args: argparse.Namespace) -> int:
+def run_folder(args: argparse.Namespace, options: InpaintOptions) -> int:
     from tqdm import tqdm
 
     images_dir, masks_dir = Path(args.images), Path(args.masks or args.images)
@@ -144,15 +104,18 @@ def run_folder(args: argparse.Namespace) -> int:
         raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     start, failed, strategies = time.perf_counter(), [], Counter()
-    with _load_inpainter(args) as inpainter:
+    with _load_inpainter(args.model, options) as inpainter:
         for pair in tqdm(pairs, desc="inpaint", unit="img", file=sys.stderr):
             try:
                 if pair.mask is None:
                     raise InpaintInputError(f"no mask for '{pair.image.name}' in {masks_dir} "
                                             f"(looked for {pair.image.stem}.*, {pair.image.stem}_mask*.*)")
-                result = inpainter.inpaint(pair.image, pair.mask, threshold=mask_threshold(args, pair.mask))
+                result = inpainter.inpaint(pair.image, pair.mask)
                 save_image(result.image, out_dir / f"{pair.output_stem}.{args.ext.lstrip('.')}", args.jpeg_quality)
                 strategies[result.strategy] += 1
+                for note in result.notes:  # warnings (a soft mask, ...) matter per file, as in single mode
+                    if note.startswith("warning:"):
+                        tqdm.write(f"{PROG}: {pair.image.name}: {note}", file=sys.stderr)
             except Exception as exc:  # one bad file must not stop the others
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 failed.append(pair.image.name)
@@ -175,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if not folder_mode and not (args.image and args.mask):
         parser.error("give IMAGE and MASK, or --images DIR [--masks DIR] for folders")
     check_args_before_work(args)
-    return run_folder(args) if folder_mode else run_single(args)
+    options = options_from_args(args)
+    return run_folder(args, options) if folder_mode else run_single(args, options)
 
 
 if __name__ == "__main__":

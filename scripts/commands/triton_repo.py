@@ -1,4 +1,4 @@
-"""`lama-deploy triton-repo`: the command over `lama_deploy.runtime.triton` (raw, python and ensemble repositories)."""
+"""`lama-deploy triton-repo`: write a Triton Inference Server model repository (raw, python or ensemble kind)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,29 @@ import argparse
 from pathlib import Path
 
 from lama_deploy.errors import cli_entry
-from lama_deploy.runtime.images import DEFAULT_MAX_PIXELS, check_threshold
-from lama_deploy.runtime.strategy import DEFAULT_CONTEXT_MARGIN
+from lama_deploy.runtime.options import InpaintOptions
 from lama_deploy.runtime.triton.repo import KINDS, REPO_KINDS, repo_kind, write_triton_repo
 
-# --- CLI ---------------------------------------------------------------------------------------------------
+from .arguments import add_inpaint_options, make_parser, options_from_args
+
+PROG = "lama-deploy triton-repo"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lama-deploy triton-repo", description=__doc__.splitlines()[0])
+    parser = make_parser(PROG, __doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="TensorRT engine (.engine/.plan, with its .json sidecar) or ONNX")
     parser.add_argument("--output", required=True, help="model repository folder (created if missing)")
     parser.add_argument("--name", default="lama", help="model name = folder name in the repository (default: lama)")
-    parser.add_argument("--max-batch", type=int, default=4, help="Triton max_batch_size (<= the engine profile's max N)")
+    parser.add_argument("--repo-kind", choices=("auto",) + REPO_KINDS, default="auto",
+                        help="raw: the model on tensorrt_plan/onnxruntime_onnx, float NCHW in and out; python: raw "
+                             "images (or encoded files) in and out through the project's runtime in one "
+                             "python-backend model; ensemble: python pre-processing -> raw model -> python "
+                             "post-processing (default: ensemble for .engine/.onnx on --kind gpu, python otherwise)")
+    parser.add_argument("--max-batch", type=int, default=4, help="Triton max_batch_size (<= the engine profile's max "
+                        "N); the ensemble sends the crops of one image as one batch of at most this many")
     parser.add_argument("--instances", type=int, default=1, help="model instances (execution contexts) per device")
     parser.add_argument("--kind", choices=sorted(KINDS), help="instance kind (engines: gpu only; default: gpu, "
-                        "cpu for --backend python, whose runtime still picks a GPU when it has one)")
+                        "cpu for --repo-kind python, whose runtime still picks a GPU when it has one)")
     parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
                         help="let Triton group concurrent same-size requests into batches (default: on)")
     parser.add_argument("--preferred-batch", type=int, nargs="+", default=[], metavar="N",
@@ -28,34 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queue-delay-us", type=int, default=100,
                         help="how long the batcher may hold a request to fill a batch (microseconds)")
     parser.add_argument("--force", action="store_true", help="replace an existing model folder of the same name")
-    parser.add_argument("--backend", choices=("auto",) + REPO_KINDS, default="auto",
-                        help="raw: the model on tensorrt_plan/onnxruntime_onnx, float NCHW in and out; python: raw "
-                             "images in and out through the project's runtime in one python-backend model; ensemble: "
-                             "python pre-processing -> raw model -> python post-processing (default: ensemble for "
-                             ".engine/.onnx on --kind gpu, python otherwise)")
-    runtime = parser.add_argument_group("raw-image repositories (python, ensemble): as `lama-deploy inpaint`")
-    runtime.add_argument("--threshold", type=float, default=0, help="mask > threshold is a hole (default 0)")
-    runtime.add_argument("--margin", type=int, default=DEFAULT_CONTEXT_MARGIN, help="context kept around the mask "
-                         "when cropping images beyond the model's size range (pixels)")
-    runtime.add_argument("--max-side", type=int, help="largest H/W fed to the model; bigger images are cropped/resized")
-    runtime.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
-    runtime.add_argument("--runtime-backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
-                         help="python: the runtime backend inside Triton (default: from the model's suffix)")
-    runtime.add_argument("--device", help="python: cpu, cuda or cuda:N (default: the instance's GPU for --kind gpu)")
-    runtime.add_argument("--no-warmup", dest="warmup", action="store_false", help="python: no warm-up request")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="python: no warm-up request")
+    add_inpaint_options(parser)  # python and ensemble kinds: as `lama-deploy inpaint` (config parameters)
     return parser
 
 
-def _write_raw_image_repo(args: argparse.Namespace, kind: str) -> int:
+def _write_raw_image_repo(args: argparse.Namespace, kind: str, options: InpaintOptions) -> int:
     from lama_deploy.runtime.triton.image_repos import write_ensemble_repo, write_python_repo
-    from lama_deploy.runtime.triton.steps import RuntimeOptions
 
-    check_threshold(args.threshold)
-    options = RuntimeOptions(args.threshold, args.margin, args.max_pixels, args.max_side)
     if kind == "python":
         result = write_python_repo(args.model, args.output, name=args.name, instances=args.instances,
-                                   kind=KINDS[args.kind], runtime_backend=args.runtime_backend, device=args.device,
-                                   options=options, warmup=args.warmup, force=args.force)
+                                   kind=KINDS[args.kind], options=options, warmup=args.warmup, force=args.force)
     else:
         result = write_ensemble_repo(args.model, args.output, name=args.name, max_batch=args.max_batch,
                                      instances=args.instances, kind=args.kind, preferred_batch=args.preferred_batch,
@@ -68,13 +59,14 @@ def _write_raw_image_repo(args: argparse.Namespace, kind: str) -> int:
     return 0
 
 
-@cli_entry("lama-deploy triton-repo")
+@cli_entry(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    kind = repo_kind(Path(args.model), args.backend, args.kind or "gpu")
+    options = options_from_args(args)
+    kind = repo_kind(Path(args.model), args.repo_kind, args.kind or "gpu")
     args.kind = args.kind or ("cpu" if kind == "python" else "gpu")
     if kind != "raw":
-        return _write_raw_image_repo(args, kind)
+        return _write_raw_image_repo(args, kind, options)
     result = write_triton_repo(args.model, args.output, name=args.name, max_batch=args.max_batch,
                                instances=args.instances, kind=args.kind, dynamic_batching=args.dynamic_batching,
                                preferred_batch=args.preferred_batch, max_queue_delay_us=args.max_queue_delay_us,

@@ -25,7 +25,7 @@ class SlowEcho:
     def info(self) -> dict:
         return {"backend": "stub", "model": None, "weights": "stub weights", "profile": {"min": {"H": 16}}}
 
-    def inpaint(self, image: bytes, mask: bytes, threshold: float | None = None) -> InpaintResult:
+    def inpaint(self, image: bytes, mask: bytes, threshold: float | None = None, options: object = None) -> InpaintResult:
         time.sleep(self.delay)
         return InpaintResult(Image.open(io.BytesIO(image)).convert("RGB"), "stub", "stub", self.delay, [])
 

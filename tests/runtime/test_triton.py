@@ -110,7 +110,7 @@ def _tensors(config: dict, kind: str) -> dict[str, dict]:
 
 def test_onnx_repository_declares_the_contract(tiny_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    code = triton_command.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--kind", "cpu",
+    code = triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--kind", "cpu",
                         "--max-batch", "8", "--instances", "2", "--preferred-batch", "4", "2",
                         "--max-queue-delay-us", "250"])
     assert code == 0
@@ -141,11 +141,11 @@ def test_no_dynamic_batching_and_defaults(tiny_onnx: Path, tmp_path: Path) -> No
 
 def test_existing_model_needs_force_and_is_replaced_whole(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     repo = tmp_path / "repo"
-    assert triton_command.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "2"]) == 0
-    assert triton_command.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3"]) == 2
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "2"]) == 0
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert _config(repo)["max_batch_size"] == [2]
-    assert triton_command.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3",
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3",
                         "--force"]) == 0
     assert _config(repo)["max_batch_size"] == [3]
     assert sorted(p.name for p in repo.iterdir()) == ["lama"]  # no staging or retired folders left
@@ -157,7 +157,7 @@ def test_onnx_with_fixed_batch_is_refused(tmp_path: Path, capsys) -> None:
 
     static = tmp_path / "static.onnx"
     export_inpainting_onnx(static, model=random_model("tiny", seed=0), config="tiny", dynamic_batch=False)
-    assert triton_command.main(["--backend", "raw", "--model", str(static), "--output", str(tmp_path / "repo")]) == 2
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(static), "--output", str(tmp_path / "repo")]) == 2
     err = capsys.readouterr().err
     assert "fixed batch dim" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "repo" / "lama").exists()
@@ -197,7 +197,7 @@ def test_fp16_engine_io_is_declared_fp16(tmp_path: Path) -> None:
 
 def test_max_batch_beyond_engine_profile_is_refused(tmp_path: Path, capsys) -> None:
     engine = _fake_engine(tmp_path, max_n=2)
-    assert triton_command.main(["--backend", "raw", "--model", str(engine), "--output", str(tmp_path / "repo"),
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(engine), "--output", str(tmp_path / "repo"),
                         "--max-batch", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("lama-deploy triton-repo: error: --max-batch 4 exceeds the engine's profile max batch 2; "
@@ -249,7 +249,7 @@ def test_engine_refusals(tmp_path: Path, capsys, case: str, message: str) -> Non
         (tmp_path / "lama.engine.json").unlink()
     if case == "replaced_engine":
         engine.write_bytes(b"another engine of the same length!"[:10] * 100)
-    argv = ["--backend", "raw", "--model", str(engine), "--output", str(tmp_path / "repo")]
+    argv = ["--repo-kind", "raw", "--model", str(engine), "--output", str(tmp_path / "repo")]
     argv += {"cpu": ["--kind", "cpu"], "preferred": ["--preferred-batch", "8"]}.get(case, [])
     assert triton_command.main(argv) == 2
     err = capsys.readouterr().err
@@ -260,9 +260,9 @@ def test_engine_refusals(tmp_path: Path, capsys, case: str, message: str) -> Non
 def test_unknown_file_type_and_missing_model(tmp_path: Path, capsys) -> None:
     weird = tmp_path / "model.pt"
     weird.write_bytes(b"not a model")
-    assert triton_command.main(["--backend", "raw", "--model", str(weird), "--output", str(tmp_path / "repo")]) == 2
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(weird), "--output", str(tmp_path / "repo")]) == 2
     assert "cannot tell what model.pt is" in capsys.readouterr().err
-    assert triton_command.main(["--backend", "raw", "--model", str(tmp_path / "absent.onnx"),
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tmp_path / "absent.onnx"),
                         "--output", str(tmp_path / "repo")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()

@@ -42,7 +42,7 @@ RAW_OUT = {"inpainted": ("TYPE_UINT8", [-1, -1, 3])}
 
 def test_python_repository(tiny_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    argv = ["--model", str(tiny_onnx), "--output", str(repo), "--backend", "python", "--instances", "3",
+    argv = ["--model", str(tiny_onnx), "--output", str(repo), "--repo-kind", "python", "--instances", "3",
             "--threshold", "20", "--max-side", "256", "--margin", "64"]
     assert triton_command.main(argv) == 0
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")) == \
@@ -114,9 +114,9 @@ def test_auto_kind_and_refusals(tiny_onnx: Path, tmp_path: Path, capsys) -> None
     assert triton.repo_kind(Path("m.ckpt"), "auto", "gpu") == "python"
     engine = _fake_engine(tmp_path)
     for argv, message in [
-        (["--model", str(engine), "--backend", "python", "--kind", "cpu"], "runs on GPU only"),
-        (["--model", str(tiny_onnx), "--backend", "python", "--threshold", "300"], "threshold 300.0 is out of range"),
-        (["--model", str(tmp_path / "absent.onnx"), "--backend", "ensemble"], "does not exist"),
+        (["--model", str(engine), "--repo-kind", "python", "--kind", "cpu"], "runs on GPU only"),
+        (["--model", str(tiny_onnx), "--repo-kind", "python", "--threshold", "300"], "threshold 300.0 is out of range"),
+        (["--model", str(tmp_path / "absent.onnx"), "--repo-kind", "ensemble"], "does not exist"),
     ]:
         assert triton_command.main(argv + ["--output", str(tmp_path / "repo")]) == 2
         err = capsys.readouterr().err

@@ -194,7 +194,7 @@ def test_python_repository_served_by_tritonserver(tiny_onnx: Path, tmp_path: Pat
 def triton_repo_cli(model: Path, repo: Path, backend: str, *extra: str) -> int:
     from lama_deploy.scripts.commands import triton_repo as triton
 
-    return triton.main(["--model", str(model), "--output", str(repo), "--backend", backend, "--max-side",
+    return triton.main(["--model", str(model), "--output", str(repo), "--repo-kind", backend, "--max-side",
                         str(MAX_SIDE), *extra])
 
 
