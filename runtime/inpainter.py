@@ -36,8 +36,12 @@ from .strategy import (DEFAULT_CONTEXT_MARGIN, Plan, StrategyOptions, batch_limi
                        strategy_name, tensor_size)
 
 
-class InferenceError(BackendError):
-    """The backend failed while running the model."""
+class InferenceError(RuntimeError):
+    """The backend crashed while running a model it had loaded: not the user's input, so not a UserError.
+
+    Commands exit 3 (internal error) with the traceback (lama_deploy/errors.py); the server answers its one-line
+    500 and logs the details.
+    """
 
 
 @dataclass

@@ -34,7 +34,6 @@ from .regions import crop_regions, iopaint_crop_box
 
 STRATEGIES = ("auto", "crop", "window", "resize", "whole")
 ALIASES = {"original": "whole"}  # IOPaint's HDStrategy names are crop, resize and original
-PLANNED = ("direct", "pad", "crop", "window", "resize", "empty-mask")
 DEFAULT_STRATEGY = "auto"
 DEFAULT_CONTEXT_MARGIN = 128  # IOPaint's hd_strategy_crop_margin
 DEFAULT_CROP_TRIGGER = 800  # IOPaint's hd_strategy_crop_trigger_size
