@@ -25,8 +25,8 @@ from lama_deploy.errors import InputNotFound, UserError
 from ..backends import backend_for_path
 from ..backends.base import Profile
 from .model import model_py
-from .pbtxt import Enum, assemble, prepare_output, render_pbtxt
-from .repo import NAME_RE, platform_for, write_triton_repo
+from .pbtxt import Enum, assemble, check_output, new_output, render_pbtxt
+from .repo import NAME_RE, assemble_raw_model, plan_triton_model, platform_for
 from .steps import STEP_TENSORS, RuntimeOptions, profile_parameters
 
 #: ensemble step names, as suffixes of the ensemble's name
@@ -121,14 +121,15 @@ def write_python_repo(model: str | Path, output: str | Path, name: str = "lama",
     chosen = backend_for_path(model, runtime_backend)
     if chosen == "tensorrt" and kind != "KIND_GPU":
         raise UserError("a TensorRT engine runs on GPU only; use --kind gpu or pass the ONNX model for --kind cpu")
-    prepare_output(output, [name], force)
+    check_output(output, [name], force)
     parameters = {"model_file": model.name, "backend": runtime_backend, "device": device or "",
                   **options.as_parameters()}
     config = python_model_config(name, parameters, instances, kind, RAW_INPUTS, RAW_OUTPUTS, warmup)
     comments = ["written by lama-deploy triton-repo --backend python", f"source: {model.name} ({chosen})",
                 "raw images in and out: byte-identical to `lama-deploy inpaint` with the same options"]
-    assemble(output / name, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py("InpaintModel"),
-                             **model_files(model)})
+    with new_output(output):
+        assemble(output / name, {"config.pbtxt": render_pbtxt(config, comments),
+                                 "1/model.py": model_py("InpaintModel"), **model_files(model)})
     return RepoResult(str(output), [name], "python")
 
 
@@ -168,17 +169,19 @@ def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama
         profile, warmup = engine_size_range(model)
     else:
         profile, warmup = Profile(), (512, 512)
-    prepare_output(output, names, force)
-    written = write_triton_repo(model, output, name=name + STEP_SUFFIXES["model"], max_batch=max_batch,
-                                    instances=instances, kind=kind, preferred_batch=preferred_batch,
-                                    max_queue_delay_us=max_queue_delay_us, force=force, warmup_size=warmup,
-                                    require_fp32=True)
+    check_output(output, names, force)
+    step_name = name + STEP_SUFFIXES["model"]
+    spec, model_notes = plan_triton_model(model, output, step_name, max_batch, instances, kind, True, preferred_batch,
+                                          max_queue_delay_us, force, warmup, require_fp32=True)
     comments = ["written by lama-deploy triton-repo --backend ensemble", f"source: {model.name}",
                 "raw images in and out: byte-identical to `lama-deploy inpaint` with the same options"]
-    for step, config in step_configs(name, profile, options, instances).items():
-        class_name = "PreProcessModel" if step.endswith(STEP_SUFFIXES["pre"]) else "PostProcessModel"
-        assemble(output / step, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py(class_name)})
-    assemble(output / name, {"config.pbtxt": render_pbtxt(ensemble_config(name), comments), "1/.keep": ""})
-    notes = written.notes + ["the ensemble's python steps import lama_deploy: run them with `lama-deploy "
+    with new_output(output):
+        assemble_raw_model(output / step_name, spec, model)
+        for step, config in step_configs(name, profile, options, instances).items():
+            class_name = "PreProcessModel" if step.endswith(STEP_SUFFIXES["pre"]) else "PostProcessModel"
+            assemble(output / step, {"config.pbtxt": render_pbtxt(config, comments),
+                                     "1/model.py": model_py(class_name)})
+        assemble(output / name, {"config.pbtxt": render_pbtxt(ensemble_config(name), comments), "1/.keep": ""})
+    notes = model_notes + ["the ensemble's python steps import lama_deploy: run them with `lama-deploy "
                              "triton-serve`, or install lama-deploy into the Triton container (docs/triton.md)"]
     return RepoResult(str(output), names, "ensemble", notes)

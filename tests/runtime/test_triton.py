@@ -281,7 +281,7 @@ def test_failed_copy_leaves_nothing_behind(tiny_onnx: Path, tmp_path: Path, monk
     monkeypatch.setattr(pbtxt.shutil, "copyfile", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         triton.write_triton_repo(tiny_onnx, tmp_path / "repo")
-    assert list((tmp_path / "repo").iterdir()) == []
+    assert not (tmp_path / "repo").exists() and list(tmp_path.iterdir()) == []  # not even the empty folder
 
 
 # --- the real tritonserver, where one is installed ----------------------------------------------------------
