@@ -169,11 +169,6 @@ def profiles_from(args: Any) -> list[Profile]:
     return make_profiles(args.min, args.opt, args.max)
 
 
-def fixed_profile(nhw: NHW) -> Profile:
-    """A profile of one shape (benchmarks, validation of a single size)."""
-    return Profile(nhw, nhw, nhw)
-
-
 def batch_range(profiles: list[Profile]) -> tuple[int, int]:
     """(smallest min N, largest max N) over build profiles; ValueError when there are none."""
     if not profiles:

@@ -33,8 +33,12 @@ from .pipeline import Batch, InpaintResult, Job, Pipeline
 __all__ = ["InferenceError", "InpaintResult", "Inpainter"]
 
 
-class InferenceError(BackendError):
-    """The backend failed while running the model (not the user's input: exits as an internal error)."""
+class InferenceError(RuntimeError):
+    """The backend crashed while running a model it had loaded: not the user's input, so not a UserError.
+
+    Commands exit 3 (internal error) with the traceback (lama_deploy/errors.py); the server answers its one-line
+    500 and logs the details.
+    """
 
 
 class Inpainter:

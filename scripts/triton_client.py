@@ -1,6 +1,6 @@
 """Inpaint one image through a Triton server with `tritonclient` (HTTP or gRPC): the raw-image interface.
 
-    lama-deploy triton-repo --model big-lama.onnx --output repo --backend python
+    lama-deploy triton-repo --model big-lama.onnx --output repo --repo-kind python
     lama-deploy triton-serve --repository repo &
     python scripts/triton_client.py photo.png photo_mask.png -o out.png                      # HTTP :8000
     python scripts/triton_client.py photo.png photo_mask.png -o out.png --protocol grpc --url 127.0.0.1:8001

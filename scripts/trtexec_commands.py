@@ -27,8 +27,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run by path from a checkout: see lama_deploy/__init__.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402

@@ -49,6 +49,9 @@ def create_backend(path: str | Path, backend: str = "auto", device: str | None =
         options = ", ".join(f"{key}={value}" for key, value in sorted(torch_mode.items()))
         raise BackendError(f"{options} applies to the PyTorch backend (.ckpt/.pt/.pth) only; a {name} model's "
                            f"precision is chosen at export/build time")
+    if providers and name != "onnxruntime":
+        raise BackendError(f"execution providers apply to the ONNX Runtime backend (.onnx) only, not to a {name} "
+                           f"model; drop them")
     if name == "tensorrt":
         from .trt_backend import TensorRTBackend
 

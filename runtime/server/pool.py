@@ -116,11 +116,6 @@ class InferencePool:
     def running(self) -> int:
         return self._running
 
-    @property
-    def queued(self) -> int:
-        with self._lock:
-            return max(0, self._admitted - self._running)
-
     # --- work -------------------------------------------------------------------------------------------
 
     def _work(self, image: Any, mask: Any, options: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Raw-image Triton repositories: `--backend python` (one model) and `--backend ensemble` (pre -> model -> post).
+"""Raw-image Triton repositories: `--repo-kind python` (one model) and `--repo-kind ensemble` (pre -> model -> post).
 
 Both serve the interface of `lama-deploy serve`: model `<name>` with inputs `image` UINT8 [H, W, 3] (RGB) and
 `mask` UINT8 [H, W] (> threshold = hole), output `inpainted` UINT8 [H, W, 3], byte-identical to
@@ -29,8 +29,8 @@ from ..backends.base import Profile
 from ..memory import MemoryCost, ort_cpu_cost
 from ..options import InpaintOptions
 from .model import model_py
-from .pbtxt import Enum, assemble, prepare_output, render_pbtxt
-from .repo import NAME_RE, platform_for, write_triton_repo
+from .pbtxt import Enum, assemble, check_output, new_output, render_pbtxt
+from .repo import NAME_RE, assemble_raw_model, plan_triton_model, platform_for
 from .steps import FILE_INPUTS, FILE_OUTPUT, STEP_TENSORS, step_parameters
 
 #: ensemble step names, as suffixes of the ensemble's name
@@ -129,13 +129,14 @@ def write_python_repo(model: str | Path, output: str | Path, name: str = "lama",
     chosen = backend_for_path(model, options.backend)
     if chosen == "tensorrt" and kind != "KIND_GPU":
         raise UserError("a TensorRT engine runs on GPU only; use --kind gpu or pass the ONNX model for --kind cpu")
-    prepare_output(output, [name], force)
+    check_output(output, [name], force)
     parameters = {"model_file": model.name, **options.as_text()}
     config = python_model_config(name, parameters, instances, kind, REQUEST_INPUTS, RESULT_OUTPUTS, warmup)
     comments = ["written by lama-deploy triton-repo --repo-kind python", f"source: {model.name} ({chosen})",
                 "raw images or encoded files in and out: what `lama-deploy inpaint` writes with the same options"]
-    assemble(output / name, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py("InpaintModel"),
-                             **model_files(model)})
+    with new_output(output):
+        assemble(output / name, {"config.pbtxt": render_pbtxt(config, comments),
+                                 "1/model.py": model_py("InpaintModel"), **model_files(model)})
     return RepoResult(str(output), [name], "python")
 
 
@@ -187,17 +188,19 @@ def write_ensemble_repo(model: str | Path, output: str | Path, name: str = "lama
     facts = read_model_facts(model)
     parameters = step_parameters(options, profile, model_step_cost(model, kind), max_batch,
                                  facts.metadata.get(C.META_WEIGHTS, ""))
-    prepare_output(output, names, force)
-    written = write_triton_repo(model, output, name=name + STEP_SUFFIXES["model"], max_batch=max_batch,
-                                instances=instances, kind=kind, preferred_batch=preferred_batch,
-                                max_queue_delay_us=max_queue_delay_us, force=force, warmup_size=warmup,
-                                require_fp32=True)
+    check_output(output, names, force)
+    step_name = name + STEP_SUFFIXES["model"]
+    spec, model_notes = plan_triton_model(model, output, step_name, max_batch, instances, kind, True, preferred_batch,
+                                          max_queue_delay_us, force, warmup, require_fp32=True)
     comments = ["written by lama-deploy triton-repo --repo-kind ensemble", f"source: {model.name}",
                 "raw images in and out: what `lama-deploy inpaint` writes with the same options"]
-    for step, config in step_configs(name, parameters, instances).items():
-        class_name = "PreProcessModel" if step.endswith(STEP_SUFFIXES["pre"]) else "PostProcessModel"
-        assemble(output / step, {"config.pbtxt": render_pbtxt(config, comments), "1/model.py": model_py(class_name)})
-    assemble(output / name, {"config.pbtxt": render_pbtxt(ensemble_config(name), comments), "1/.keep": ""})
-    notes = written.notes + ["the ensemble's python steps import lama_deploy: run them with `lama-deploy "
+    with new_output(output):
+        assemble_raw_model(output / step_name, spec, model)
+        for step, config in step_configs(name, parameters, instances).items():
+            class_name = "PreProcessModel" if step.endswith(STEP_SUFFIXES["pre"]) else "PostProcessModel"
+            assemble(output / step, {"config.pbtxt": render_pbtxt(config, comments),
+                                     "1/model.py": model_py(class_name)})
+        assemble(output / name, {"config.pbtxt": render_pbtxt(ensemble_config(name), comments), "1/.keep": ""})
+    notes = model_notes + ["the ensemble's python steps import lama_deploy: run them with `lama-deploy "
                              "triton-serve`, or install lama-deploy into the Triton container (docs/triton.md)"]
     return RepoResult(str(output), names, "ensemble", notes)

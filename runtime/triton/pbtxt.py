@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from lama_deploy.errors import UserError
 
@@ -71,11 +72,26 @@ def assemble(final: Path, files: dict[str, str | Path]) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare_output(output: Path, names: list[str], force: bool) -> None:
-    if not output.exists():
-        if not output.parent.is_dir():
-            raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
-        output.mkdir()
+def check_output(output: Path, names: list[str], force: bool) -> None:
+    """Refuse an output that cannot take these model folders; writes nothing (a failed command leaves no folder)."""
+    if not output.exists() and not output.parent.is_dir():
+        raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file; give a folder for the model repository")
     taken = [n for n in names if (output / n).exists()]
     if taken and not force:
         raise UserError(f"{output / taken[0]} already exists; pass --force to replace it or choose another --name")
+
+
+@contextlib.contextmanager
+def new_output(output: Path) -> Iterator[Path]:
+    """The repository folder for the writes inside the block: created if missing, and removed again (with
+    whatever the block wrote) when the block fails, so a failed command leaves no folder behind."""
+    created = not output.exists()
+    output.mkdir(exist_ok=True)
+    try:
+        yield output
+    except BaseException:
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise

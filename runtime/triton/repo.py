@@ -31,7 +31,7 @@ from lama_deploy.profiles import batch_range
 from ..backends import SUFFIX_BACKENDS
 from lama_deploy.errors import InputNotFound, UserError
 
-from .pbtxt import Enum, assemble, render_pbtxt
+from .pbtxt import Enum, assemble, check_output, new_output, render_pbtxt
 
 #: I/O dtypes as `lama_deploy.model_facts` names them -> Triton's.
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
@@ -203,8 +203,21 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
                       preferred_batch: Sequence[int] = (), max_queue_delay_us: int = 100,
                       force: bool = False, warmup_size: tuple[int, int] | None = None,
                       require_fp32: bool = False) -> TritonRepoResult:
-    """Check `model` against the options and write `output/<name>/` atomically."""
+    """Check `model` against the options and write `output/<name>/` atomically (nothing when a check fails)."""
     model, output = Path(model), Path(output)
+    spec, notes = plan_triton_model(model, output, name, max_batch, instances, kind, dynamic_batching,
+                                    preferred_batch, max_queue_delay_us, force, warmup_size, require_fp32)
+    final = output / name
+    with new_output(output):
+        assemble_raw_model(final, spec, model)
+    return TritonRepoResult(str(final), str(final / "config.pbtxt"), str(final / "1" / MODEL_FILES[spec.platform]),
+                            spec.platform, max_batch, notes)
+
+
+def plan_triton_model(model: Path, output: Path, name: str, max_batch: int, instances: int, kind: str,
+                      dynamic_batching: bool, preferred_batch: Sequence[int], max_queue_delay_us: int, force: bool,
+                      warmup_size: tuple[int, int] | None, require_fp32: bool) -> tuple[TritonModelSpec, list[str]]:
+    """Every check of a raw model folder, and its spec; writes nothing."""
     if not model.is_file():
         raise InputNotFound(f"model {model} does not exist; pass an .engine or .onnx file")
     platform = platform_for(model)
@@ -212,14 +225,8 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
     notes, dtypes, label = check_engine(model, max_batch) if platform == "tensorrt_plan" else check_onnx(model)
     if require_fp32 and set(dtypes.values()) != {"TYPE_FP32"}:
         raise UserError(f"{model.name} has I/O types {dtypes}; the ensemble's steps exchange float32: export with "
-                        "`lama-deploy export` (fp16 exports keep fp32 I/O) or use --backend python")
-    if not output.exists():
-        if not output.parent.is_dir():
-            raise UserError(f"output folder's parent {output.parent} does not exist; create it first")
-        output.mkdir()
-    final = output / name
-    if final.exists() and not force:
-        raise UserError(f"{final} already exists; pass --force to replace it or choose another --name")
+                        "`lama-deploy export` (fp16 exports keep fp32 I/O) or use --repo-kind python")
+    check_output(output, [name], force)
 
     comments = ["written by lama-deploy triton-repo", f"source: {model.name}", C.SIZE_RULE,
                 "dynamic batching groups only requests of the same H and W"]
@@ -229,12 +236,10 @@ def write_triton_repo(model: str | Path, output: str | Path, name: str = "lama",
                            instance_kind=KINDS[kind], dynamic_batching=dynamic_batching,
                            preferred_batch_sizes=sorted(set(preferred_batch)), max_queue_delay_us=max_queue_delay_us,
                            data_types=dtypes, comments=comments, warmup_size=warmup_size)
-    _assemble(final, spec, model)
-    return TritonRepoResult(str(final), str(final / "config.pbtxt"), str(final / "1" / MODEL_FILES[platform]),
-                            platform, max_batch, notes)
+    return spec, notes
 
 
-def _assemble(final: Path, spec: TritonModelSpec, model: Path) -> None:
+def assemble_raw_model(final: Path, spec: TritonModelSpec, model: Path) -> None:
     """Build the model folder next to `final`, then swap it in with renames only."""
     assemble(final, {f"1/{MODEL_FILES[spec.platform]}": model, "config.pbtxt": render_config(spec)})
 

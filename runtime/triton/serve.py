@@ -4,7 +4,7 @@
 
 The `tritonserver` binary is found via `$LAMA_TRITONSERVER`, then `PATH`, then the one bundled in the
 `nvidia-pytriton` wheel (`pip install 'lama-deploy[triton]'`). For that bundled server this command prepares
-what Triton's python backend needs to run python-backend models (`--backend python` repositories, the
+what Triton's python backend needs to run python-backend models (`--repo-kind python` repositories, the
 ensemble's pre/post steps) from the *current* Python environment:
 
 - a backend directory whose `python/` holds the wheel's `libtriton_python.so` and the stub built for this
@@ -15,6 +15,10 @@ ensemble's pre/post steps) from the *current* Python environment:
   ignores PYTHONPATH, the repository's `model.py` shims put these first on `sys.path`, so the stub imports
   the same `lama_deploy` as this process (a checkout included).
 
+Before launching, each model's `config.pbtxt` (`backend:` or `platform:`) is matched against the backends the
+server has: the bundled server has only the python backend, so an ONNX Runtime or TensorRT model (what the
+ensemble's middle step runs) is refused in one line naming the two ways out, instead of Triton's log lines.
+
 The server binds 127.0.0.1 unless `--host` says otherwise. SIGTERM/SIGINT are forwarded to the server,
 which unloads its models and exits; the command waits for it (bounded) and returns its exit code.
 """
@@ -22,6 +26,7 @@ which unloads its models and exits; the command waits for it (bounded) and retur
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +42,14 @@ from .model import PATH_ENV
 
 PROG = "lama-deploy triton-serve"
 ENV_BINARY = "LAMA_TRITONSERVER"
+#: Triton `platform` values and the backend library each loads (an ensemble is scheduled by the server itself).
+PLATFORM_BACKENDS = {
+    "onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow", "tensorflow_graphdef": "tensorflow", "ensemble": None,
+}
+#: The repository kind of `lama-deploy triton-repo` that runs everything in the python backend.
+PYTHON_REPO_HINT = "`lama-deploy triton-repo --repo-kind python` (the python repository kind)"
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver"
 #: How long the server may take to unload models after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 30
 
@@ -136,6 +149,46 @@ def server_argv(binary: Path, repository: Path, host: str, http_port: int, grpc_
     return argv + extra
 
 
+def _top_level_field(text: str, key: str) -> str | None:
+    """`key: "value"` at the top level of a config.pbtxt (indentation 0), quotes removed."""
+    match = re.search(rf'^{key}\s*:\s*"?([A-Za-z0-9_.-]+)"?', text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def needed_backends(repository: Path) -> dict[str, str]:
+    """{model name: backend library it needs}, read from each model's config.pbtxt (ensembles need none)."""
+    needed = {}
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        text = config.read_text(errors="replace")
+        backend = _top_level_field(text, "backend")
+        if backend is None:
+            platform = _top_level_field(text, "platform")
+            backend = PLATFORM_BACKENDS.get(platform, platform) if platform else None
+        if backend:
+            needed[config.parent.name] = backend
+    return needed
+
+
+def installed_backends(backend_dir: Path | None) -> set[str] | None:
+    """Backend libraries the server can load (folder names under its backend directory); None when unknown."""
+    if backend_dir is None or not backend_dir.is_dir():
+        return None
+    return {child.name for child in backend_dir.iterdir()}
+
+
+def backend_problem(needed: dict[str, str], installed: set[str] | None, binary: str) -> str | None:
+    """One line when a model needs a backend this server lacks: which model, which backend, the two ways out."""
+    if installed is None:
+        return None
+    missing = {model: backend for model, backend in needed.items() if backend not in installed}
+    if not missing:
+        return None
+    model, backend = next(iter(missing.items()))
+    return (f"{binary} has no '{backend}' backend (it has {', '.join(sorted(installed)) or 'none'}), which model "
+            f"'{model}' needs; write the repository with {PYTHON_REPO_HINT}, or serve this one with the NGC "
+            f"container {NGC_IMAGE}")
+
+
 def _check_port(port: int, flag: str) -> None:
     if not 0 < port < 65536:
         raise UserError(f"{flag} {port} is not a TCP port; use 1..65535")
@@ -162,6 +215,12 @@ def prepare_launch(repository: str | Path, host: str = "127.0.0.1", http_port: i
         library_dirs.insert(0, root.parent.parent / "nvidia_pytriton.libs")
     elif (root / "backends").is_dir():
         backend_dir = root / "backends"
+    described = f"{binary} (nvidia-pytriton)" if bundled else str(binary)
+    problem = backend_problem(needed_backends(repository), installed_backends(root / "backends"), described)
+    if problem:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise UserError(problem)
     env = stub_environment(dict(os.environ), library_dirs)
     argv = server_argv(binary, repository, host, http_port, grpc_port, metrics_port, backend_dir, list(extra or []))
     return ServerLaunch(argv, env, binary, bundled, scratch)

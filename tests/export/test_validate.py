@@ -13,7 +13,7 @@ import pytest
 from onnx import helper
 from PIL import Image
 
-from lama_deploy.export.onnx_export import export_inpainting_onnx
+from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 from lama_deploy.export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, main, validate_onnx
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
@@ -126,7 +126,7 @@ def test_nan_output_fails_and_report_stays_valid_json(tiny_onnx: Path, tiny_mode
 
 def test_fp16_export_uses_fp16_tolerances(tmp_path: Path) -> None:
     path = tmp_path / "tiny-fp16.onnx"
-    export_inpainting_onnx(path, config="tiny", precision="fp16")
+    export_inpainting_onnx(path, config="tiny", options=ExportOptions(precision="fp16"))
     report = validate_onnx(path, shapes=[(1, 64, 64), (1, 256, 384)], out_dir=tmp_path / "out", use_tensorrt=False)
     assert report.precision == "fp16" and (report.atol, report.rtol) == TOLERANCES["fp16"]
     assert report.passed

@@ -59,7 +59,7 @@ def test_extra_output_is_refused_by_every_command_with_one_line(extra_output_onn
                                                            "--model", str(extra_output_onnx)], capsys),
         "validate": _error_line("lama_deploy.export.validate", [str(extra_output_onnx), "--out-dir",
                                                                 str(tmp_path / "val")], capsys),
-        "build": _error_line("lama_deploy.export.build_engine", [str(extra_output_onnx), "-o", str(tmp_path / "x.engine"),
+        "build": _error_line("lama_deploy.scripts.commands.build", [str(extra_output_onnx), "-o", str(tmp_path / "x.engine"),
                                                                  "--flavour", "tensorrt_rtx",
                                                                  "--compute-capability", "8.9"], capsys),
         "triton-repo": _error_line("lama_deploy.scripts.commands.triton_repo", ["--model", str(extra_output_onnx), "--output",

@@ -152,11 +152,11 @@ def test_existing_model_needs_force_and_is_replaced_whole(tiny_onnx: Path, tmp_p
 
 
 def test_onnx_with_fixed_batch_is_refused(tmp_path: Path, capsys) -> None:
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
     from lama_model import random_model
 
     static = tmp_path / "static.onnx"
-    export_inpainting_onnx(static, model=random_model("tiny", seed=0), config="tiny", dynamic_batch=False)
+    export_inpainting_onnx(static, model=random_model("tiny", seed=0), config="tiny", options=ExportOptions(batch=1))
     assert triton_command.main(["--repo-kind", "raw", "--model", str(static), "--output", str(tmp_path / "repo")]) == 2
     err = capsys.readouterr().err
     assert "fixed batch dim" in err and len(err.strip().splitlines()) == 1
@@ -216,12 +216,12 @@ def _has_tensorrt_rtx() -> bool:
 @pytest.mark.skipif(not _has_tensorrt_rtx(), reason="needs tensorrt_rtx (its builder runs without a GPU)")
 def test_real_builder_sidecar(tiny_onnx: Path, tmp_path: Path) -> None:
     """The sidecar `lama-deploy build` really writes: read, RTX refused, the same engine as TensorRT accepted."""
-    from lama_deploy.export.build_engine import build_engine
+    from lama_deploy.export.build_engine import BuildOptions, build_engine
     from lama_deploy.profiles import Profile
 
     engine = tmp_path / "tiny.engine"
-    build_engine(tiny_onnx, engine, profiles=[Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))], flavour="tensorrt_rtx",
-                 compute_capability="8.9")  # no GPU here: say which GPU the engine is for
+    build_engine(tiny_onnx, engine, BuildOptions([Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))],
+                                                 flavour="tensorrt_rtx", compute_capability="8.9"))  # no GPU here: say which GPU the engine is for
     sidecar = verify_sidecar(engine)
     assert triton.engine_batch_range(sidecar) == (1, 2)
     with pytest.raises(triton.UserError, match="TensorRT-RTX engine"):
@@ -281,7 +281,7 @@ def test_failed_copy_leaves_nothing_behind(tiny_onnx: Path, tmp_path: Path, monk
     monkeypatch.setattr(pbtxt.shutil, "copyfile", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         triton.write_triton_repo(tiny_onnx, tmp_path / "repo")
-    assert list((tmp_path / "repo").iterdir()) == []
+    assert not (tmp_path / "repo").exists() and list(tmp_path.iterdir()) == []  # not even the empty folder
 
 
 # --- the real tritonserver, where one is installed ----------------------------------------------------------

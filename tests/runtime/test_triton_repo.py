@@ -194,3 +194,71 @@ def test_triton_modules_import_thin() -> None:
             f"print(' '.join(sorted(n for n in {heavy!r} if n in sys.modules)) or '-')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "-", f"imported: {proc.stdout.strip()}"
+
+
+# --- what triton-serve can serve, and triton-repo failures that leave nothing ------------------------------
+
+def _fake_server(folder: Path, backends: tuple[str, ...]) -> Path:
+    """A tritonserver install stand-in: bin/tritonserver and backends/<name>/ folders (never executed)."""
+    binary = folder / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    for name in backends:
+        (folder / "backends" / name).mkdir(parents=True)
+    return binary
+
+
+def test_serve_reads_each_models_backend(tiny_onnx: Path, tmp_path: Path) -> None:
+    triton_repo.write_ensemble_repo(tiny_onnx, tmp_path / "ensemble")
+    assert triton_serve.needed_backends(tmp_path / "ensemble") == {
+        "lama_model": "onnxruntime", "lama_pre": "python", "lama_post": "python"}
+    triton_repo.write_python_repo(tiny_onnx, tmp_path / "python")
+    assert triton_serve.needed_backends(tmp_path / "python") == {"lama": "python"}
+    engine_repo = tmp_path / "engine" / "m"
+    engine_repo.mkdir(parents=True)
+    (engine_repo / "config.pbtxt").write_text('name: "m"\nplatform: "tensorrt_plan"\ninput [\n  { backend: "x" }\n]\n')
+    assert triton_serve.needed_backends(tmp_path / "engine") == {"m": "tensorrt"}
+
+
+def test_serve_refuses_a_missing_backend_before_launching(tiny_onnx: Path, tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    from lama_deploy.scripts.commands import triton_serve as serve_command
+
+    monkeypatch.setenv(triton_serve.ENV_BINARY, str(_fake_server(tmp_path / "server", ("python",))))
+    triton_repo.write_ensemble_repo(tiny_onnx, tmp_path / "ensemble")
+    assert serve_command.main(["--repository", str(tmp_path / "ensemble"), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().splitlines() == [
+        f"lama-deploy triton-serve: error: {tmp_path / 'server' / 'bin' / 'tritonserver'} has no 'onnxruntime' "
+        f"backend (it has python), which model 'lama_model' needs; write the repository with `lama-deploy "
+        f"triton-repo --repo-kind python` (the python repository kind), or serve this one with the NGC container "
+        f"nvcr.io/nvidia/tritonserver"]
+    triton_repo.write_python_repo(tiny_onnx, tmp_path / "python")
+    assert serve_command.main(["--repository", str(tmp_path / "python"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith(str(tmp_path / "server" / "bin" / "tritonserver"))
+    monkeypatch.setenv(triton_serve.ENV_BINARY, str(_fake_server(tmp_path / "ngc", ("python", "onnxruntime"))))
+    assert serve_command.main(["--repository", str(tmp_path / "ensemble"), "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["--repo-kind", "ensemble", "--max-batch", "0"],
+    ["--repo-kind", "ensemble", "--preferred-batch", "9"],
+    ["--repo-kind", "raw", "--instances", "0"],
+    ["--repo-kind", "python", "--backend", "tensorrt"],
+])
+def test_failed_triton_repo_writes_nothing(tiny_onnx: Path, tmp_path: Path, capsys, args: list[str]) -> None:
+    output = tmp_path / "repo"
+    assert triton_command.main(["--model", str(tiny_onnx), "--output", str(output), *args]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not output.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_ensemble_keeps_an_existing_repository_as_it_was(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "repo"
+    triton_repo.write_python_repo(tiny_onnx, output, name="other")
+    before = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    assert triton_command.main(["--model", str(tiny_onnx), "--output", str(output), "--repo-kind", "ensemble",
+                                "--name", "other"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == before

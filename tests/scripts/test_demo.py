@@ -14,7 +14,7 @@ from lama_deploy.scripts import demo
 @pytest.fixture(scope="module")
 def failed_engine_demo(tmp_path_factory) -> tuple[int, Path]:
     """The tiny demo with `--engine` whose build fails (exit 2 from `lama-deploy build`)."""
-    import lama_deploy.export.build_engine as build_engine
+    import lama_deploy.scripts.commands.build as build_engine
 
     out = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as patch:
