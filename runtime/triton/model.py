@@ -49,12 +49,17 @@ _NUMPY2 = int(np.__version__.split(".")[0]) >= 2
 
 
 def input_array(tensor: Any) -> np.ndarray:
-    data = np.from_dlpack(tensor) if _NUMPY2 else tensor.as_numpy()
+    try:
+        data = np.from_dlpack(tensor) if _NUMPY2 else tensor.as_numpy()
+    except (TypeError, BufferError, RuntimeError, ValueError):  # BYTES tensors (encoded files) have no DLPack form
+        data = tensor.as_numpy()
     return np.array(data, copy=True)  # own the bytes: the request's memory is freed after
 
 
 def output_tensor(pb: Any, name: str, array: np.ndarray) -> Any:
     array = np.array(array, order="C", copy=True)
+    if array.dtype == object:  # BYTES (the encoded result file): DLPack cannot carry Python objects
+        return pb.Tensor(name, array)
     return pb.Tensor.from_dlpack(name, array) if _NUMPY2 else pb.Tensor(name, array)
 
 

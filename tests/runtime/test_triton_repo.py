@@ -14,6 +14,7 @@ import pytest
 import lama_deploy
 from lama_deploy import contract as C
 from lama_deploy.runtime import Inpainter
+from lama_deploy.runtime.options import InpaintOptions
 from lama_deploy.runtime.triton import image_repos as triton_repo, repo as triton, serve as triton_serve, steps as triton_steps
 from lama_deploy.scripts.commands import triton_repo as triton_command
 from lama_deploy.runtime.triton.model import PATH_ENV, config_parameters, model_py
@@ -124,35 +125,15 @@ def test_auto_kind_and_refusals(tiny_onnx: Path, tmp_path: Path, capsys) -> None
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
 
 
-@pytest.mark.parametrize("size, mask_box", [((37, 61), (5, 20, 10, 40)), ((48, 120), (10, 20, 90, 100)),
-                                            ((100, 90), (5, 95, 5, 85)), ((30, 30), None)])
-def test_steps_equal_the_inpainter(tiny_onnx: Path, size: tuple, mask_box: tuple | None) -> None:
-    """pre -> model -> post (the ensemble's python code) gives the Inpainter's bytes for every strategy."""
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-    mask = np.zeros(size, np.uint8)
-    if mask_box:
-        top, bottom, left, right = mask_box
-        mask[top:bottom, left:right] = rng.integers(0, 256, (bottom - top, right - left), dtype=np.uint8)
-    options = triton_steps.RuntimeOptions(threshold=30, max_side=64)
-    params = {**options.as_parameters(), **triton_steps.profile_parameters(triton_repo.Profile())}
-    profile = triton_steps.profile_from_parameters(params)
-    with Inpainter.from_path(tiny_onnx, threshold=30, max_side=64) as inpainter:
-        job = triton_steps.plan_request(image, mask, profile, triton_steps.runtime_options(params))
-        feed = triton_steps.model_feed(job, profile)
-        output = inpainter.backend.infer(feed)[C.OUTPUT]
-        again = triton_steps.plan_request(image, mask, profile, options)  # what the post step re-derives
-        assert np.array_equal(triton_steps.finish(again, output), inpainter.inpaint(image, mask).array)
-    with pytest.raises(triton_steps.InpaintInputError, match="send uint8 H x W"):
-        triton_steps.check_request(image, mask.astype(np.float32))
-
-
 def test_config_parameters_reader() -> None:
     config = json.loads('{"parameters": {"threshold": {"string_value": "5"}, "max_side": {"string_value": ""}}}')
     params = config_parameters(config)
-    assert triton_steps.runtime_options(params) == triton_steps.RuntimeOptions(threshold=5.0)
-    with pytest.raises(ValueError, match="config parameter margin='x' is not a int"):
-        triton_steps.runtime_options({"margin": "x"})
+    assert triton_steps.options_from_parameters(params) == InpaintOptions(threshold=5.0)
+    with pytest.raises(ValueError, match="margin 'x' is not a whole number"):
+        triton_steps.options_from_parameters({"margin": "x"})
+    with pytest.raises(ValueError, match="unknown request parameter 'max_side'"):  # start-up only, not per request
+        triton_steps.request_options(InpaintOptions(), '{"max_side": "64"}')
+    assert triton_steps.request_options(InpaintOptions(), '{"threshold": "iopaint"}').threshold == 127.0
 
 
 def test_launch_preparation(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from PIL import Image
 from lama_deploy.errors import UserError
 from lama_deploy.runtime import Inpainter
 from lama_deploy.runtime.triton import image_repos as triton_repo, serve as triton_serve
-from lama_deploy.runtime.triton.steps import RuntimeOptions
+from lama_deploy.runtime.options import InpaintOptions
 from lama_deploy.scripts.commands import triton_serve as triton_serve_command
 
 try:
@@ -216,7 +216,7 @@ def test_bundled_server_refuses_the_ensemble_in_one_line(kind: str, tiny_onnx: P
     before launching (exit 2, one line naming the missing backend and both ways out), not Triton's log lines."""
     model = tiny_onnx if kind == "onnx" else _fake_engine(tmp_path)
     repo = tmp_path / "repo"
-    triton_repo.write_ensemble_repo(model, repo, options=RuntimeOptions(max_side=MAX_SIDE))
+    triton_repo.write_ensemble_repo(model, repo, options=InpaintOptions(max_side=MAX_SIDE))
     http_port, grpc_port, metrics_port = _free_ports(3)
     run = subprocess.run(_cli("triton-serve", "--repository", str(repo), "--http-port", str(http_port),
                               "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)),
@@ -261,7 +261,7 @@ def test_ensemble_answers_byte_identical(tiny_onnx: Path, tmp_path: Path, refere
     """The pre and post steps around a python stand-in for the ONNX Runtime step (absent from the bundled
     server): Triton's ensemble scheduler, the configs as written, and the steps' bytes."""
     repo = tmp_path / "repo"
-    triton_repo.write_ensemble_repo(tiny_onnx, repo, kind="cpu", max_batch=4, options=RuntimeOptions(max_side=MAX_SIDE))
+    triton_repo.write_ensemble_repo(tiny_onnx, repo, kind="cpu", max_batch=4, options=InpaintOptions(max_side=MAX_SIDE))
     config = repo / "lama_model" / "config.pbtxt"
     config.write_text(config.read_text().replace('platform: "onnxruntime_onnx"', 'backend: "python"'))
     (repo / "lama_model" / "1" / "model.py").write_text(STAND_IN)
