@@ -9,14 +9,14 @@ i.e. after padding to the size multiple. Pure Python: the edge runtime imports i
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Optional, Tuple
 
 from . import contract as C
 from .errors import UserError
 
-NHW = tuple[int, int, int]
+NHW = Tuple[int, int, int]  # typing.Tuple: the runtime runs on Python 3.8
 #: (N, H, W) where None means "unbounded" (max) or "unknown" (opt).
-Bound = tuple["int | None", "int | None", "int | None"]
+Bound = Tuple[Optional[int], Optional[int], Optional[int]]
 WHICH = ("min", "opt", "max")
 
 #: Default optimisation profile (N x H x W): one image from 256^2 to 1024^2, tuned for 512^2, batch 2 at most.

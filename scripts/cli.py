@@ -22,7 +22,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "triton-serve": ("lama_deploy.scripts.commands.triton_serve", "run tritonserver on a repository (python backend ready)"),
     "bench": ("lama_deploy.scripts.benchmark", "benchmark the deployment paths side by side"),
     "fourier-report": ("lama_deploy.scripts.commands.fourier_report", "count nodes and FLOPs per Fourier unit of exports"),
+    "check-engine": ("lama_deploy.scripts.commands.check_engine", "check an engine on this device against reference files (numpy + TensorRT only)"),
 }
+# The runtime runs on Python 3.8+; these need what only 3.10+ installs (torch, onnxscript, fastapi, pytriton).
+RUNTIME_COMMANDS = ("inpaint", "check-engine")
+PYTHON_FLOOR = (3, 10)
 
 
 def _usage() -> str:
@@ -48,6 +52,10 @@ def dispatch(argv: list[str]) -> int:
     if command not in COMMANDS:
         print(f"lama-deploy: unknown command '{command}'; run `lama-deploy --help` for the list", file=sys.stderr)
         return 2
+    if command not in RUNTIME_COMMANDS and sys.version_info[:2] < PYTHON_FLOOR:
+        print(f"lama-deploy {command}: error: needs Python {'.'.join(map(str, PYTHON_FLOOR))} or newer (this is "
+              f"{sys.version.split()[0]}); only `inpaint` and `check-engine` run on Python 3.8", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         module = importlib.import_module(COMMANDS[command][0])
     except ModuleNotFoundError as exc:  # a runtime-only install (--no-deps, Jetson) running a build command
