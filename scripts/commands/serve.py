@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 120), reading the body included")
     for flag, kind, default, text in _GUARD_OPTIONS:
         parser.add_argument(flag, type=kind, default=default, help=text)
+    parser.add_argument("--no-ui", dest="ui", action="store_false", help="do not serve the web page at GET / "
+                        "(the API alone)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_mode_arguments(parser)
     add_input_options(parser)  # --threshold (default for requests without one), --exif, --strategy, ...
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     check_can_listen(args.host, args.port)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inpainters = load_inpainters(args, limits)
-    app = create_app(inpainters, limits, model_path=str(args.model))
+    app = create_app(inpainters, limits, model_path=str(args.model), ui=args.ui)
     state: ServerState = app.state.lama
     LOG.info("serving %s (%s, %d worker(s), queue %d) on http://%s:%d  POST /inpaint  GET /health", args.model,
              state.info.get("backend"), len(inpainters), limits.queue_size, args.host, args.port)
