@@ -6,6 +6,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const MASK_COLOR = "rgb(255, 0, 90)";
+  const HALF = 128;  // mask canvas alpha from which a pixel is a hole
   // Per-request options, sent under the API's (and the CLI flags') names, only when the user set them.
   const OPTION_FIELDS = ["threshold", "strategy", "exif", "margin", "crop_trigger", "resize_limit"];
   const THRESHOLD_PRESETS = { lama: 0, iopaint: 127 };
@@ -243,7 +244,9 @@
   }
 
   // --- the request -------------------------------------------------------------------------------------------
-  // The painted mask as a black/white PNG at the photo's full resolution (any coverage = hole).
+  // The painted mask as a black/white PNG at the photo's full resolution. A pixel is a hole when paint covers
+  // at least half of it: the brush's anti-aliased rim stays as drawn, and erasing along a stroke leaves no
+  // faint outline (an edge pixel erased twice keeps at most a quarter of its paint).
   function maskBlob() {
     const out = document.createElement("canvas");
     out.width = mask.width; out.height = mask.height;
@@ -252,7 +255,7 @@
     const pixels = ctx.createImageData(mask.width, mask.height), data = pixels.data;
     let holes = 0;
     for (let i = 0; i < data.length; i += 4) {
-      const value = painted[i + 3] > 0 ? 255 : 0;
+      const value = painted[i + 3] >= HALF ? 255 : 0;
       holes += value ? 1 : 0;
       data[i] = data[i + 1] = data[i + 2] = value; data[i + 3] = 255;
     }
@@ -352,6 +355,7 @@
   function setCompare() {  // the original shows left of the divider, the result right of it
     const percent = Number($("compare").value);
     $("before").style.clipPath = `inset(0 ${100 - percent}% 0 0)`;
+    $("divider").style.left = `${percent}%`;
   }
 
   // --- wiring ------------------------------------------------------------------------------------------------
