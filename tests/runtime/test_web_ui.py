@@ -100,13 +100,6 @@ def test_the_wheel_ships_every_static_file() -> None:
 # --- the page in Chromium --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def live(tiny_onnx: Path, tmp_path_factory) -> RunningServer:
-    running = _start_server(tiny_onnx, tmp_path_factory.mktemp("web") / "server.log", "--max-body-mb", "4")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
@@ -116,6 +109,14 @@ def browser():
         chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def live(browser, tiny_onnx: Path, tmp_path_factory) -> RunningServer:
+    """The server for the browser tests (asks for the browser first: without one they skip before any export)."""
+    running = _start_server(tiny_onnx, tmp_path_factory.mktemp("web") / "server.log", "--max-body-mb", "4")
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
