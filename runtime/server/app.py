@@ -4,6 +4,7 @@
                     crop_trigger, resize_limit (the CLI's flags under their option names, docs/options.md)
                     -> image/png with the input's ICC profile, EXIF and DPI;
                     headers X-Inpaint-Strategy, X-Inpaint-Backend, X-Inpaint-Seconds, X-Inpaint-Weights
+    GET  /          the web page (static/; off with `ui=False` / --no-ui), with /ui.js and /ui.css
     GET  /health    backend, model, weights label, profile ranges, size rule, limits, uptime, request counts
 
 Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 408 body not received
@@ -228,8 +229,9 @@ async def _inpaint(request: Any, state: ServerState) -> Any:
 
 
 def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = None, *,
-               model_path: str | None = None) -> Any:
-    """The FastAPI app serving `inpainter` (or a list of them: one per worker thread)."""
+               model_path: str | None = None, ui: bool = True) -> Any:
+    """The FastAPI app serving `inpainter` (or a list of them: one per worker thread); `ui`: also the web page
+    at `GET /` (read-only routes, see `ui.py`)."""
     fastapi = import_fastapi()
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -283,6 +285,10 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
     # byte limit by hand), so FastAPI's parameter injection has nothing to do here.
     app.router.add_route("/inpaint", inpaint, methods=["POST"])
     app.router.add_route("/health", health, methods=["GET"])
+    if ui:
+        from .ui import add_ui_routes
+
+        add_ui_routes(app)
     return app
 
 

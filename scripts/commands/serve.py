@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 120), reading the body included")
     for flag, kind, default, text in _GUARD_OPTIONS:
         parser.add_argument(flag, type=kind, default=default, help=text)
+    parser.add_argument("--no-ui", dest="ui", action="store_false", help="do not serve the web page at GET / "
+                        "(the API alone)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_inpaint_options(parser)  # per-request ones are the defaults of requests that do not send them
     return parser
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     check_can_listen(args.host, args.port)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inpainters = load_inpainters(args.model, options, limits, args.workers_per_model)
-    app = create_app(inpainters, limits, model_path=str(args.model))
+    app = create_app(inpainters, limits, model_path=str(args.model), ui=args.ui)
     state: ServerState = app.state.lama
     LOG.info("serving %s (%s, %d worker(s), queue %d) on http://%s:%d  POST /inpaint  GET /health", args.model,
              state.info.get("backend"), len(inpainters), limits.queue_size, args.host, args.port)
