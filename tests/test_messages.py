@@ -13,6 +13,8 @@ OTHER_TOOLS = {
     "export/trt_builder.py": "polygraphy flags in a generated script",
     "export/validation_report.py": "the `polygraphy run` replay line",
     "runtime/triton/serve.py": "the `tritonserver` command line",
+    "lama_deploy/polygraphy_json.py": "`polygraphy run --load-inputs/--save-inputs` in its docs",
+    "scripts/commands/check_engine.py": "`polygraphy run --load-outputs` in its docs",
     "export/polygraphy_hooks.py": "`polygraphy convert` flags in its usage line",
     "scripts/gpu_lane.py": "pytest flags of the GPU lane's child runs",
     "scripts/gpu_lane_report.py": "the `nvidia-smi` query",
@@ -43,6 +45,10 @@ def _defined_flags() -> set[str]:
                 flags.update("--no-" + name[2:] for name in names)
         # option tables such as the server's _GUARD_OPTIONS: ("--flag", type, default, help)
         flags.update(re.findall(r'\(\s*"(--[a-z0-9-]+)",\s*(?:str|int|float|bool)\b', text))
+        if "add_option_group" in text:  # flags of the declared options (lama_deploy.runtime.options.OPTIONS)
+            from lama_deploy.runtime.options import OPTIONS
+
+            flags.update(spec.flag for spec in OPTIONS)
         if "def add_profile_options" in text:  # f"--{which}" over lama_deploy.profiles.WHICH
             from lama_deploy.profiles import WHICH
 

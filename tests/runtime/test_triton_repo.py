@@ -51,10 +51,14 @@ def test_python_repository(tiny_onnx: Path, tmp_path: Path) -> None:
     assert (repo / "lama/1" / tiny_onnx.name).read_bytes() == tiny_onnx.read_bytes()
     config = _config(repo, "lama")
     assert config["backend"] == ["python"] and config["max_batch_size"] == [0]
-    assert _io(config, "input") == RAW_IN and _io(config, "output") == RAW_OUT
+    # the arrays or the encoded files (each optional), the result as array and as PNG file
+    assert _io(config, "input") == {**RAW_IN, "image_file": ("TYPE_STRING", [1]), "mask_file": ("TYPE_STRING", [1])}
+    assert _io(config, "output") == {**RAW_OUT, "inpainted_file": ("TYPE_STRING", [1])}
     assert config["instance_group"] == [{"count": [3], "kind": ["KIND_CPU"]}]
-    assert _params(config) == {"model_file": tiny_onnx.name, "backend": "auto", "device": "", "threshold": "20.0",
-                               "margin": "64", "max_pixels": "40000000", "max_side": "256"}
+    # every option under its own name, as `InpaintOptions.as_text` writes and the model reads back
+    assert _params(config) == {"model_file": tiny_onnx.name, **InpaintOptions(threshold=20, max_side=256,
+                                                                              margin=64).as_text()}
+    assert _params(config)["threshold"] == "20" and _params(config)["backend"] == "auto"
     warmup = config["model_warmup"][0]
     assert warmup["batch_size"] == [1] and {i["key"][0] for i in warmup["inputs"]} == {"image", "mask"}
     assert "InpaintModel as TritonPythonModel" in (repo / "lama/1/model.py").read_text()
@@ -102,7 +106,7 @@ def test_ensemble_repository_for_an_engine(tmp_path: Path) -> None:
     pre, post = _config(repo, "lama_pre"), _config(repo, "lama_post")
     assert _params(pre) == _params(post)
     assert {k: _params(pre)[k] for k in ("threshold", "min_height", "max_height", "max_width")} == \
-        {"threshold": "10.0", "min_height": "64", "max_height": "1024", "max_width": "1024"}
+        {"threshold": "10", "min_height": "64", "max_height": "1024", "max_width": "1024"}
     assert _io(pre, "output") == {"model_image": ("TYPE_FP32", [-1, 3, -1, -1]),
                                   "model_mask": ("TYPE_FP32", [-1, 1, -1, -1])}
     assert _io(post, "input")["model_output"] == ("TYPE_FP32", [-1, 3, -1, -1])
