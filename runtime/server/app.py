@@ -6,7 +6,8 @@
 
 Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 408 body not received
 within --request-timeout, 413 body or pixel count over the limit or an image the memory budget cannot hold
-even downscaled, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out (with
+even downscaled, 415 not multipart or an image format other than PNG, JPEG, WebP, BMP, TIFF (`images.IMAGE_FORMATS`,
+checked from the header before any decoder runs), 422 missing or invalid form field, 503 queue full or timed out (with
 Retry-After), 500 unexpected failure (details in the server log only). Connection limits (header deadline,
 idle cap) are in `server_http`; what the server promises is in docs/security.md. Inference runs in a
 bounded worker pool (`lama_deploy.runtime.server_pool`), one Inpainter per worker, so a TensorRT execution context
@@ -25,7 +26,7 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, missing_dependency
 
-from ..images import DEFAULT_MAX_PIXELS, InpaintInputError, upright_size
+from ..images import DEFAULT_MAX_PIXELS, InpaintInputError, UnsupportedFormat, upright_size
 from ..memory import MemoryBudgetExceeded, format_bytes, max_side_for, resolve_budget
 from .limits import (RequestRejected, ServerLimits, check_content_length,
                             check_same_size, checked_size, limited_receive, parse_threshold)
@@ -267,6 +268,8 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
                           {"Retry-After": str(state.pool.retry_after_s())})
         except MemoryBudgetExceeded as exc:  # before inference: the image cannot fit the budget at all
             return _error(413, str(exc).splitlines()[0])
+        except UnsupportedFormat as exc:
+            return _error(415, str(exc).splitlines()[0])
         except InpaintInputError as exc:  # the runtime judged the input: the client's to fix
             return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except Exception:

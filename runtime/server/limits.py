@@ -17,7 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from lama_deploy.errors import UsageError
 
 from ..images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
-from ..images import DEFAULT_MAX_PIXELS, THRESHOLD_PRESETS, check_threshold
+from ..images import (DEFAULT_MAX_PIXELS, FORMAT_NAMES, THRESHOLD_PRESETS, InpaintInputError, UnsupportedFormat,
+                      check_threshold, open_header)
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,14 @@ def limited_receive(receive: Receive, limit: int) -> Receive:
     return receive_within_limit
 
 
-def _header_size(data: bytes) -> tuple[int, int]:
+def _header_size(data: bytes, field: str) -> tuple[int, int]:
     """Parse the header only. Pillow's own bomb check is lifted for it (our limit is applied by the caller,
     with a message that names it); the runtime's loader guards that global with the same lock."""
     with PIL_GLOBALS_LOCK:
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with open_header(io.BytesIO(data), field) as image:  # only the declared format's plugin runs
                 return image.size
         finally:
             Image.MAX_IMAGE_PIXELS = previous
@@ -120,12 +121,15 @@ def checked_size(data: bytes, field: str, max_pixels: int) -> tuple[int, int]:
     their compressed bytes.
     """
     if not data:
-        raise RequestRejected(400, f"form file '{field}' is empty; send a PNG or JPEG image")
+        raise RequestRejected(400, f"form file '{field}' is empty; send {FORMAT_NAMES}")
     try:
-        width, height = _header_size(data)
+        width, height = _header_size(data, f"form file '{field}'")
+    except UnsupportedFormat as exc:
+        raise RequestRejected(415, str(exc)) from None
+    except InpaintInputError as exc:
+        raise RequestRejected(400, str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise RequestRejected(400, f"form file '{field}' is not an image this server can read; send PNG, JPEG "
-                                   "or WebP") from None
+        raise RequestRejected(400, f"form file '{field}' is not a readable image; send {FORMAT_NAMES}") from None
     if width * height > max_pixels:
         raise RequestRejected(413, f"{field} is {width}x{height} = {width * height} pixels, over the server limit "
                                    f"of {max_pixels} (--max-pixels); downscale it or split it into tiles")

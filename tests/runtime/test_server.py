@@ -125,7 +125,7 @@ def _garble(files: dict, data: dict, case: str) -> None:
 
 @pytest.mark.parametrize("case, status, message", [
     ("size_mismatch", 400, "mask is 40x32 but image is 48x40"),
-    ("garbage_image", 400, "form file 'image' is not an image"),
+    ("garbage_image", 415, "cannot read form file 'image': not a PNG, JPEG, WebP, BMP or TIFF file"),
     ("empty_mask", 400, "form file 'mask' is empty"),
     ("truncated_png", 400, "truncated"),  # the header is fine: the runtime's decoder finds it, in the worker
     ("missing_mask", 422, "missing form file 'mask'"),
