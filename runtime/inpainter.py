@@ -27,7 +27,7 @@ from PIL import Image
 from lama_deploy import contract as C
 from lama_deploy.errors import UsageError
 
-from .backends import Backend, BackendError, Profile, create_backend, profile_from_override
+from .backends import Backend, BackendError, InferenceCancelled, Profile, create_backend, profile_from_override
 from .images import (DEFAULT_EXIF, DEFAULT_MAX_PIXELS, ImageSource, LoadedImage, check_exif, load_mask, load_image,
                      resolve_threshold, to_output_image)
 from .memory import MemoryBudgetExceeded, format_bytes, host_cost, max_side_for, resolve_budget
@@ -220,7 +220,7 @@ class Inpainter:
     def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         try:
             return self.backend.infer(feed)[C.OUTPUT]
-        except BackendError:
+        except (BackendError, InferenceCancelled):
             raise
         except Exception as exc:  # a backend's own error type, one line for the user
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -234,6 +234,15 @@ class Inpainter:
         if self.random_weights and plan.runs:
             notes.append("random weights: the output is a plumbing demo, not inpainting")
         return InpaintResult(image, plan.strategy, self.backend.name, time.perf_counter() - job.started, notes)
+
+    # -- cancelling (issue 24): a hook kept apart from the steps above ------------------------------------------
+    def cancel(self) -> None:
+        """Stop the inference in progress (from any thread: a signal handler, a server shutting down); it
+        raises `InferenceCancelled` and makes no result. Later calls are refused until `reset_cancel()`."""
+        self.backend.cancel()
+
+    def reset_cancel(self) -> None:
+        self.backend.reset_cancel()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -34,6 +34,9 @@ from .pool import InferencePool, PoolFull, PoolTimeout
 
 LOG = logging.getLogger("lama_deploy.server")
 INSTALL_HINT = "pip install 'lama-deploy[server]'"
+#: Connections the kernel queues before uvicorn accepts them (uvicorn's default; the kernel caps it at
+#: net.core.somaxconn): a burst of simultaneous connects is queued, never reset.
+LISTEN_BACKLOG = 2048
 #: Form parts other than the two images are tiny (the threshold); cap them so a field cannot balloon.
 _MAX_FIELD_BYTES = 1024
 
@@ -293,8 +296,10 @@ def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
     """The connection limits, for `uvicorn.run` / `uvicorn.Config` (tests run the same ones)."""
     from .http import guarded_h11_protocol
 
-    return {"http": guarded_h11_protocol(limits.header_timeout_s, limits.max_idle_connections),
+    return {"http": guarded_h11_protocol(limits.header_timeout_s, limits.max_idle_connections, limits.min_idle_s,
+                                         limits.max_connections),
             "limit_concurrency": limits.max_connections, "timeout_keep_alive": 5, "access_log": False,
+            "backlog": LISTEN_BACKLOG,
             "timeout_graceful_shutdown": int(limits.request_timeout_s) + 5}
 
 

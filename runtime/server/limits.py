@@ -32,11 +32,14 @@ class ServerLimits:
     max_memory: int | None = None  # host bytes for all inference workers together (None: no budget)
     header_timeout_s: float = 10.0  # a connection must complete its request headers within this
     max_connections: int = 128  # uvicorn's limit_concurrency: beyond it requests get 503
-    max_idle_connections: int = 32  # connections waiting for headers; one more closes the oldest
+    max_idle_connections: int = 32  # per client address, connections waiting for headers; one more closes the oldest
+    min_idle_s: float = 1.0  # ... but only one idle this long: a client that just connected is never evicted
 
     def __post_init__(self) -> None:
         if self.header_timeout_s <= 0:
             raise ValueError(f"--header-timeout must be > 0 seconds, got {self.header_timeout_s}")
+        if self.min_idle_s < 0:
+            raise ValueError(f"the minimum idle time must be >= 0 seconds, got {self.min_idle_s}")
         if self.max_connections < 2 or self.max_idle_connections < 1:
             raise ValueError(f"--max-connections must be >= 2 (got {self.max_connections}) and --max-idle-connections"
                              f" >= 1 (got {self.max_idle_connections})")

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
 
 from PIL import Image
 
@@ -64,13 +68,70 @@ def image_format(path: Path) -> str:
     return fmt
 
 
-def save_image(image: Image.Image, path: Path, quality: int = 95) -> None:
+#: Formats whose encoder changes pixels (at the --jpeg-quality given): their outputs are checked afterwards.
+LOSSY_FORMATS = ("JPEG", "WEBP")
+
+
+def save_image(image: Image.Image, path: Path, quality: int = 95, hole: np.ndarray | None = None) -> str | None:
+    """Write `image` atomically; for a lossy format with the hole map given, a note when pixels outside the
+    hole no longer match (the inpainter keeps them bit for bit; the encoder does not)."""
     fmt = image_format(path)
     if fmt == "JPEG" and image.mode in ("RGBA", "LA"):
         raise InpaintInputError(f"JPEG cannot keep the alpha channel of a {image.mode} image; write {path.stem}.png "
                                 f"instead (folders: --ext png)")
     with atomic_output(path) as tmp:
-        image.save(tmp, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+        image.save(tmp, format=fmt, **({"quality": quality} if fmt in LOSSY_FORMATS else {}))
+    return lossy_note(image, path, fmt, hole) if fmt in LOSSY_FORMATS and hole is not None else None
+
+
+def lossy_note(image: Image.Image, path: Path, fmt: str, hole: np.ndarray) -> str | None:
+    with Image.open(path, formats=[fmt]) as written:
+        decoded = np.asarray(written.convert(image.mode))
+    wanted = np.asarray(image)
+    changed = (decoded != wanted) if decoded.ndim == 2 else (decoded != wanted).any(axis=-1)
+    count = int(np.count_nonzero(changed & ~hole))
+    if not count:
+        return None
+    name = "JPEG" if fmt == "JPEG" else "WebP"
+    return f"{name} is lossy: {count} pixels outside the mask changed; write .png to keep them"
+
+
+def _hole(args: argparse.Namespace, inpainter: Any, image: Path, mask: Path, size: tuple[int, int]) -> np.ndarray:
+    """The hole map as the inpainter read it (same threshold and EXIF rule), for the lossy-output note."""
+    from lama_deploy.runtime.images import load_hole
+
+    return load_hole(mask, size, mask_threshold(args, mask), args.max_pixels, exif=inpainter.exif)
+
+
+#: After Ctrl-C, how long the inference may take to stop (ONNX Runtime ends its run within a kernel or two).
+CANCEL_WAIT_S = 1.5
+
+
+def interruptible(inpainter: Any, work: Callable[[], Any]) -> Any:
+    """`work()` on a helper thread, so that the main thread (the one Python runs signal handlers on) is free:
+    Ctrl-C cancels the inference there (`Inpainter.cancel`) and re-raises, exit 130, with nothing written."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the main thread as is
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="lama-inpaint", daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        inpainter.cancel()
+        done.wait(CANCEL_WAIT_S)  # a daemon thread: the process ends at 130 even if a model call lingers
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def mask_threshold(args: argparse.Namespace, mask: Path) -> float:
@@ -89,6 +150,8 @@ def check_args_before_work(args: argparse.Namespace) -> None:
     if args.image is None:
         return
     for path, what in ((args.image, "image"), (args.mask, "mask")):
+        if Path(path).is_dir():
+            raise UserError(f"{what} {path} is a directory, not a file; pass an image file (folders: --images DIR)")
         if not Path(path).is_file():
             raise InputNotFound(f"{what} {path} not found")
     check_output_file(args.output, "-o")
@@ -113,17 +176,17 @@ def _load_inpainter(args: argparse.Namespace):
 
 
 def run_single(args: argparse.Namespace) -> int:
+    """One image; an input problem (unreadable image, wrong-size mask, ...) is a user error: one line, exit 2."""
     output = Path(args.output)
+    image, mask = Path(args.image), Path(args.mask)
     with _load_inpainter(args) as inpainter:
-        try:
-            with stage(PROG, f"inpainting {Path(args.image).name} with {inpainter.backend.name}"):
-                result = inpainter.inpaint(args.image, args.mask, threshold=mask_threshold(args, Path(args.mask)))
-            save_image(result.image, output, args.jpeg_quality)
-        except InpaintInputError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 1
+        with stage(PROG, f"inpainting {image.name} with {inpainter.backend.name}"):
+            result = interruptible(inpainter, lambda: inpainter.inpaint(image, mask,
+                                                                        threshold=mask_threshold(args, mask)))
+        hole = _hole(args, inpainter, image, mask, result.image.size) if image_format(output) in LOSSY_FORMATS else None
+        lossy = save_image(result.image, output, args.jpeg_quality, hole)
     print(f"{PROG}: wrote {output} ({result.strategy}, {result.backend}, {result.seconds:.2f} s)")
-    for note in result.notes:
+    for note in result.notes + ([lossy] if lossy else []):
         print(f"  note: {note}")
     return 0
 
@@ -150,7 +213,8 @@ def run_folder(args: argparse.Namespace) -> int:
                 if pair.mask is None:
                     raise InpaintInputError(f"no mask for '{pair.image.name}' in {masks_dir} "
                                             f"(looked for {pair.image.stem}.*, {pair.image.stem}_mask*.*)")
-                result = inpainter.inpaint(pair.image, pair.mask, threshold=mask_threshold(args, pair.mask))
+                result = interruptible(inpainter, lambda: inpainter.inpaint(
+                    pair.image, pair.mask, threshold=mask_threshold(args, pair.mask)))
                 save_image(result.image, out_dir / f"{pair.output_stem}.{args.ext.lstrip('.')}", args.jpeg_quality)
                 strategies[result.strategy] += 1
             except Exception as exc:  # one bad file must not stop the others
