@@ -12,6 +12,7 @@ failed. Outputs are written atomically (PNG by default in folder mode).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ import numpy as np
 
 from PIL import Image
 
-from lama_deploy.errors import InputNotFound, UserError, cli_entry
+from lama_deploy.errors import EXIT_INTERRUPTED, InputNotFound, UserError, cli_entry
 from lama_deploy.files import atomic_output, check_output_file
 
 from lama_deploy.runtime.backends import BACKENDS
@@ -103,8 +104,9 @@ def _hole(args: argparse.Namespace, inpainter: Any, image: Path, mask: Path, siz
     return load_hole(mask, size, mask_threshold(args, mask), args.max_pixels, exif=inpainter.exif)
 
 
-#: After Ctrl-C, how long the inference may take to stop (ONNX Runtime ends its run within a kernel or two).
-CANCEL_WAIT_S = 1.5
+#: After Ctrl-C, how long the inference may take to stop: ONNX Runtime ends its run at the next node boundary,
+#: which at 3000x2000 can be a second away; after that the process exits without it (2 s promised).
+CANCEL_WAIT_S = 1.0
 
 
 def interruptible(inpainter: Any, work: Callable[[], Any]) -> Any:
@@ -127,7 +129,12 @@ def interruptible(inpainter: Any, work: Callable[[], Any]) -> Any:
             pass
     except KeyboardInterrupt:
         inpainter.cancel()
-        done.wait(CANCEL_WAIT_S)  # a daemon thread: the process ends at 130 even if a model call lingers
+        if not done.wait(CANCEL_WAIT_S):
+            # a model call still running: the interpreter's normal exit would tear the runtime down under it
+            # (an abort, or seconds of waiting), so leave at once; nothing was written (outputs are atomic)
+            print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(EXIT_INTERRUPTED)
         raise
     if "error" in outcome:
         raise outcome["error"]
