@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Sequence
 
 from lama_deploy import contract as C
@@ -30,7 +31,7 @@ from ..images import DEFAULT_MAX_PIXELS, InpaintInputError, UnsupportedFormat, u
 from ..memory import MemoryBudgetExceeded, format_bytes, max_side_for, resolve_budget
 from .limits import (RequestRejected, ServerLimits, check_content_length,
                             check_same_size, checked_size, limited_receive, parse_threshold)
-from .pool import InferencePool, PoolFull, PoolTimeout
+from .pool import InferencePool, PoolFull, PoolShed, PoolTimeout
 
 LOG = logging.getLogger("lama_deploy.server")
 INSTALL_HINT = "pip install 'lama-deploy[server]'"
@@ -62,8 +63,23 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None):
     return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers)
 
 
+#: Status logged for a request whose client left before sending it all (nginx's convention; never sent).
+CLIENT_CLOSED = 499
+
+
+def _client(request: Any) -> str:
+    client = request.scope.get("client") or ("-", 0)
+    return str(client[0])
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _without_paths(info: dict[str, Any]) -> dict[str, Any]:
+    """`Inpainter.info()` for any client: a value that is a filesystem path becomes its file name."""
+    return {key: (Path(value).name if isinstance(value, str) and ("/" in value or "\\" in value) else value)
+            for key, value in info.items()}
 
 
 class AccessLog:
@@ -186,7 +202,8 @@ class ServerState:
         self.limits = limits
         self.pool = InferencePool(inpainters, limits.queue_size)
         self.info = _jsonable(inpainters[0].info())
-        self.model_path = model_path or self.info.get("model") or self.info.get("path")
+        path = model_path or self.info.get("model") or self.info.get("path")
+        self.model_name = Path(str(path)).name if path else None  # /health shows no paths: the file name only
         self.weights = str(self.info.get("weights") or self.info.get("weights_label") or "")
         self.started = time.monotonic()
 
@@ -199,25 +216,26 @@ class ServerState:
                 "max_idle_connections": limits.max_idle_connections}
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "backend": self.info.get("backend"), "model": self.model_path,
+        return {"status": "ok", "backend": self.info.get("backend"), "model": self.model_name,
                 "weights": self.weights, "profile": self.info.get("profile", self.info.get("profiles")),
                 "size_rule": C.SIZE_RULE, "size_multiple": C.SIZE_MULTIPLE, "min_side": C.MIN_SIDE,
                 "limits": self.limits_info(),
                 "uptime_s": round(time.monotonic() - self.started, 1), "requests": self.pool.snapshot(),
-                "info": self.info}
+                "info": _without_paths(self.info)}
 
 
 async def _inpaint(request: Any, state: ServerState) -> Any:
     from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
 
-    state.pool.refuse_if_full()  # before reading an upload we could not queue anyway
     deadline = time.monotonic() + state.limits.request_timeout_s
+    # at the door, before reading an upload we could not queue or finish in time anyway
+    state.pool.refuse_if_full(state.limits.request_timeout_s)
     image_bytes, mask_bytes, threshold = await _read_form_in_time(request, state.limits)
     # headers only, but a PNG may carry megabytes of chunks before its pixels: keep it off the event loop
     await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels, state.pool.inpainters[0],
                             state.info.get("exif", "keep"))
-    slot = state.pool.admit()
+    slot = state.pool.admit(deadline - time.monotonic())
     try:
         remaining = max(0.001, deadline - time.monotonic())
         result = await state.pool.run(slot, image_bytes, mask_bytes, threshold, remaining,
@@ -233,7 +251,8 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
                model_path: str | None = None) -> Any:
     """The FastAPI app serving `inpainter` (or a list of them: one per worker thread)."""
     fastapi = import_fastapi()
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
+    from starlette.requests import ClientDisconnect
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     inpainters = list(inpainter) if isinstance(inpainter, (list, tuple)) else [inpainter]
@@ -259,9 +278,17 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
     async def inpaint(request: Any) -> Any:
         try:
             return await _inpaint(request, state)
+        except ClientDisconnect:
+            # the client went away mid-body: its own doing, one line (a traceback per client would flood the log)
+            LOG.warning("%s: client disconnected before its request body was complete", _client(request))
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the access log says 499
         except RequestRejected as exc:
             state.pool.count_bad_input()
             return _error(exc.status, exc.message, exc.headers)
+        except PoolShed as exc:
+            return _error(503, f"server busy: the requests ahead would take about {exc.expected_s:.0f} s, more than "
+                               f"the {state.limits.request_timeout_s:g} s request timeout; retry in "
+                               f"{exc.retry_after_s} s", {"Retry-After": str(exc.retry_after_s)})
         except PoolFull as exc:
             return _error(503, f"server busy: {state.pool.capacity} requests already running or queued "
                                f"(--queue-size); retry in {exc.retry_after_s} s",
