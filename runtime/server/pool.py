@@ -22,6 +22,11 @@ from typing import Any, Sequence
 from ..images import InpaintInputError
 
 
+#: Admit a request only when the queue ahead is expected through within this share of its time left: the rest
+#: of the deadline is for reading, checking and encoding, and for the estimate's noise.
+ADMIT_SHARE = 0.8
+
+
 class PoolFull(Exception):
     """No slot left: `retry_after_s` estimates when one frees up."""
 
@@ -108,7 +113,7 @@ class InferencePool:
             self.stats.rejected_busy += 1
             raise PoolFull(self.retry_after_s())
         expected = self.expected_s()
-        if time_left_s is not None and expected > time_left_s:
+        if time_left_s is not None and expected > ADMIT_SHARE * time_left_s:
             self.stats.rejected_busy += 1
             raise PoolShed(self.retry_after_s(), expected, time_left_s)
 
