@@ -142,6 +142,10 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
     atol = TOLERANCES[precision][0] if atol is None else atol
     rtol = TOLERANCES[precision][1] if rtol is None else rtol
     source = TOLERANCE_SOURCE if (atol, rtol) == TOLERANCES[precision] else "given by the caller"
+    if engine is not None and use_tensorrt:
+        reason = engine_cannot_run(onnx_path, engine, shapes, out_dir)
+        if reason is not None:  # known at once: do not spend a minute on the ONNX Runtime comparison first
+            return not_checked_report(onnx_path, metadata, precision, atol, rtol, source, reason, start)
     feeds, names, bad_inputs = make_feeds(shapes, quick, seed, image_dir, mask_dir)
     shapes = [(f[C.IMAGE].shape[0], f[C.IMAGE].shape[2], f[C.IMAGE].shape[3]) for f in feeds]
     torch_model, reference = reference_model(metadata, checkpoint, model)
@@ -169,6 +173,31 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
     report.seconds = round(time.perf_counter() - start, 1)
     report.files["report"] = str(out_dir / "report.json")
     write_report(report, report.files["report"])
+    return report
+
+
+def engine_cannot_run(onnx_path: Path, engine: str, shapes, out_dir: Path) -> str | None:
+    """Why the requested engine cannot run here (no GPU, no TensorRT, a broken engine), or None. Cheap: the
+    runner is only described, its engine is deserialised when it runs."""
+    from .validate_runners import RunnerUnavailable, trt_runner
+
+    try:
+        trt_runner(onnx_path, engine, shapes or DEFAULT_SHAPES, out_dir)
+    except RunnerUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def not_checked_report(onnx_path: Path, metadata: dict[str, str], precision: str, atol: float, rtol: float,
+                       source: str, reason: str, start: float) -> ValidationReport:
+    report = ValidationReport(onnx=str(onnx_path), onnx_sha256=file_sha256(onnx_path),
+                              config=metadata.get(C.META_CONFIG, "unknown"),
+                              weights=metadata.get(C.META_WEIGHTS, "unknown weights"), precision=precision,
+                              reference="not run", atol=atol, rtol=rtol, tolerance_source=source, shapes=[],
+                              replay_command=f"lama-deploy validate {onnx_path}")
+    report.not_checked["tensorrt"] = reason
+    report.notes.append("the ONNX Runtime comparison was not run either; drop --engine to check the ONNX alone")
+    report.seconds = round(time.perf_counter() - start, 1)
     return report
 
 

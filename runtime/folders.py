@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from .images import IMAGE_SUFFIXES  # the formats the API accepts, declared once
+
+__all__ = ["IMAGE_SUFFIXES", "Pair", "list_images", "pair_files"]
 _MASK_STEM = re.compile(r"^(?P<stem>.+)_mask\d*$")
 
 

@@ -23,6 +23,7 @@ the result says so in its notes; palette masks are reduced to luminance. Each ba
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -50,6 +51,21 @@ DEFAULT_EXIF = "apply"
 #: With threshold 0, warn when more than this share of the nonzero mask pixels lie strictly between 0 and 255.
 SOFT_MASK_SHARE = 0.05
 
+#: The image formats the API accepts (Pillow's name -> file suffixes): the one list the server, the CLI's
+#: folder mode and the loader read. Every other format Pillow knows is refused from its header before any
+#: decoder runs: EPS/PS/PDF hand the file to Ghostscript, which runs the client's PostScript without a limit.
+IMAGE_FORMATS = {"PNG": (".png",), "JPEG": (".jpg", ".jpeg"), "WEBP": (".webp",), "BMP": (".bmp",),
+                 "TIFF": (".tif", ".tiff")}
+IMAGE_SUFFIXES = tuple(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
+FORMAT_NAMES = "PNG, JPEG, WebP, BMP or TIFF"
+#: Magic bytes at the start of each accepted format's file.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
+          (b"MM\x00*", "TIFF"))
+#: A PNG's chunks are walked (by Pillow, in Python) one by one: a 20 MB upload of empty chunks is 1.6 million
+#: of them. Real encoders write IDAT chunks of 8 KiB or more and a few dozen others; allow far more than that.
+PNG_CHUNK_BYTES = 4096
+PNG_EXTRA_CHUNKS = 1024
+
 ImageSource = Union[str, Path, bytes, IO[bytes], Image.Image, np.ndarray]
 
 _HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;32", "I;32B"}
@@ -59,6 +75,63 @@ _OPEN_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is global: set it and op
 
 class InpaintInputError(UserError):
     """An image or mask the runtime cannot use; the message is one line that says what to do."""
+
+
+class UnsupportedFormat(InpaintInputError):
+    """A file whose header is none of IMAGE_FORMATS (the server answers 415)."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The IMAGE_FORMATS name of a file from its first 12 bytes, or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
+
+def check_format(stream: IO[bytes], name: str) -> str:
+    """The accepted format of a seekable stream, from its header (the position is restored); else
+    `UnsupportedFormat`. PNG chunk counts are bounded here too, before Pillow walks them."""
+    start = stream.tell()
+    head = stream.read(12)
+    stream.seek(start)
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise UnsupportedFormat(f"cannot read {name}: not a {FORMAT_NAMES} file (from its header); convert it to "
+                                f"one of these formats")
+    if fmt == "PNG":
+        _check_png_chunks(stream, name)
+        stream.seek(start)
+    return fmt
+
+
+def _check_png_chunks(stream: IO[bytes], name: str) -> None:
+    """Walk chunk headers only (seeking over the data), stopping at the chunk budget for the file's size."""
+    start = stream.tell()
+    size = stream.seek(0, io.SEEK_END) - start
+    budget = size // PNG_CHUNK_BYTES + PNG_EXTRA_CHUNKS
+    position = start + 8
+    for _ in range(budget):
+        stream.seek(position)
+        header = stream.read(8)
+        if len(header) < 8:
+            return  # truncated: Pillow reports it
+        length, kind = struct.unpack(">I4s", header)
+        if kind == b"IEND":
+            return
+        position += 12 + length
+    raise InpaintInputError(f"{name} has more than {budget} PNG chunks for its {size} bytes (a crafted file); "
+                            f"save it again with an ordinary encoder")
+
+
+def open_header(source: str | Path | IO[bytes], name: str) -> Image.Image:
+    """`Image.open` restricted to the format the header declares (only that plugin runs); pixels not decoded."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as probe:
+            fmt = check_format(probe, name)
+        return Image.open(str(source), formats=[fmt])
+    if not source.seekable():
+        source = io.BytesIO(source.read())
+    return Image.open(source, formats=[check_format(source, name)])
 
 
 @dataclass
@@ -115,8 +188,10 @@ def open_file(source: str | Path | bytes | IO[bytes], name: str, max_pixels: int
     """Open and decode an image file (or its bytes), with the size guard applied before decoding."""
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if path.is_dir():
+            raise InpaintInputError(f"{name} is a directory, not a file: {path}")
         if not path.is_file():
-            raise InpaintInputError(f"{name} does not exist or is not a file: {path}")
+            raise InpaintInputError(f"{name} does not exist: {path}")
         stream: IO[bytes] | str = str(path)
     else:
         stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
@@ -127,7 +202,7 @@ def open_file(source: str | Path | bytes | IO[bytes], name: str, max_pixels: int
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    img = Image.open(stream)
+                    img = open_header(stream, name)
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
     except Image.DecompressionBombError:
@@ -203,7 +278,7 @@ def upright_size(data: bytes, size: tuple[int, int], exif: str = DEFAULT_EXIF) -
     if check_exif(exif) == "keep":
         return size
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_header(io.BytesIO(data), "image") as img:
             orientation = _exif_orientation(img)
     except Exception:  # the size check already opened it; an odd header keeps the stored size
         return size

@@ -24,7 +24,7 @@ import numpy as np
 from lama_deploy import contract as C
 from lama_deploy.errors import UsageError
 
-from .backends import Backend, BackendError, Profile, create_backend, profile_from_override
+from .backends import Backend, BackendError, InferenceCancelled, Profile, create_backend, profile_from_override
 from .images import ImageSource
 from .memory import host_cost
 from .options import InpaintOptions
@@ -142,7 +142,7 @@ class Inpainter:
     def infer(self, feed: Dict[str, np.ndarray]) -> np.ndarray:
         try:
             return self.backend.infer(feed)[C.OUTPUT]
-        except BackendError:
+        except (BackendError, InferenceCancelled):
             raise
         except Exception as exc:  # a backend's own error type, one line for the user
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -166,6 +166,24 @@ class Inpainter:
         for batch in self.batches(jobs):
             self.run(batch)
         return [self.finish(job) for job in jobs]
+
+    # -- cancelling (issue 24): a hook kept apart from the steps above ------------------------------------------
+    def cancel(self) -> None:
+        """Stop the inference in progress (from any thread: a signal handler, a server shutting down); it
+        raises `InferenceCancelled` and makes no result. Later calls are refused until `reset_cancel()`."""
+        self.backend.cancel()
+
+    def reset_cancel(self) -> None:
+        self.backend.reset_cancel()
+
+    # -- cancelling: from any thread (a signal handler, a server shutting down) -------------------------------
+    def cancel(self) -> None:
+        """Stop the inference in progress; it raises `InferenceCancelled` and makes no result. Later calls are
+        refused until `reset_cancel()`."""
+        self.backend.cancel()
+
+    def reset_cancel(self) -> None:
+        self.backend.reset_cancel()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def close(self) -> None:

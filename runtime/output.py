@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 from typing import Dict, Optional
 
+import numpy as np
 from PIL import Image, PngImagePlugin
 
 from lama_deploy.errors import UserError
@@ -37,12 +38,31 @@ def encode_image(image: Image.Image, fmt: str, quality: int = DEFAULT_JPEG_QUALI
     return buffer.getvalue()
 
 
-def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_JPEG_QUALITY) -> None:
-    """Write the result to `path` atomically, in the format its suffix names, with the input's metadata."""
+#: Formats whose encoder changes pixels (at the quality given): their outputs are checked after writing.
+LOSSY_FORMATS = ("JPEG", "WEBP")
+
+
+def save_image(image: Image.Image, path: Path, quality: int = DEFAULT_JPEG_QUALITY,
+               hole: Optional[np.ndarray] = None) -> Optional[str]:
+    """Write the result to `path` atomically, in the format its suffix names, with the input's metadata. For a
+    lossy format and the hole map given: a note when pixels outside the hole no longer match (the inpainter
+    keeps them bit for bit; the encoder does not)."""
     path = Path(path)
     fmt = image_format(path)
     with atomic_output(path) as tmp:
         _save(image, tmp, fmt, quality)
+    return lossy_note(image, path, fmt, hole) if fmt in LOSSY_FORMATS and hole is not None else None
+
+
+def lossy_note(image: Image.Image, path: Path, fmt: str, hole: np.ndarray) -> Optional[str]:
+    with Image.open(path, formats=[fmt]) as written:
+        decoded = np.asarray(written.convert(image.mode))
+    wanted = np.asarray(image)
+    changed = (decoded != wanted) if decoded.ndim == 2 else (decoded != wanted).any(axis=-1)
+    count = int(np.count_nonzero(changed & ~hole))
+    if not count:
+        return None
+    return f"{'JPEG' if fmt == 'JPEG' else 'WebP'} is lossy: {count} pixels outside the mask changed; write .png to keep them"
 
 
 def _save(image: Image.Image, target: object, fmt: str, quality: int, text: Optional[Dict[str, str]] = None) -> None:

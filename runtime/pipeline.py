@@ -38,6 +38,7 @@ class InpaintResult:
     backend: str
     seconds: float
     notes: List[str] = field(default_factory=list)
+    hole: Optional[np.ndarray] = None  # H x W bool: the pixels the model filled (as the mask was read)
 
     @property
     def array(self) -> np.ndarray:
@@ -164,4 +165,5 @@ class Pipeline:
         notes = loaded.notes + job.notes + plan.notes
         if self.random_weights and plan.runs:
             notes.append(RANDOM_WEIGHTS_NOTE)
-        return InpaintResult(image, plan.strategy, self.backend_name, time.perf_counter() - job.started, notes)
+        return InpaintResult(image, plan.strategy, self.backend_name, time.perf_counter() - job.started, notes,
+                             job.hole)

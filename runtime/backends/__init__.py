@@ -12,14 +12,14 @@ from typing import Any, Sequence
 
 from lama_deploy.errors import UsageError
 
-from .base import Backend, BackendError, Profile, profile_from_override
+from .base import Backend, BackendError, InferenceCancelled, Profile, profile_from_override
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 #: model file suffix -> backend: the one table (Triton's repository writer maps the same suffixes to platforms)
 SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pt": "torch", ".pth": "torch"}
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend",
+__all__ = ["BACKENDS", "Backend", "BackendError", "InferenceCancelled", "Profile", "backend_for_path", "create_backend",
            "profile_from_override"]
 
 
@@ -47,8 +47,8 @@ def create_backend(path: str | Path, backend: str = "auto", device: str | None =
     torch_mode = {key: value for key, value in torch_mode.items() if value is not None}
     if torch_mode and name != "torch" and torch_mode != {"precision": "fp32"}:
         options = ", ".join(f"{key}={value}" for key, value in sorted(torch_mode.items()))
-        raise BackendError(f"{options} applies to the PyTorch backend (.ckpt/.pt/.pth) only; a {name} model's "
-                           f"precision is chosen at export/build time")
+        raise BackendError(f"{options} applies to the PyTorch backend (.ckpt/.pt/.pth) only; for the {name} "
+                           f"backend the precision is chosen at export/build time")
     if providers and name != "onnxruntime":
         raise BackendError(f"execution providers apply to the ONNX Runtime backend (.onnx) only, not to a {name} "
                            f"model; drop them")

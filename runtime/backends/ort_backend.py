@@ -164,6 +164,7 @@ class OnnxRuntimeBackend(Backend):
         self._metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._profile = self._profile_from_session()
         self._run_options = ort.RunOptions()
+        self._run_options.terminate = self.cancelled  # cancelled before it was activated
         if self._cpu_only():
             self._run_options.add_run_config_entry(*ARENA_SHRINKAGE)
 
@@ -195,6 +196,18 @@ class OnnxRuntimeBackend(Backend):
         typed = {name: array.astype(self._dtypes.get(name, np.float32), copy=False) for name, array in feed.items()}
         (output,) = self.session.run([C.OUTPUT], typed, self._run_options)
         return {C.OUTPUT: np.asarray(output, dtype=np.float32)}
+
+    def cancel_impl(self) -> None:
+        # ONNX Runtime checks this flag between kernels and ends the run with an error (`Backend.infer` turns
+        # that into InferenceCancelled); big-lama's CPU kernels are short, so the run stops within a second
+        run_options = getattr(self, "_run_options", None)
+        if run_options is not None:
+            run_options.terminate = True
+
+    def reset_cancel_impl(self) -> None:
+        run_options = getattr(self, "_run_options", None)
+        if run_options is not None:
+            run_options.terminate = False
 
     def deactivate_impl(self) -> None:
         self.session = None

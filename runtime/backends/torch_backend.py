@@ -81,6 +81,8 @@ class TorchBackend(Backend):
 
     def activate_impl(self) -> None:
         self.model = apply_policy(self.model.to(self.device).eval(), self.mode)
+        self._cancel_hooks = [module.register_forward_pre_hook(self._stop_if_cancelled)
+                              for module in self.model.modules()]  # a forward stops at its next layer
         if self.device.startswith("cuda"):
             from .torch_cuda import CudaExecutor
 
@@ -100,7 +102,13 @@ class TorchBackend(Backend):
             output = self._forward(image, mask)
         return {C.OUTPUT: output.cpu().numpy()}
 
+    def _stop_if_cancelled(self, module: Any, inputs: Any) -> None:
+        self._raise_if_cancelled()
+
     def deactivate_impl(self) -> None:
+        for hook in getattr(self, "_cancel_hooks", []):
+            hook.remove()
+        self._cancel_hooks = []
         if self.executor is not None:
             self.executor.close()
             self.executor = None

@@ -9,7 +9,8 @@
 
 Every error is JSON `{"error": "one line"}`: 400 unreadable image or size mismatch, 408 body not received
 within --request-timeout, 413 body or pixel count over the limit or an image the memory budget cannot hold
-even downscaled, 415 not multipart, 422 missing or invalid form field, 503 queue full or timed out (with
+even downscaled, 415 not multipart or an image format other than PNG, JPEG, WebP, BMP, TIFF (`images.IMAGE_FORMATS`,
+checked from the header before any decoder runs), 422 missing or invalid form field, 503 queue full or timed out (with
 Retry-After), 500 unexpected failure (details in the server log only). Connection limits (header deadline,
 idle cap) are in `http`; what the server promises is in docs/security.md. Inference runs in a
 bounded worker pool (`lama_deploy.runtime.server.pool`), one Inpainter per worker, so a TensorRT execution context
@@ -28,16 +29,19 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, missing_dependency
 
-from ..images import InpaintInputError, upright_size
+from ..images import InpaintInputError, UnsupportedFormat, upright_size
 from ..memory import MemoryBudgetExceeded
 from ..options import REQUEST_OPTIONS, InpaintOptions
 from ..output import encode_image
 from .limits import (RequestRejected, ServerLimits, check_content_length, check_same_size, checked_size,
                      limited_receive, request_options)
-from .pool import InferencePool, PoolFull, PoolTimeout
+from .pool import InferencePool, PoolFull, PoolShed, PoolTimeout
 
 LOG = logging.getLogger("lama_deploy.server")
 INSTALL_HINT = "pip install 'lama-deploy[server]'"
+#: Connections the kernel queues before uvicorn accepts them (uvicorn's default; the kernel caps it at
+#: net.core.somaxconn): a burst of simultaneous connects is queued, never reset.
+LISTEN_BACKLOG = 2048
 #: Form parts other than the two images are tiny (the option fields); cap them so a field cannot balloon.
 _MAX_FIELD_BYTES = 1024
 
@@ -63,8 +67,23 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None):
     return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers)
 
 
+#: Status logged for a request whose client left before sending it all (nginx's convention; never sent).
+CLIENT_CLOSED = 499
+
+
+def _client(request: Any) -> str:
+    client = request.scope.get("client") or ("-", 0)
+    return str(client[0])
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+def _without_paths(info: dict[str, Any]) -> dict[str, Any]:
+    """`Inpainter.info()` for any client: a value that is a filesystem path becomes its file name."""
+    return {key: (Path(value).name if isinstance(value, str) and ("/" in value or "\\" in value) else value)
+            for key, value in info.items()}
 
 
 class AccessLog:
@@ -184,7 +203,7 @@ class ServerState:
         #: the server's options; each request may change the per-request ones (form fields)
         self.options = getattr(inpainters[0], "options", None) or InpaintOptions()
         # /health names the model file, never its path (the host's folders are nobody's business)
-        self.model_name = Path(model_path or self.info.get("model") or "").name or None
+        self.model_name = Path(str(model_path or self.info.get("model") or "")).name or None
         self.weights = str(self.info.get("weights") or "")
         self.started = time.monotonic()
 
@@ -202,21 +221,22 @@ class ServerState:
                 "size_rule": C.SIZE_RULE, "size_multiple": C.SIZE_MULTIPLE, "min_side": C.MIN_SIDE,
                 "limits": self.limits_info(),
                 "uptime_s": round(time.monotonic() - self.started, 1), "requests": self.pool.snapshot(),
-                "info": self.info}
+                "info": _without_paths(self.info)}
 
 
 async def _inpaint(request: Any, state: ServerState) -> Any:
     from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
 
-    state.pool.refuse_if_full()  # before reading an upload we could not queue anyway
     deadline = time.monotonic() + state.limits.request_timeout_s
+    # at the door, before reading an upload we could not queue or finish in time anyway
+    state.pool.refuse_if_full(state.limits.request_timeout_s)
     image_bytes, mask_bytes, fields = await _read_form_in_time(request, state.limits)
     options = request_options(fields, state.options)
     # headers only, but a PNG may carry megabytes of chunks before its pixels: keep it off the event loop
     await run_in_threadpool(_check_pair, image_bytes, mask_bytes, state.limits.max_pixels, state.pool.inpainters[0],
                             options.exif)
-    slot = state.pool.admit()
+    slot = state.pool.admit(deadline - time.monotonic())
     try:
         remaining = max(0.001, deadline - time.monotonic())
         result = await state.pool.run(slot, image_bytes, mask_bytes, options, remaining,
@@ -233,7 +253,8 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
     """The FastAPI app serving `inpainter` (or a list of them: one per worker thread); `ui`: also the web page
     at `GET /` (read-only routes, see `ui.py`)."""
     fastapi = import_fastapi()
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
+    from starlette.requests import ClientDisconnect
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     inpainters = list(inpainter) if isinstance(inpainter, (list, tuple)) else [inpainter]
@@ -259,9 +280,17 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
     async def inpaint(request: Any) -> Any:
         try:
             return await _inpaint(request, state)
+        except ClientDisconnect:
+            # the client went away mid-body: its own doing, one line (a traceback per client would flood the log)
+            LOG.warning("%s: client disconnected before its request body was complete", _client(request))
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the access log says 499
         except RequestRejected as exc:
             state.pool.count_bad_input()
             return _error(exc.status, exc.message, exc.headers)
+        except PoolShed as exc:
+            return _error(503, f"server busy: the requests ahead would take about {exc.expected_s:.0f} s, more than "
+                               f"the {state.limits.request_timeout_s:g} s request timeout; retry in "
+                               f"{exc.retry_after_s} s", {"Retry-After": str(exc.retry_after_s)})
         except PoolFull as exc:
             return _error(503, f"server busy: {state.pool.capacity} requests already running or queued "
                                f"(--queue-size); retry in {exc.retry_after_s} s",
@@ -271,6 +300,8 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
                           {"Retry-After": str(state.pool.retry_after_s())})
         except MemoryBudgetExceeded as exc:  # before inference: the image cannot fit the budget at all
             return _error(413, str(exc).splitlines()[0])
+        except UnsupportedFormat as exc:
+            return _error(415, str(exc).splitlines()[0])
         except InpaintInputError as exc:  # the runtime judged the input: the client's to fix
             return _error(400, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except Exception:
@@ -298,8 +329,10 @@ def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
     """The connection limits, for `uvicorn.run` / `uvicorn.Config` (tests run the same ones)."""
     from .http import guarded_h11_protocol
 
-    return {"http": guarded_h11_protocol(limits.header_timeout_s, limits.max_idle_connections),
+    return {"http": guarded_h11_protocol(limits.header_timeout_s, limits.max_idle_connections, limits.min_idle_s,
+                                         limits.max_connections),
             "limit_concurrency": limits.max_connections, "timeout_keep_alive": 5, "access_log": False,
+            "backlog": LISTEN_BACKLOG,
             "timeout_graceful_shutdown": int(limits.request_timeout_s) + 5}
 
 

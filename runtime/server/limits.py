@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from lama_deploy.errors import UsageError
 
 from ..images import _OPEN_LOCK as PIL_GLOBALS_LOCK  # serialises changes to Image.MAX_IMAGE_PIXELS
-from ..images import DEFAULT_MAX_PIXELS
+from ..images import DEFAULT_MAX_PIXELS, FORMAT_NAMES, InpaintInputError, UnsupportedFormat, open_header
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,14 @@ class ServerLimits:
     max_memory: int | None = None  # host bytes for all inference workers together (None: no budget)
     header_timeout_s: float = 10.0  # a connection must complete its request headers within this
     max_connections: int = 128  # uvicorn's limit_concurrency: beyond it requests get 503
-    max_idle_connections: int = 32  # connections waiting for headers; one more closes the oldest
+    max_idle_connections: int = 32  # per client address, connections waiting for headers; one more closes the oldest
+    min_idle_s: float = 1.0  # ... but only one idle this long: a client that just connected is never evicted
 
     def __post_init__(self) -> None:
         if self.header_timeout_s <= 0:
             raise ValueError(f"--header-timeout must be > 0 seconds, got {self.header_timeout_s}")
+        if self.min_idle_s < 0:
+            raise ValueError(f"the minimum idle time must be >= 0 seconds, got {self.min_idle_s}")
         if self.max_connections < 2 or self.max_idle_connections < 1:
             raise ValueError(f"--max-connections must be >= 2 (got {self.max_connections}) and --max-idle-connections"
                              f" >= 1 (got {self.max_idle_connections})")
@@ -98,14 +101,14 @@ def limited_receive(receive: Receive, limit: int) -> Receive:
     return receive_within_limit
 
 
-def _header_size(data: bytes) -> tuple[int, int]:
+def _header_size(data: bytes, field: str) -> tuple[int, int]:
     """Parse the header only. Pillow's own bomb check is lifted for it (our limit is applied by the caller,
     with a message that names it); the runtime's loader guards that global with the same lock."""
     with PIL_GLOBALS_LOCK:
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with open_header(io.BytesIO(data), field) as image:  # only the declared format's plugin runs
                 return image.size
         finally:
             Image.MAX_IMAGE_PIXELS = previous
@@ -120,12 +123,15 @@ def checked_size(data: bytes, field: str, max_pixels: int) -> tuple[int, int]:
     their compressed bytes.
     """
     if not data:
-        raise RequestRejected(400, f"form file '{field}' is empty; send a PNG or JPEG image")
+        raise RequestRejected(400, f"form file '{field}' is empty; send {FORMAT_NAMES}")
     try:
-        width, height = _header_size(data)
+        width, height = _header_size(data, f"form file '{field}'")
+    except UnsupportedFormat as exc:
+        raise RequestRejected(415, str(exc)) from None
+    except InpaintInputError as exc:
+        raise RequestRejected(400, str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise RequestRejected(400, f"form file '{field}' is not an image this server can read; send PNG, JPEG "
-                                   "or WebP") from None
+        raise RequestRejected(400, f"form file '{field}' is not a readable image; send {FORMAT_NAMES}") from None
     if width * height > max_pixels:
         raise RequestRejected(413, f"{field} is {width}x{height} = {width * height} pixels, over the server limit "
                                    f"of {max_pixels} (--max-pixels); downscale it or split it into tiles")

@@ -22,6 +22,11 @@ from typing import Any, Sequence
 from ..images import InpaintInputError
 
 
+#: Admit a request only when the queue ahead is expected through within this share of its time left: the rest
+#: of the deadline is for reading, checking and encoding, and for the estimate's noise.
+ADMIT_SHARE = 0.8
+
+
 class PoolFull(Exception):
     """No slot left: `retry_after_s` estimates when one frees up."""
 
@@ -34,14 +39,27 @@ class PoolTimeout(Exception):
     """The request did not finish within the request timeout."""
 
 
+class PoolShed(PoolFull):
+    """Admission control: the queue ahead would not be through before this request's deadline."""
+
+    def __init__(self, retry_after_s: int, expected_s: float, deadline_s: float) -> None:
+        super().__init__(retry_after_s)
+        self.expected_s, self.deadline_s = expected_s, deadline_s
+
+
+class DeadlinePassed(Exception):
+    """A queued job whose request deadline passed before a worker was free: never started."""
+
+
 @dataclass
 class PoolStats:
     served: int = 0
     bad_input: int = 0  # the image or mask was refused, at the door or by the runtime (HTTP 4xx)
     failed: int = 0  # anything else raised (HTTP 500)
-    rejected_busy: int = 0
+    rejected_busy: int = 0  # refused at the door: queue full, or its expected wait over the deadline (shed)
     timed_out: int = 0
     inference_seconds: float = 0.0
+    service_s: float | None = None  # recent inference time per request (moving average), for admission
 
 
 class Slot:
@@ -80,27 +98,41 @@ class InferencePool:
 
     # --- admission --------------------------------------------------------------------------------------
 
-    def admit(self) -> Slot:
-        """Reserve a place (running or queued) or raise `PoolFull`."""
+    def admit(self, time_left_s: float | None = None) -> Slot:
+        """Reserve a place (running or queued) or raise `PoolFull` (`PoolShed` when the expected wait for a
+        worker plus one service time exceeds `time_left_s`: the work would only be thrown away)."""
         with self._lock:
-            if self._closed:
-                raise PoolFull(self.retry_after_s())
-            if self._admitted >= self.capacity:
-                self.stats.rejected_busy += 1
-                raise PoolFull(self.retry_after_s())
+            self._refuse_locked(time_left_s)
             self._admitted += 1
         return Slot(self)
+
+    def _refuse_locked(self, time_left_s: float | None) -> None:
+        if self._closed:
+            raise PoolFull(self.retry_after_s())
+        if self._admitted >= self.capacity:
+            self.stats.rejected_busy += 1
+            raise PoolFull(self.retry_after_s())
+        expected = self.expected_s()
+        if time_left_s is not None and expected > ADMIT_SHARE * time_left_s:
+            self.stats.rejected_busy += 1
+            raise PoolShed(self.retry_after_s(), expected, time_left_s)
+
+    def expected_s(self) -> float:
+        """Measured service time x (queue position / workers + 1): when a request admitted now would finish."""
+        service = self.stats.service_s
+        if service is None:
+            return 0.0  # nothing measured yet: admit, the request timeout still bounds it
+        ahead = max(0, self._admitted - self.workers + 1)
+        return service * (ahead / self.workers + 1)
 
     def _release_slot(self) -> None:
         with self._lock:
             self._admitted -= 1
 
-    def refuse_if_full(self) -> None:
-        """Cheap early refusal (before an upload is read); `admit` is what actually reserves."""
+    def refuse_if_full(self, time_left_s: float | None = None) -> None:
+        """Cheap early refusal at the door (before an upload is read); `admit` is what actually reserves."""
         with self._lock:
-            if self._admitted >= self.capacity or self._closed:
-                self.stats.rejected_busy += 1
-                raise PoolFull(self.retry_after_s())
+            self._refuse_locked(time_left_s)
 
     def count_bad_input(self) -> None:
         """A request refused before inference (not an image, sizes differ, too large): still bad input."""
@@ -118,7 +150,9 @@ class InferencePool:
 
     # --- work -------------------------------------------------------------------------------------------
 
-    def _work(self, image: Any, mask: Any, options: Any) -> Any:
+    def _work(self, image: Any, mask: Any, options: Any, deadline: float | None = None) -> Any:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlinePassed()  # its client has been answered 503 already: do not start it
         inpainter = self._idle.get()  # never blocks long: one thread per inpainter
         with self._lock:
             self._running += 1
@@ -130,11 +164,13 @@ class InferencePool:
             with self._lock:
                 self._running -= 1
                 self.stats.inference_seconds += elapsed
+                previous = self.stats.service_s
+                self.stats.service_s = elapsed if previous is None else 0.7 * previous + 0.3 * elapsed
             self._idle.put(inpainter)
 
     def _job_done(self, slot: Slot, future: Future) -> None:
         with self._lock:
-            if future.cancelled() or slot.timed_out:
+            if future.cancelled() or slot.timed_out or isinstance(future.exception(), DeadlinePassed):
                 pass
             elif future.exception() is None:
                 self.stats.served += 1
@@ -147,8 +183,8 @@ class InferencePool:
     async def run(self, slot: Slot, image: Any, mask: Any, options: Any, timeout_s: float,
                   limit_s: float | None = None) -> Any:
         """Queue one inpainting job for `slot` and await its result (`PoolTimeout` after `timeout_s`, the part
-        of the request's `limit_s` left after reading its body)."""
-        future = self._executor.submit(self._work, image, mask, options)
+        of the request's `limit_s` left after reading its body; a job still queued then never starts)."""
+        future = self._executor.submit(self._work, image, mask, options, time.monotonic() + timeout_s)
         slot.submitted = True
         future.add_done_callback(lambda done: self._job_done(slot, done))
         result = asyncio.wrap_future(future)

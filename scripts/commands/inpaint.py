@@ -12,12 +12,15 @@ failed. Outputs are written atomically (PNG by default in folder mode).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable
 
-from lama_deploy.errors import InputNotFound, UserError, cli_entry
+from lama_deploy.errors import EXIT_INTERRUPTED, InputNotFound, UserError, cli_entry
 from lama_deploy.files import check_output_file
 from lama_deploy.runtime.folders import IMAGE_SUFFIXES, pair_files
 from lama_deploy.runtime.images import InpaintInputError
@@ -45,6 +48,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: After Ctrl-C, how long the inference may take to stop: ONNX Runtime ends its run at the next node boundary,
+#: which at 3000x2000 can be a second away; after that the process exits without it (2 s promised).
+CANCEL_WAIT_S = 1.0
+
+
+def interruptible(inpainter: Any, work: Callable[[], Any]) -> Any:
+    """`work()` on a helper thread, so that the main thread (the one Python runs signal handlers on) is free:
+    Ctrl-C cancels the inference there (`Inpainter.cancel`) and re-raises, exit 130, with nothing written."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the main thread as is
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="lama-inpaint", daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        inpainter.cancel()
+        if not done.wait(CANCEL_WAIT_S):
+            # a model call still running: the interpreter's normal exit would tear the runtime down under it
+            # (an abort, or seconds of waiting), so leave at once; nothing was written (outputs are atomic)
+            print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(EXIT_INTERRUPTED)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def check_args_before_work(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model, so a mistake costs seconds, not a minute."""
     if not 1 <= args.jpeg_quality <= 100:
@@ -52,6 +92,8 @@ def check_args_before_work(args: argparse.Namespace) -> None:
     if args.image is None:
         return
     for path, what in ((args.image, "image"), (args.mask, "mask")):
+        if Path(path).is_dir():
+            raise UserError(f"{what} {path} is a directory, not a file; pass an image file (folders: --images DIR)")
         if not Path(path).is_file():
             raise InputNotFound(f"{what} {path} not found")
     check_output_file(args.output, "-o")
@@ -73,17 +115,14 @@ def _load_inpainter(model: str | None, options: InpaintOptions):
 
 
 def run_single(args: argparse.Namespace, options: InpaintOptions) -> int:
+    """One image; an input problem (unreadable image, wrong-size mask, ...) is a user error: one line, exit 2."""
     output = Path(args.output)
     with _load_inpainter(args.model, options) as inpainter:
-        try:
-            with stage(PROG, f"inpainting {Path(args.image).name} with {inpainter.backend.name}"):
-                result = inpainter.inpaint(args.image, args.mask)
-            save_image(result.image, output, args.jpeg_quality)
-        except InpaintInputError as exc:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 1
+        with stage(PROG, f"inpainting {Path(args.image).name} with {inpainter.backend.name}"):
+            result = interruptible(inpainter, lambda: inpainter.inpaint(args.image, args.mask))
+        lossy = save_image(result.image, output, args.jpeg_quality, result.hole)
     print(f"{PROG}: wrote {output} ({result.strategy}, {result.backend}, {result.seconds:.2f} s)")
-    for note in result.notes:
+    for note in result.notes + ([lossy] if lossy else []):
         print(f"  note: {note}")
     return 0
 
@@ -110,7 +149,7 @@ def run_folder(args: argparse.Namespace, options: InpaintOptions) -> int:
                 if pair.mask is None:
                     raise InpaintInputError(f"no mask for '{pair.image.name}' in {masks_dir} "
                                             f"(looked for {pair.image.stem}.*, {pair.image.stem}_mask*.*)")
-                result = inpainter.inpaint(pair.image, pair.mask)
+                result = interruptible(inpainter, lambda: inpainter.inpaint(pair.image, pair.mask))
                 save_image(result.image, out_dir / f"{pair.output_stem}.{args.ext.lstrip('.')}", args.jpeg_quality)
                 strategies[result.strategy] += 1
                 for note in result.notes:  # warnings (a soft mask, ...) matter per file, as in single mode

@@ -53,13 +53,13 @@ def test_single_png_and_jpeg(tmp_path, tiny_onnx, capsys):
     assert code == 0 and Image.open(jpeg_out).format == "JPEG" and Image.open(jpeg_out).size == (56, 40)
 
 
-def test_single_mode_bad_input_is_one_line_and_exit_1(tmp_path, tiny_onnx, capsys):
+def test_single_mode_bad_input_is_one_line_and_exit_2(tmp_path, tiny_onnx, capsys):
     _write_pair(tmp_path, "photo")
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small_mask.png")
     code = main([str(tmp_path / "photo.png"), str(tmp_path / "small_mask.png"), "-o", str(tmp_path / "o.png"),
                  "--model", str(tiny_onnx)])
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "random weights" not in line]
-    assert code == 1 and err == ["lama-deploy inpaint: error: mask 'small_mask.png' is 10x10 but the image is 56x40; "
+    assert code == 2 and err == ["lama-deploy inpaint: error: mask 'small_mask.png' is 10x10 but the image is 56x40; "
                                  "the mask must have the image's size"]
     assert not (tmp_path / "o.png").exists()
 

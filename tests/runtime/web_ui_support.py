@@ -3,7 +3,7 @@ multipart body the page posted.
 
 Chromium is Debian's package (`apt-get install -y chromium`), driven through its executable path; Playwright's
 own browser download is never used. Without the browser (or Playwright) the browser tests are skipped with the
-reason and the install line, except under CI=true, where they fail: CI installs both (.ci/web_ui_deps.sh).
+reason and the install line, except under CI=true, where they fail: CI installs both (.ci/test_deps.sh).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = ("install them with `apt-get install -y chromium && pip install playwright` "
-           "(or `bash .ci/web_ui_deps.sh`, which also fetches axe-core)")
+           "(or `bash .ci/test_deps.sh`, which also fetches axe-core)")
 #: Flags for a root user in a sandboxed machine: no GPU, no network beyond the page, no background services.
 #: Playwright starts every browser with a fresh temporary --user-data-dir of its own.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
