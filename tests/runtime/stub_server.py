@@ -28,7 +28,7 @@ class FixedTimeInpainter:
     def info(self) -> dict:
         return {"backend": "stub", "model": "stub.onnx", "weights": "stub weights"}
 
-    def inpaint(self, image: bytes, mask: bytes, threshold: float | None = None) -> InpaintResult:
+    def inpaint(self, image: bytes, mask: bytes, threshold: float | None = None, options: object = None) -> InpaintResult:
         time.sleep(self.delay)
         return InpaintResult(Image.open(io.BytesIO(image)).convert("RGB"), "stub", "stub", self.delay, [])
 
