@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint_records import RefusedCall
+from .records import RefusedCall
 
 # Module roots whose names are refused outright: their callables run code, import, or touch the system.
 DENIED_MODULES = frozenset({

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import torch
 
-from . import pickle_policy as policy
-from .checkpoint_records import (DEFAULT_LIMITS, STORAGE_DTYPES, CheckpointError, Limits, RecordLoader, RefusedCall,
+from . import policy
+from .records import (DEFAULT_LIMITS, STORAGE_DTYPES, CheckpointError, Limits, RecordLoader, RefusedCall,
                                  StorageType, UnsafeCheckpointError, describe_error, rebuild_tensor, short)
 
 

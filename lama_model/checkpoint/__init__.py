@@ -1,0 +1,20 @@
+"""Reading LaMa checkpoints without executing code from them, within budgets, and mapping their keys onto
+the generator (docs/security.md, "Checkpoint loader").
+
+- `archive`: the file (torch.save / TorchScript zip archives, bare pickles), its records checked against
+  the archive's real sizes;
+- `unpickler`: the restricted, budgeted unpickler; `policy`: what a pickle may name and call;
+- `records`: errors, limits and tensor data records;
+- `weights`: the generator's tensors found in the object, the configuration checked, the model built.
+"""
+
+from .archive import member_info, read_checkpoint
+from .records import DEFAULT_LIMITS, CheckpointError, Limits, UnsafeCheckpointError
+from .weights import (ANCHOR_KEY, check_weights_fit, collect_tensors, config_from_state_dict, config_name,
+                      expected_shapes, generator_state_dict, load_generator_weights, load_inpainting_model)
+
+__all__ = [
+    "ANCHOR_KEY", "DEFAULT_LIMITS", "CheckpointError", "Limits", "UnsafeCheckpointError", "check_weights_fit",
+    "collect_tensors", "config_from_state_dict", "config_name", "expected_shapes", "generator_state_dict",
+    "load_generator_weights", "load_inpainting_model", "member_info", "read_checkpoint",
+]
