@@ -40,13 +40,13 @@ class Limits:
     max_depth: int = 100  # nesting of tuples/frozensets (hashed) and of the walked object tree
     max_tuple_size: int = 100_000  # hashing cost of one tuple/frozenset (through shared children), iterable args
     max_objects: int = 5_000_000  # objects, container elements and key hashing work of one read, tree walk included
+    max_tensor_elements: int = 1 << 28  # elements of one tensor (1 GiB of fp32)
+    max_pickle_bytes: int = 512 << 20  # the data.pkl record
+    max_decompression_ratio: int = 20  # a compressed member may not expand more than this (plus 1 MiB)
     max_memory: int = 256 << 20  # bytes its objects, stack, marks, memo, classes and tensor names may take
     max_opcodes: int = 20_000_000  # pickle opcodes executed
     max_seconds: float = 30.0  # wall-clock time of reading the pickle and walking its objects
     max_classes: int = 10_000  # distinct unknown class names (each becomes a placeholder class for this read)
-    max_tensor_elements: int = 1 << 28  # elements of one tensor (1 GiB of fp32)
-    max_pickle_bytes: int = 512 << 20  # the data.pkl record
-    max_decompression_ratio: int = 20  # a compressed member may not expand more than this (plus 1 MiB)
 
 
 DEFAULT_LIMITS = Limits()

@@ -133,7 +133,7 @@ class RestrictedUnpickler(pickle._Unpickler):
                     budget.run(count)
                     count = 0
         except pickle._Stop as stop:
-            budget.run(count)
+            budget.run(count + 1)  # STOP itself
             return stop.value
 
     def forget(self) -> None:
