@@ -54,6 +54,7 @@ def _sized(value: Any, what: str, limit: int) -> Any:
 _ITERABLE_ARGUMENTS = (list, tuple, dict, set, frozenset, collections.OrderedDict, collections.defaultdict,
                        collections.Counter, collections.deque)
 MAX_SCALAR_INT_BITS = 64  # ints given to slice, range, datetime, ... (big ones cost time when hashed or compared)
+MAX_SCALAR_TEXT = 4096  # strings given to pathlib, datetime, torch.device, ... (a path is parsed into its parts)
 MAX_TEXT_INT_BITS = 14_000  # ~4,200 decimal digits: str(int) and int(str) are quadratic beyond
 
 
@@ -144,6 +145,8 @@ def _scalars_only(kind: Callable[..., Any], name: str) -> Callable[..., Any]:
                 raise RefusedCall(f"{name}() of a {type(arg).__name__}")
             elif type(arg) is int and arg.bit_length() > MAX_SCALAR_INT_BITS:
                 raise RefusedCall(f"{name}() of an integer of {arg.bit_length()} bits")
+            elif type(arg) in (str, bytes) and len(arg) > MAX_SCALAR_TEXT:  # a path splits into one str per part
+                raise RefusedCall(f"{name}() of a text of {len(arg)} characters (limit {MAX_SCALAR_TEXT})")
         return kind(*args)
     return build
 

@@ -359,6 +359,19 @@ def test_marks_memo_entries_and_classes_are_charged(what: str, flood) -> None:
     assert "more than 1 MiB of memory" in _refused(flood(20_000), limits), what
 
 
+@pytest.mark.parametrize("payload, expected", [
+    (call(glob("pathlib", "PurePosixPath"), text("ab/" * 2_000)), "PurePosixPath() of a text of 6000 characters"),
+    (call(glob("__builtin__", "list"), text("a" * 10)), "list of a str"),
+    (call(glob("__builtin__", "str"), EMPTY_LIST), "str() of a list"),
+    (call(glob("__builtin__", "str"), big_int(1 << 20_000)), "str() of an integer of 20001 bits"),
+    (call(glob("__builtin__", "int"), text("9" * 5_000)), "int() of a very long string"),
+    (call(glob("__builtin__", "slice"), big_int(1 << 100)), "slice() of an integer of 101 bits"),
+    (b"I" + b"9" * 5_000 + b"\n", "a decimal number of more than 4300 digits"),
+])
+def test_calls_and_numbers_that_would_amplify_are_refused(payload: bytes, expected: str) -> None:
+    assert expected in _refused(PROTO2 + payload + STOP, Limits())
+
+
 def test_opcodes_and_time_are_bounded() -> None:
     noops = PROTO2 + (NONE + POP) * 50_000 + NONE + STOP  # 100,003 opcodes
     assert unpickle(noops, "x.pkl", None, Limits(max_opcodes=100_003)) is None
