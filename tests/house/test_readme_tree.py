@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FOLDERS = ("lama_model", "lama_deploy", "export", "runtime", "runtime/backends", "scripts")
+FOLDERS = ("lama_model", "lama_model/checkpoint", "lama_deploy", "export", "runtime", "runtime/backends", "scripts")
 
 
 def _table() -> str:
