@@ -24,16 +24,29 @@ class UnsafeCheckpointError(CheckpointError):
     """The pickle asks for something that could execute code or exhaust the machine."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """The file is cut short or corrupted (an interrupted download, most likely); the message says to download
+    it again."""
+
+
+DOWNLOAD_AGAIN = "the file is damaged (an interrupted or corrupted download?) or not a checkpoint; download it again"
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one checkpoint may make the loader build; defaults fit the official checkpoints."""
+    """Budgets of what one checkpoint may make the loader do; defaults fit the official checkpoints with room
+    to spare (their pickles hold thousands of objects, not millions). docs/security.md lists them."""
 
     max_depth: int = 100  # nesting of tuples/frozensets (hashed) and of the walked object tree
-    max_tuple_size: int = 100_000  # elements of a tuple/frozenset counted through shared children
-    max_objects: int = 5_000_000  # objects and container elements created by one pickle
+    max_tuple_size: int = 100_000  # hashing cost of one tuple/frozenset (through shared children), iterable args
+    max_objects: int = 5_000_000  # objects, container elements and key hashing work of one read, tree walk included
     max_tensor_elements: int = 1 << 28  # elements of one tensor (1 GiB of fp32)
     max_pickle_bytes: int = 512 << 20  # the data.pkl record
-    max_decompression_ratio: int = 20  # compressed records may not expand more than this (plus 16 MiB)
+    max_decompression_ratio: int = 20  # a compressed member may not expand more than this (plus 1 MiB)
+    max_memory: int = 256 << 20  # bytes its objects, stack, marks, memo, classes and tensor names may take
+    max_opcodes: int = 20_000_000  # pickle opcodes executed
+    max_seconds: float = 30.0  # wall-clock time of reading the pickle and walking its objects
+    max_classes: int = 10_000  # distinct unknown class names (each becomes a placeholder class for this read)
 
 
 DEFAULT_LIMITS = Limits()
@@ -61,6 +74,8 @@ STORAGE_DTYPES = {
     "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16, "FloatStorage": torch.float32,
     "DoubleStorage": torch.float64, "BoolStorage": torch.bool,
 }
+
+
 class Record:
     """A tensor data record (persistent id) of the archive: its bytes and the dtype the pickle gives them."""
 
@@ -97,7 +112,7 @@ def rebuild_tensor(limits: Limits, record: Any, offset: Any, size: Any, stride: 
     if numel and last >= available:
         raise RefusedCall(f"a tensor that needs {last + 1} elements but its data record holds {available}; "
                                  "the file is truncated or crafted")
-    tensor = torch.empty((0,), dtype=record.dtype)
+    tensor = torch.empty((0,), dtype=record.dtype, device=record.storage.device)  # meta: legacy files, sized only
     return tensor.set_(record.storage, offset, size, stride)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .checkpoint_records import RefusedCall
+from .records import RefusedCall
 
 # Module roots whose names are refused outright: their callables run code, import, or touch the system.
 DENIED_MODULES = frozenset({
@@ -41,15 +41,21 @@ class RefusedName(Exception):
     """The pickle names a callable that can execute code or import; carries 'module.name'."""
 
 
-
-
 def _sized(value: Any, what: str, limit: int) -> Any:
-    """An iterable argument must already be materialised data of bounded size (never a tensor or a range)."""
-    if type(value) not in (list, tuple, dict, set, frozenset, str, bytes, bytearray, collections.OrderedDict):
-        raise RefusedCall(f"{what} of a {type(value).__name__} (only lists, tuples, dicts, sets and strings)")
+    """An iterable argument must already be a container from the file, of bounded size (never a tensor, a range
+    or a string: `list(text)` would make one object per character)."""
+    if type(value) not in _ITERABLE_ARGUMENTS:
+        raise RefusedCall(f"{what} of a {type(value).__name__} (only lists, tuples, dicts and sets)")
     if len(value) > limit:
         raise RefusedCall(f"{what} of {len(value)} elements (limit {limit})")
     return value
+
+
+_ITERABLE_ARGUMENTS = (list, tuple, dict, set, frozenset, collections.OrderedDict, collections.defaultdict,
+                       collections.Counter, collections.deque)
+MAX_SCALAR_INT_BITS = 64  # ints given to slice, range, datetime, ... (big ones cost time when hashed or compared)
+MAX_SCALAR_TEXT = 4096  # strings given to pathlib, datetime, torch.device, ... (a path is parsed into its parts)
+MAX_TEXT_INT_BITS = 14_000  # ~4,200 decimal digits: str(int) and int(str) are quadratic beyond
 
 
 def _scalar(value: Any, what: str) -> Any:
@@ -73,17 +79,22 @@ def _container(kind: type) -> Callable[..., Any]:
 
 
 def _scalar_type(kind: type) -> Callable[..., Any]:
+    """int, float, complex, bool, str, bytes, bytearray of scalars; bytes/bytearray also of a list of ints."""
     def build(limit: int, args: tuple, kwargs: dict) -> Any:
         _no_kwargs(kwargs, kind.__name__)
         if len(args) > 2 or (kind in (bytes, bytearray) and args and type(args[0]) is int):
             raise RefusedCall(f"{kind.__name__}() with these arguments")  # bytes(n) would allocate n bytes
-        if args and type(args[0]) in (list, tuple):
-            return kind(_sized(args[0], kind.__name__, limit))
-        if kind is int and len(args) == 2 and type(args[0]) is str and len(args[0]) > 4300:
+        if kind in (bytes, bytearray) and args and type(args[0]) in (list, tuple):
+            return kind(_sized(args[0], kind.__name__, limit))  # one byte per element
+        for arg in args:  # never a container: str() of a shared nested list expands without bound
+            _scalar(arg, f"{kind.__name__}()")
+            if type(arg) is int and arg.bit_length() > MAX_TEXT_INT_BITS:
+                raise RefusedCall(f"{kind.__name__}() of an integer of {arg.bit_length()} bits")
+        if kind is int and args and type(args[0]) in (str, bytes) and len(args[0]) > 4300:
             raise RefusedCall("int() of a very long string")
         if kind in (str, bytes, bytearray) and len(args) == 2 and args[1] not in TEXT_ENCODINGS:
             raise RefusedCall(f"{kind.__name__}() with an encoding other than {', '.join(TEXT_ENCODINGS)}")
-        return kind(*(_scalar(a, kind.__name__) for a in args))
+        return kind(*args)
     return build
 
 
@@ -132,6 +143,10 @@ def _scalars_only(kind: Callable[..., Any], name: str) -> Callable[..., Any]:
                     raise RefusedCall("torch.Size of non-integers")
             elif type(arg) not in allowed:
                 raise RefusedCall(f"{name}() of a {type(arg).__name__}")
+            elif type(arg) is int and arg.bit_length() > MAX_SCALAR_INT_BITS:
+                raise RefusedCall(f"{name}() of an integer of {arg.bit_length()} bits")
+            elif type(arg) in (str, bytes) and len(arg) > MAX_SCALAR_TEXT:  # a path splits into one str per part
+                raise RefusedCall(f"{name}() of a text of {len(arg)} characters (limit {MAX_SCALAR_TEXT})")
         return kind(*args)
     return build
 
@@ -170,6 +185,14 @@ CONSTRUCTORS: dict[tuple[str, str], Callable[..., Any]] = {
         ("PurePath", pathlib.PurePosixPath), ("Path", pathlib.PurePosixPath))},
     **{("datetime", name): _scalars_only(getattr(datetime, name), f"datetime.{name}")
        for name in ("datetime", "date", "time", "timedelta", "timezone")},
+}
+
+# Constructors that hash the keys of one argument: (its index, "elements" or "pairs" (key, value)); a dict
+# argument gives its keys. The unpickler charges that hashing and checks the keys before the call.
+HASHED_ARGUMENTS = {
+    ("builtins", "set"): (0, "elements"), ("builtins", "frozenset"): (0, "elements"),
+    ("collections", "Counter"): (0, "elements"), ("builtins", "dict"): (0, "pairs"),
+    ("collections", "OrderedDict"): (0, "pairs"), ("collections", "defaultdict"): (1, "pairs"),
 }
 
 # Data classes that NEWOBJ / copyreg may create empty and BUILD may fill (their __dict__, never setattr).
