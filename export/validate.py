@@ -15,7 +15,6 @@ not ask for (TensorRT without a GPU, say) are skipped, and the summary says so.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import re
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lama_deploy import contract as C
-from lama_deploy.errors import EXIT_FAILED, EXIT_OK, InputNotFound, UserError, cli_entry, missing_dependency
+from lama_deploy.errors import InputNotFound, UserError, missing_dependency
 from lama_deploy.files import file_sha256
 from lama_deploy.model_facts import read_model_facts
 
@@ -145,7 +144,7 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
     if engine is not None and use_tensorrt:
         reason = engine_cannot_run(onnx_path, engine, shapes, out_dir)
         if reason is not None:  # known at once: do not spend a minute on the ONNX Runtime comparison first
-            return not_checked_report(onnx_path, metadata, precision, atol, rtol, source, reason, start)
+            return not_checked_report(onnx_path, metadata, precision, atol, rtol, source, reason, start, out_dir)
     feeds, names, bad_inputs = make_feeds(shapes, quick, seed, image_dir, mask_dir)
     shapes = [(f[C.IMAGE].shape[0], f[C.IMAGE].shape[2], f[C.IMAGE].shape[3]) for f in feeds]
     torch_model, reference = reference_model(metadata, checkpoint, model)
@@ -189,7 +188,8 @@ def engine_cannot_run(onnx_path: Path, engine: str, shapes, out_dir: Path) -> st
 
 
 def not_checked_report(onnx_path: Path, metadata: dict[str, str], precision: str, atol: float, rtol: float,
-                       source: str, reason: str, start: float) -> ValidationReport:
+                       source: str, reason: str, start: float, out_dir: Path) -> ValidationReport:
+    """The report of a validation whose engine cannot run here, written as report.json like any other."""
     report = ValidationReport(onnx=str(onnx_path), onnx_sha256=file_sha256(onnx_path),
                               config=metadata.get(C.META_CONFIG, "unknown"),
                               weights=metadata.get(C.META_WEIGHTS, "unknown weights"), precision=precision,
@@ -198,47 +198,7 @@ def not_checked_report(onnx_path: Path, metadata: dict[str, str], precision: str
     report.not_checked["tensorrt"] = reason
     report.notes.append("the ONNX Runtime comparison was not run either; drop --engine to check the ONNX alone")
     report.seconds = round(time.perf_counter() - start, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report.files["report"] = str(out_dir / "report.json")
+    write_report(report, report.files["report"])
     return report
-
-
-# --- CLI ----------------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\nThe reference")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("onnx", help="ONNX from `lama-deploy export`")
-    parser.add_argument("--checkpoint", help="weights the ONNX was exported from (default: its seeded random weights)")
-    parser.add_argument("--out-dir", default="validation", help="where inputs, reference, outputs and report go")
-    parser.add_argument("--shapes", help="comma-separated NxHxW list (default: "
-                        + ",".join(f"{n}x{h}x{w}" for n, h, w in DEFAULT_SHAPES) + ")")
-    parser.add_argument("--quick", action="store_true", help=f"drop shapes with a side > {QUICK_MAX_SIDE}")
-    parser.add_argument("--images", help="folder of images (instead of synthetic ones); masks beside them as "
-                        "<stem>_mask.png work as for `lama-deploy inpaint`")
-    parser.add_argument("--masks", help="folder of masks matched by stem or <stem>_mask* (default: --images; "
-                        "alone: the images sit beside it as <stem>.*)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
-    parser.add_argument("--precision", choices=sorted(TOLERANCES), help="tolerance set (default: the ONNX's)")
-    parser.add_argument("--atol", type=float, help="absolute tolerance on the max error")
-    parser.add_argument("--rtol", type=float, help="relative tolerance on the max error")
-    parser.add_argument("--providers", help="comma-separated ONNX Runtime providers (default: all available)")
-    parser.add_argument("--engine", help="TensorRT engine to validate too (needs a GPU; NOT CHECKED, exit 1, "
-                        "when it cannot run)")
-    parser.add_argument("--no-tensorrt", action="store_true", help="skip the TensorRT runner")
-    return parser
-
-
-@cli_entry(PROG)
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    shapes = parse_shapes(args.shapes) if args.shapes else None
-    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
-    report = validate_onnx(args.onnx, checkpoint=args.checkpoint, shapes=shapes, precision=args.precision,
-                           out_dir=args.out_dir, image_dir=args.images, mask_dir=args.masks, seed=args.seed,
-                           atol=args.atol, rtol=args.rtol, quick=args.quick, providers=providers,
-                           engine=args.engine, use_tensorrt=not args.no_tensorrt)
-    print(format_summary(report))
-    return EXIT_OK if report.passed else EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

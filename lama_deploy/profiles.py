@@ -157,18 +157,6 @@ def make_profiles(mins: list[str] | None, opts: list[str] | None, maxs: list[str
     return profiles
 
 
-def add_profile_options(parser: Any) -> None:
-    """--min/--opt/--max NxHxW (repeatable: one profile each) on an argparse parser; read with `profiles_from`."""
-    for which in WHICH:
-        parser.add_argument(f"--{which}", action="append", metavar="NxHxW",
-                            help=f"profile {which} shape (repeat for more profiles; default {format_nhw(DEFAULT_BUILD[WHICH.index(which)])})")
-
-
-def profiles_from(args: Any) -> list[Profile]:
-    """The profiles an argparse namespace with `add_profile_options` asks for."""
-    return make_profiles(args.min, args.opt, args.max)
-
-
 def batch_range(profiles: list[Profile]) -> tuple[int, int]:
     """(smallest min N, largest max N) over build profiles; ValueError when there are none."""
     if not profiles:

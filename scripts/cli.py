@@ -14,7 +14,7 @@ from lama_deploy.errors import EXIT_USER_ERROR, install_hint, stdout_closed
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lama_deploy.scripts.demo", "export, validate and inpaint a sample on the embedded random-weights model"),
     "export": ("lama_deploy.scripts.commands.export", "export LaMa to dynamic-shape ONNX (DFT-as-matmul)"),
-    "validate": ("lama_deploy.export.validate", "check an ONNX export against PyTorch with Polygraphy"),
+    "validate": ("lama_deploy.scripts.commands.validate", "check an ONNX export against PyTorch with Polygraphy"),
     "build": ("lama_deploy.scripts.commands.build", "build a dynamic-shape TensorRT engine"),
     "inpaint": ("lama_deploy.scripts.commands.inpaint", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
     "serve": ("lama_deploy.scripts.commands.serve", "serve POST /inpaint over HTTP"),

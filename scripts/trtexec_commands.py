@@ -35,7 +35,8 @@ from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa:
 from lama_deploy.export.polygraphy_hooks import HOOK_SCRIPT, polygraphy_no_tf32, polygraphy_pin_fp32  # noqa: E402
 from lama_deploy.files import atomic_output  # noqa: E402
 from lama_deploy.model_facts import read_model_facts  # noqa: E402
-from lama_deploy.profiles import Profile, add_profile_options, profiles_from  # noqa: E402
+from lama_deploy.profiles import Profile  # noqa: E402
+from lama_deploy.scripts.commands.arguments import add_profile_options, profiles_from  # noqa: E402
 
 PROG = "python -m lama_deploy.scripts.trtexec_commands"
 ONNX_VAR, ENGINE_VAR, CACHE_VAR = "${ONNX}", "${ENGINE}", "${TIMING_CACHE}"

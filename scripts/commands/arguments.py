@@ -12,6 +12,7 @@ import argparse
 from typing import Optional, Sequence
 
 from lama_deploy.errors import UsageError
+from lama_deploy.profiles import DEFAULT_BUILD, WHICH, Profile, format_nhw, make_profiles
 from lama_deploy.runtime.options import OPTIONS, REQUEST_OPTIONS, SPECS, InpaintOptions, OptionError
 
 #: The groups, by what they govern (names of `OPTIONS` fields).
@@ -69,3 +70,16 @@ def options_from_args(args: argparse.Namespace, base: Optional[InpaintOptions] =
     given = {spec.name: getattr(args, spec.name) for spec in OPTIONS
              if getattr(args, spec.name, None) is not None}
     return (base or InpaintOptions()).replace(**given)
+
+
+# -- engine profiles (build, trtexec lines) ---------------------------------------------------------------
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """--min/--opt/--max NxHxW (repeatable: one profile each) on an argparse parser; read with `profiles_from`."""
+    for which in WHICH:
+        parser.add_argument(f"--{which}", action="append", metavar="NxHxW",
+                            help=f"profile {which} shape (repeat for more profiles; default {format_nhw(DEFAULT_BUILD[WHICH.index(which)])})")
+
+
+def profiles_from(args: argparse.Namespace) -> list[Profile]:
+    """The profiles an argparse namespace with `add_profile_options` asks for."""
+    return make_profiles(args.min, args.opt, args.max)

@@ -16,7 +16,9 @@ from pathlib import Path
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import describe_sidecar, verify_sidecar
 from lama_deploy.errors import UserError, cli_entry
-from lama_deploy.profiles import add_profile_options, format_nhw, profiles_from
+from lama_deploy.profiles import format_nhw
+
+from .arguments import add_profile_options, profiles_from
 
 PROG = "lama-deploy build"
 

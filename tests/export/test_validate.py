@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import shlex
 import subprocess
@@ -14,7 +16,8 @@ from onnx import helper
 from PIL import Image
 
 from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
-from lama_deploy.export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, main, validate_onnx
+from lama_deploy.export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, validate_onnx
+from lama_deploy.scripts.commands.validate import main
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
 from lama_model import random_model
@@ -228,7 +231,7 @@ def test_named_engine_that_cannot_run_is_not_checked(seeded_tiny_onnx: Path, tmp
                  "--engine", str(engine)])
     verdict, out = _verdict(capsys)
     assert code == 1 and "PASSED" not in out
-    assert verdict.startswith("NOT CHECKED: tensorrt: ") or verdict.startswith("FAILED")
+    assert re.match(r"NOT CHECKED after [0-9.]+ s: tensorrt: ", verdict) or verdict.startswith("FAILED")
     reason = "needs an NVIDIA GPU" if cuda_device_count() == 0 else "failed to run"
     assert (reason if sidecar else "not found next to the engine") in verdict
     assert json.loads((tmp_path / "out" / "report.json").read_text())["passed"] is False
@@ -242,7 +245,8 @@ def test_named_provider_that_is_not_available_is_not_checked(seeded_tiny_onnx: P
     code = main([str(seeded_tiny_onnx), "--out-dir", str(tmp_path), "--shapes", "1x16x16", "--no-tensorrt",
                  "--providers", "CPUExecutionProvider,CUDAExecutionProvider"])
     verdict, out = _verdict(capsys)
-    assert code == 1 and verdict.startswith("NOT CHECKED: onnxrt-cuda: ONNX Runtime provider CUDAExecutionProvider")
+    assert code == 1 and re.match(r"NOT CHECKED after [0-9.]+ s: onnxrt-cuda: ONNX Runtime provider CUDAExecutionProvider",
+                                  verdict)
     assert "onnxrt-cpu" in out and "pass" in out  # the runner that could run still ran
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from lama_deploy.export.validate import main
+from lama_deploy.scripts.commands.validate import main
 
 
 def test_engine_that_cannot_run_is_not_checked_within_5_s(tiny_onnx: Path, tmp_path: Path, capsys) -> None:

@@ -1,5 +1,5 @@
 """One folder -> import-name mechanism (lama_deploy/__init__.py) and one bootstrap for files run by path;
-commands apart from the library (no argparse under export/ but the launcher and validate.py, moved later)."""
+commands apart from the library (no argparse under export/ but the launcher)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import lama_deploy
 ROOT = Path(__file__).resolve().parents[2]
 #: Files run by path (python FILE, Polygraphy's script hooks); each starts with the bootstrap.
 RUN_BY_PATH = {"export/to_onnx.py", "export/polygraphy_hooks.py", "scripts/benchmark.py", "scripts/trtexec_commands.py"}
-#: Left to other branches: the GPU lane's own root line (branch gpu), the parser of validate.py (the lead).
+#: Left to another branch: the GPU lane's own root line (branch gpu).
 ELSEWHERE = {"scripts/gpu_lane.py"}
 
 
@@ -65,7 +65,7 @@ def test_library_modules_under_export_hold_no_argparse() -> None:
                                              if isinstance(node, ast.ImportFrom) and node.module}
         if "argparse" in names:
             holders.add(path.name)
-    assert holders == {"validate.py"}  # its parser moves after the branches that edit it are merged
+    assert holders == set()
     for command in ("export", "build", "fourier-report"):
         from lama_deploy.scripts.cli import COMMANDS
 

@@ -57,7 +57,7 @@ def test_extra_output_is_refused_by_every_command_with_one_line(extra_output_onn
     got = {
         "inpaint": _error_line("lama_deploy.scripts.commands.inpaint", [str(image), str(mask), "-o", str(tmp_path / "out.png"),
                                                            "--model", str(extra_output_onnx)], capsys),
-        "validate": _error_line("lama_deploy.export.validate", [str(extra_output_onnx), "--out-dir",
+        "validate": _error_line("lama_deploy.scripts.commands.validate", [str(extra_output_onnx), "--out-dir",
                                                                 str(tmp_path / "val")], capsys),
         "build": _error_line("lama_deploy.scripts.commands.build", [str(extra_output_onnx), "-o", str(tmp_path / "x.engine"),
                                                                  "--flavour", "tensorrt_rtx",

@@ -10,9 +10,7 @@ Photos of 300 to 4000 px, one to three holes, PNG and JPEG masks, with ICC profi
 from __future__ import annotations
 
 import io
-import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -27,73 +25,13 @@ from lama_deploy.runtime.triton import image_repos, steps
 from lama_deploy.scripts.commands import inpaint as inpaint_command
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_triton import parse_pbtxt  # noqa: E402  (the text-format reader)
-
-
-# -- a stand-in for the python backend's utilities -------------------------------------------------------------
-class _Tensor:
-    def __init__(self, name: str, array: np.ndarray) -> None:
-        self.name, self._array = name, np.asarray(array)
-
-    @classmethod
-    def from_dlpack(cls, name: str, array: np.ndarray) -> "_Tensor":
-        return cls(name, np.from_dlpack(array))
-
-    def as_numpy(self) -> np.ndarray:
-        return self._array
-
-    def __dlpack__(self, *args, **kwargs):
-        return self._array.__dlpack__(*args, **kwargs)
-
-    def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
-
-
-class _Response:
-    def __init__(self, output_tensors, error=None) -> None:
-        self.outputs = {tensor.name: tensor.as_numpy() for tensor in output_tensors}
-        self.error = error
-
-
-class _Request:
-    def __init__(self, arrays: dict, parameters: dict | None = None) -> None:
-        self.inputs = {name: _Tensor(name, array) for name, array in arrays.items()}
-        self._parameters = json.dumps(parameters or {})
-
-    def parameters(self) -> str:
-        return self._parameters
+from triton_python_stub import Request, answer, install_pb_utils, load_model, remove_pb_utils  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def pb_utils():
-    module = types.ModuleType("triton_python_backend_utils")
-    module.Tensor = _Tensor
-    module.InferenceResponse = _Response
-    module.TritonError = lambda message: message
-    module.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
-    sys.modules["triton_python_backend_utils"] = module
-    yield module
-    sys.modules.pop("triton_python_backend_utils", None)
-
-
-def _load(folder: Path) -> object:
-    """The model of a repository folder as Triton loads it: its model.py's TritonPythonModel, initialised."""
-    namespace: dict = {}
-    exec(compile((folder / "1" / "model.py").read_text(), str(folder / "1" / "model.py"), "exec"), namespace)
-    model = namespace["TritonPythonModel"]()
-    config = parse_pbtxt((folder / "config.pbtxt").read_text())
-    # Triton hands the model its config as JSON, parameters as a map; the reader lists every field's values
-    config = {"parameters": {entry["key"][0]: {"string_value": entry["value"][0]["string_value"][0]}
-                             for entry in config.get("parameters", [])}}
-    model.initialize({"model_config": json.dumps(config), "model_repository": str(folder), "model_version": "1",
-                      "model_instance_kind": "CPU"})
-    return model
-
-
-def _answer(model: object, arrays: dict, parameters: dict | None = None) -> dict:
-    response = model.execute([_Request(arrays, parameters)])[0]
-    assert response.error is None, response.error
-    return response.outputs
+    yield install_pb_utils()
+    remove_pb_utils()
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
@@ -133,8 +71,8 @@ def repositories(tiny_onnx: Path, tmp_path_factory):
     image_repos.write_ensemble_repo(tiny_onnx, root / "ensemble", kind="cpu", max_batch=4, options=InpaintOptions())
     model_step = create_backend(root / "ensemble" / "lama_model" / "1" / "model.onnx")
     model_step.activate()
-    yield {"python": _load(root / "python" / "lama"), "pre": _load(root / "ensemble" / "lama_pre"),
-            "post": _load(root / "ensemble" / "lama_post"),
+    yield {"python": load_model(root / "python" / "lama"), "pre": load_model(root / "ensemble" / "lama_pre"),
+            "post": load_model(root / "ensemble" / "lama_post"),
             "model": model_step}
     model_step.deactivate()
 
@@ -157,10 +95,10 @@ def test_python_model_and_ensemble_answer_what_inpaint_writes(height, width, hol
 
     # the python model, with the encoded files (the format decides the JPEG mask's threshold) ...
     as_files = {"image_file": np.array([photo_file], dtype=object), "mask_file": np.array([mask_file], dtype=object)}
-    answer = _answer(repositories["python"], as_files)
-    assert answer[C.OUTPUT].shape == cli.shape
-    assert np.abs(answer[C.OUTPUT].astype(int) - cli).max() <= 1
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(answer[steps.FILE_OUTPUT][0]))), answer[C.OUTPUT])
+    replied = answer(repositories["python"], as_files)
+    assert replied[C.OUTPUT].shape == cli.shape
+    assert np.abs(replied[C.OUTPUT].astype(int) - cli).max() <= 1
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(replied[steps.FILE_OUTPUT][0]))), replied[C.OUTPUT])
 
     # ... and the ensemble, with decoded arrays as a client sends them (a decoded JPEG mask has lost its
     # format, so the client sends the threshold that `mask_threshold` gives the file, as triton_client does)
@@ -168,19 +106,19 @@ def test_python_model_and_ensemble_answer_what_inpaint_writes(height, width, hol
     decoded_mask = np.asarray(Image.open(io.BytesIO(mask_file)).convert("L"))
     raw = {C.IMAGE: decoded_image, C.MASK: decoded_mask}
     parameters = {"threshold": str(mask_threshold("auto", mask_format))}
-    feed = _answer(repositories["pre"], raw, parameters)
+    feed = answer(repositories["pre"], raw, parameters)
     batch = feed[steps.STEP_TENSORS[C.IMAGE]].shape[0]
     assert 1 <= batch <= 4  # the image's crops travel as one batch to the model step
     output = repositories["model"].infer({name: feed[steps.STEP_TENSORS[name]] for name in C.INPUT_NAMES})[C.OUTPUT]
-    result = _answer(repositories["post"], {**raw, steps.STEP_TENSORS[C.OUTPUT]: output}, parameters)[C.OUTPUT]
+    result = answer(repositories["post"], {**raw, steps.STEP_TENSORS[C.OUTPUT]: output}, parameters)[C.OUTPUT]
     assert result.shape == cli.shape and result.dtype == np.uint8
     assert np.abs(result.astype(int) - cli).max() <= 1
 
 
 def test_the_ensemble_refuses_what_it_cannot_batch_in_one_line(repositories):
     image, mask = np.zeros((64, 64, 3), np.uint8), np.zeros((32, 64), np.uint8)
-    response = repositories["pre"].execute([_Request({C.IMAGE: image, C.MASK: mask})])[0]
+    response = repositories["pre"].execute([Request({C.IMAGE: image, C.MASK: mask})])[0]
     assert "mask is 64x32 but the image is 64x64" in response.error and "\n" not in response.error
-    response = repositories["pre"].execute([_Request({C.IMAGE: image, C.MASK: mask[:, :32]},
+    response = repositories["pre"].execute([Request({C.IMAGE: image, C.MASK: mask[:, :32]},
                                                      {"max_side": "64"})])[0]
     assert "unknown request parameter 'max_side'" in response.error
