@@ -13,7 +13,8 @@ and 255 (a soft brush, a JPEG-saved mask) gets a warning note, since every faint
 EXIF orientation (`exif="apply"`, the default, as IOPaint and every photo viewer): an image or mask
 file with an EXIF orientation tag (1-8) is turned upright on load (`ImageOps.exif_transpose`), each
 file by its own tag, so a mask drawn on the picture as viewers show it fits; the result is upright
-and carries no orientation tag. `exif="keep"` uses the pixels as stored (the official predictor's way).
+and carries no orientation tag (the rest of the EXIF, the ICC profile and the DPI are kept:
+`carried_metadata`). `exif="keep"` uses the pixels as stored (the official predictor's way).
 
 Palette ("P") images are converted transparently (to RGB, or RGBA when they carry transparency) and
 the result says so in its notes; palette masks are reduced to luminance. Each bad input raises

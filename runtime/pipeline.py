@@ -145,7 +145,7 @@ class Pipeline:
         return batches
 
     def _batch_step(self, height: int, width: int, count: int, max_batch: Optional[int]) -> int:
-        step = batch_limit(self.profile, (height, width)) or count or 1
+        step = batch_limit(self.profile) or count or 1
         if max_batch is not None:
             step = min(step, max_batch)
         if self.max_memory is not None and self.memory_cost is not None:
