@@ -16,10 +16,13 @@ not ask for (TensorRT without a GPU, say) are skipped, and the summary says so.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -122,12 +125,34 @@ def quiet_polygraphy():
         G_LOGGER.module_severity = severity
 
 
-def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=None, shapes=None,
-                  precision: str | None = None, out_dir: str | Path = "validation", image_dir: str | None = None,
-                  mask_dir: str | None = None, seed: int = 0, atol: float | None = None, rtol: float | None = None,
-                  quick: bool = False, providers: list[str] | None = None, engine: str | None = None,
-                  use_tensorrt: bool = True) -> ValidationReport:
-    """Run every available runner on the ONNX (and engine) and compare with the PyTorch reference."""
+@dataclass(frozen=True)
+class ValidateOptions:
+    """What `validate_onnx` checks and how: shapes (or images), tolerances, runners, where files go."""
+
+    shapes: Optional[Tuple[Tuple[int, int, int], ...]] = None  # N x H x W each (default DEFAULT_SHAPES)
+    precision: Optional[str] = None  # tolerance set (default: the ONNX's own precision)
+    out_dir: Union[str, Path] = "validation"
+    image_dir: Optional[str] = None
+    mask_dir: Optional[str] = None
+    seed: int = 0
+    atol: Optional[float] = None
+    rtol: Optional[float] = None
+    quick: bool = False
+    providers: Optional[Tuple[str, ...]] = None
+    engine: Optional[str] = None
+    use_tensorrt: bool = True
+
+
+def validate_onnx(onnx_path: Union[str, Path], checkpoint: Optional[str] = None, model=None,
+                  options: Optional[ValidateOptions] = None, **changes: Any) -> ValidationReport:
+    """Run every available runner on the ONNX (and engine) and compare with the PyTorch reference.
+
+    `options` (or keywords naming its fields) say which shapes, tolerances and runners."""
+    options = dataclasses.replace(options or ValidateOptions(), **changes)
+    shapes, precision, out_dir, image_dir, mask_dir = (options.shapes, options.precision, options.out_dir,
+                                                       options.image_dir, options.mask_dir)
+    seed, atol, rtol, quick, engine = options.seed, options.atol, options.rtol, options.quick, options.engine
+    providers, use_tensorrt = (list(options.providers) if options.providers else None), options.use_tensorrt
     start = time.perf_counter()
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.is_file():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from lama_deploy.errors import EXIT_FAILED, EXIT_OK, cli_entry
-from lama_deploy.export.validate import PROG, TOLERANCES, __doc__ as validate_doc, validate_onnx
+from lama_deploy.export.validate import PROG, TOLERANCES, ValidateOptions, __doc__ as validate_doc, validate_onnx
+from lama_deploy.runtime.backends.ort_backend import parse_providers
 from lama_deploy.export.validation_inputs import DEFAULT_SHAPES, QUICK_MAX_SIDE, parse_shapes
 from lama_deploy.export.validation_report import format_summary
 
-from .arguments import make_parser
+from .arguments import add_option_group, make_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=sorted(TOLERANCES), help="tolerance set (default: the ONNX's)")
     parser.add_argument("--atol", type=float, help="absolute tolerance on the max error")
     parser.add_argument("--rtol", type=float, help="relative tolerance on the max error")
-    parser.add_argument("--providers", help="comma-separated ONNX Runtime providers (default: all available)")
+    add_option_group(parser, ("providers",), "ONNX Runtime runners (each provider named is one runner)")
     parser.add_argument("--engine", help="TensorRT engine to validate too (needs a GPU; NOT CHECKED, exit 1, "
                         "when it cannot run)")
     parser.add_argument("--no-tensorrt", action="store_true", help="skip the TensorRT runner")
@@ -40,11 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     shapes = parse_shapes(args.shapes) if args.shapes else None
-    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
-    report = validate_onnx(args.onnx, checkpoint=args.checkpoint, shapes=shapes, precision=args.precision,
-                           out_dir=args.out_dir, image_dir=args.images, mask_dir=args.masks, seed=args.seed,
-                           atol=args.atol, rtol=args.rtol, quick=args.quick, providers=providers,
-                           engine=args.engine, use_tensorrt=not args.no_tensorrt)
+    providers = parse_providers(",".join(args.providers)) if args.providers else None  # full provider names
+    options = ValidateOptions(shapes=tuple(shapes) if shapes else None, precision=args.precision,
+                              out_dir=args.out_dir, image_dir=args.images, mask_dir=args.masks, seed=args.seed,
+                              atol=args.atol, rtol=args.rtol, quick=args.quick, providers=providers,
+                              engine=args.engine, use_tensorrt=not args.no_tensorrt)
+    report = validate_onnx(args.onnx, checkpoint=args.checkpoint, options=options)
     print(format_summary(report))
     return EXIT_OK if report.passed else EXIT_FAILED
 
