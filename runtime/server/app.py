@@ -29,6 +29,7 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, missing_dependency
 
+from ..backends.base import InferenceCancelled
 from ..images import InpaintInputError, UnsupportedFormat, upright_size
 from ..memory import MemoryBudgetExceeded
 from ..options import REQUEST_OPTIONS, InpaintOptions
@@ -298,6 +299,9 @@ def create_app(inpainter: Any | Sequence[Any], limits: ServerLimits | None = Non
         except PoolTimeout as exc:
             return _error(503, f"{exc}; the server is overloaded, retry later",
                           {"Retry-After": str(state.pool.retry_after_s())})
+        except InferenceCancelled:
+            return _error(503, "the server is shutting down and stopped this request; retry on another instance",
+                          {"Retry-After": "5", "Connection": "close"})
         except MemoryBudgetExceeded as exc:  # before inference: the image cannot fit the budget at all
             return _error(413, str(exc).splitlines()[0])
         except UnsupportedFormat as exc:
@@ -334,6 +338,24 @@ def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
             "limit_concurrency": limits.max_connections, "timeout_keep_alive": 5, "access_log": False,
             "backlog": LISTEN_BACKLOG,
             "timeout_graceful_shutdown": int(limits.request_timeout_s) + 5}
+
+
+def cancelling_server(config: Any, pool: InferencePool) -> Any:
+    """A uvicorn Server whose shutdown signal policy is: the first SIGTERM drains (new requests refused, the
+    running ones finish: what an orchestrator's rolling update wants); Ctrl-C (SIGINT), or a second SIGTERM,
+    also stops the inferences in progress, so the process ends within seconds (their clients get 503)."""
+    import signal
+
+    import uvicorn
+
+    class CancellingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig == signal.SIGINT or self.should_exit:
+                LOG.warning("stopping the inferences in progress (%s)", signal.Signals(sig).name)
+                pool.cancel_running()
+            super().handle_exit(sig, frame)
+
+    return CancellingServer(config)
 
 
 def check_can_listen(host: str, port: int) -> None:

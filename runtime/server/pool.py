@@ -201,6 +201,16 @@ class InferencePool:
                 self.stats.timed_out += 1
             raise PoolTimeout(f"request did not finish within {limit_s or timeout_s:g} s (--request-timeout)") from None
 
+    def cancel_running(self) -> None:
+        """Stop the inferences in progress (a shutdown that must not wait for them); their requests fail with
+        `InferenceCancelled`, which the app answers 503, and nothing queued starts afterwards."""
+        with self._lock:
+            self._closed = True
+        for inpainter in self.inpainters:
+            cancel = getattr(inpainter, "cancel", None)
+            if cancel is not None:
+                cancel()
+
     def close(self) -> None:
         """Finish what is queued, then release every inpainter."""
         with self._lock:

@@ -9,8 +9,8 @@ from typing import Any
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
 from lama_deploy.runtime.memory import format_bytes, resolve_budget
 from lama_deploy.runtime.options import InpaintOptions
-from lama_deploy.runtime.server.app import (INSTALL_HINT, LOG, ServerState, check_can_listen, create_app, import_fastapi,
-                                            uvicorn_options)
+from lama_deploy.runtime.server.app import (INSTALL_HINT, LOG, ServerState, cancelling_server, check_can_listen,
+                                            create_app, import_fastapi, uvicorn_options)
 from lama_deploy.runtime.server.limits import ServerLimits
 
 from .arguments import add_inpaint_options, make_parser, options_from_args
@@ -89,5 +89,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{format_bytes(worker_memory)} per worker (--max-memory)")
     if "random" in state.weights.lower():
         LOG.warning("model has %s", state.weights)
-    uvicorn.run(app, **uvicorn_options(limits), host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    config = uvicorn.Config(app, **uvicorn_options(limits), host=args.host, port=args.port, log_level=args.log_level)
+    server = cancelling_server(config, state.pool)
+    server.run()
+    return 0 if server.started else 1

@@ -346,3 +346,32 @@ def test_graceful_shutdown_finishes_the_request_in_flight(tiny_onnx: Path, tmp_p
     assert "shut down after 1 requests" in log
     request_lines = [line for line in log.splitlines() if f"{HOST} POST /inpaint " in line]
     assert len(request_lines) == 1 and " 200 " in request_lines[0]
+
+
+def test_ctrl_c_stops_the_inference_in_flight_within_seconds(tiny_onnx: Path, tmp_path: Path) -> None:
+    """SIGTERM drains (above); Ctrl-C (SIGINT) stops the running inference: its client gets a 503 in one line
+    and the process ends within seconds, not after the inference (here ~10 s: a 3000x2000 whole-image run)."""
+    running = _start_server(tiny_onnx, tmp_path / "server.log", "--strategy", "whole", "--max-memory", "none")
+    sample = _sample(2000, 3000, seed=9)
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault(
+        "response", httpx.post(f"{running.url}/inpaint", files=sample.files, timeout=120)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{running.url}/health").json()["requests"]["running"] == 0:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.05)
+        time.sleep(1.0)  # well inside the inference
+        signalled = time.monotonic()
+        code = running.stop(signal.SIGINT, timeout=30)
+        stopped_s = time.monotonic() - signalled
+    finally:
+        worker.join(60)
+        running.stop(signal.SIGKILL)
+    log = running.log_text()
+    assert stopped_s < 5, (stopped_s, log[-2000:])
+    assert code == 130, log[-2000:]  # interrupted, as every command
+    response = result.get("response")
+    assert response is not None and response.status_code == 503, log[-2000:]
+    assert "shutting down" in response.json()["error"]
