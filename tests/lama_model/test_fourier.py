@@ -5,32 +5,58 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lama_model.fourier import (DenseMatmulDFT, MatmulDFT, TorchFFT, begin_shared_bases, end_shared_bases, irfft_basis,
-                                rfft_basis)
+from lama_model.fourier import (ALIGN, DenseMatmulDFT, MatmulDFT, TorchFFT, begin_shared_bases, end_shared_bases,
+                                irfft_basis, rfft_basis, spectrum_width)
 
 SHAPES = [(1, 1), (1, 2), (1, 7), (2, 1), (2, 2), (3, 3), (3, 8), (5, 4), (8, 8), (7, 13), (16, 9), (25, 41),
           (33, 24), (41, 25), (64, 64), (63, 65), (100, 37), (128, 128), (127, 255), (256, 256), (256, 255)]
 
 
 LAYOUTS = [MatmulDFT, DenseMatmulDFT]
+#: Every form with its default (padded) spectrum width and unpadded.
+ALIGNED = [pytest.param(lambda: layout(align), id=f"{layout.__name__}-align{align}")
+           for layout in LAYOUTS for align in (ALIGN, 1)]
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+def unpadded(spectrum: torch.Tensor, width: int) -> torch.Tensor:
+    """The W//2+1 real bins of a spectrum; its padding columns, if any, must be exactly zero."""
+    padding = spectrum[..., width // 2 + 1:]
+    assert padding.numel() == 0 or padding.abs().max().item() == 0.0
+    return spectrum[..., :width // 2 + 1]
+
+
+@pytest.mark.parametrize("make", ALIGNED)
 @pytest.mark.parametrize("height,width", SHAPES)
-def test_forward_matches_torch_fft(height: int, width: int, layout) -> None:
+def test_forward_matches_torch_fft(height: int, width: int, make) -> None:
     x = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(height * 1000 + width))
-    error = (layout()(x) - TorchFFT()(x)).abs().max().item()
+    dft = make()
+    spectrum = dft(x)
+    assert spectrum.shape == (2, 3, 2, height, spectrum_width(width, dft.align))
+    error = (unpadded(spectrum, width) - TorchFFT()(x)).abs().max().item()
     assert error <= 1e-5, f"forward {height}x{width}: max abs error {error:.3e}"
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("make", ALIGNED)
 @pytest.mark.parametrize("height,width", SHAPES)
-def test_inverse_matches_irfftn_on_arbitrary_spectra(height: int, width: int, layout) -> None:
-    """Arbitrary (non-Hermitian) spectra: the DC/Nyquist imaginary parts must be ignored as irfftn does."""
+def test_inverse_matches_irfftn_on_arbitrary_spectra(height: int, width: int, make) -> None:
+    """Arbitrary (non-Hermitian) spectra: the DC/Nyquist imaginary parts must be ignored as irfftn does, and
+    so must whatever the padding columns hold (the Fourier unit's conv writes its bias there)."""
     g = torch.Generator().manual_seed(7 + height * 31 + width)
-    spectrum = torch.randn(2, 3, 2, height, width // 2 + 1, generator=g)
-    error = (layout().inverse(spectrum, height, width) - TorchFFT().inverse(spectrum, height, width)).abs().max().item()
+    dft = make()
+    padded = torch.randn(2, 3, 2, height, spectrum_width(width, dft.align), generator=g)
+    padded[..., width // 2 + 1:] = 1e3  # large, so that any weight on the padding shows
+    reference = TorchFFT().inverse(padded[..., :width // 2 + 1], height, width)
+    error = (dft.inverse(padded, height, width) - reference).abs().max().item()
     assert error <= 1e-5, f"inverse {height}x{width}: max abs error {error:.3e}"
+
+
+@pytest.mark.parametrize("width", [1, 2, 7, 8, 14, 15, 16, 64, 65, 128, 256, 255])
+def test_padded_width_is_the_next_multiple_of_eight(width: int) -> None:
+    """Wp = W//2+1 rounded up to ALIGN (same arithmetic on a traced size); align 1 is the plain width."""
+    padded = spectrum_width(width, ALIGN)
+    assert padded % ALIGN == 0 and width // 2 + 1 <= padded < width // 2 + 1 + ALIGN
+    assert spectrum_width(width, 1) == width // 2 + 1
+    assert int(spectrum_width(torch.tensor(width), ALIGN)) == padded
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -41,7 +67,7 @@ def test_shared_bases_are_keyed_by_size(layout) -> None:
         for height, width in [(64, 48), (48, 64), (64, 64), (64, 48)]:
             x = torch.randn(1, 2, height, width, generator=torch.Generator().manual_seed(height + width))
             dft = layout()
-            assert (dft(x) - TorchFFT()(x)).abs().max().item() <= 1e-5
+            assert (unpadded(dft(x), width) - TorchFFT()(x)).abs().max().item() <= 1e-5
             assert (dft.inverse(dft(x), height, width) - x).abs().max().item() <= 1e-5
     finally:
         end_shared_bases(token)
@@ -70,7 +96,7 @@ def test_bases_carry_the_ortho_scale_and_exact_dc_nyquist() -> None:
 def test_large_sides_keep_accuracy_through_integer_reduction() -> None:
     """(k*n) mod N in integers: at N=1000 the raw angle 2*pi*k*n/N would lose ~1e-4 in fp32."""
     x = torch.randn(1, 1, 3, 1000, generator=torch.Generator().manual_seed(0))
-    error = (MatmulDFT()(x) - TorchFFT()(x)).abs().max().item()
+    error = (unpadded(MatmulDFT()(x), 1000) - TorchFFT()(x)).abs().max().item()
     assert error <= 1e-5, f"N=1000: {error:.3e}"
 
 
@@ -96,7 +122,7 @@ def test_eager_calls_reuse_their_bases_and_stay_exact_across_sizes(layout, monke
         with torch.inference_mode():
             spectrum = dft(x)
             image = dft.inverse(spectrum, height, width)
-        assert (spectrum - TorchFFT()(x)).abs().max().item() <= 1e-5
+        assert (unpadded(spectrum, width) - TorchFFT()(x)).abs().max().item() <= 1e-5
         assert (image - x).abs().max().item() <= 1e-5
         builds.append(len(built) - before)
     # Built once, reused, built for each new size or dtype, and again once evicted (8 entries kept).
