@@ -28,6 +28,7 @@ from lama_deploy.host import peak_rss_mb
 from lama_deploy.model_facts import facts_from_proto
 from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
 from lama_model.checkpoint import config_name
+from lama_model.fourier import set_spectrum_align
 from lama_model.precision import choose_fourier_scale, fold_fourier_scale
 
 #: Size used to trace; any multiple of 8 works, the graph does not depend on it (dims are symbolic).
@@ -65,13 +66,14 @@ def dynamic_axes(dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
 
 
 def trace_to_onnx(model: InpaintingModel, path: Path, opset: int = C.DEFAULT_OPSET, dynamic_batch: bool = True,
-                  batch: int = 1, keep_fourier: bool = False, fourier: str = "matmul") -> onnx.ModelProto:
-    """Raw export of `model` (its Fourier units switched to `fourier` unless `keep_fourier`); returns the ModelProto."""
+                  batch: int = 1, keep_fourier: bool = False, fourier: str = "matmul", align: int = 1) -> onnx.ModelProto:
+    """Raw export of `model` (its Fourier units switched to `fourier`, spectrum width padded to a multiple of
+    `align`, unless `keep_fourier`); returns the ModelProto."""
     if opset < 13 or opset > C.MAX_TRT8_OPSET:
         raise UsageError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
                          f"(TensorRT 8.5/8.6 on JetPack 5/6.0 import up to opset {C.MAX_TRT8_OPSET})")
     if not keep_fourier:
-        set_fourier_mode(model, fourier)
+        set_spectrum_align(set_fourier_mode(model, fourier), align)
     model.eval()
     with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
@@ -213,7 +215,8 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
                            opset: int = C.DEFAULT_OPSET, fourier: str = C.DEFAULT_FOURIER, precision: str = "fp32",
                            dynamic_batch: bool = True, seed: int = 0, trained_like: bool = False,
                            model: InpaintingModel | None = None, speedups: bool = True,
-                           fp16_policy: str = C.DEFAULT_FP16_POLICY, fourier_scale: float | None = None) -> ExportResult:
+                           fp16_policy: str = C.DEFAULT_FP16_POLICY, fourier_scale: float | None = None,
+                           fourier_align: int | None = None) -> ExportResult:
     """Export, check and atomically write the inpainting ONNX model; the one function behind every caller.
 
     `model` skips loading (tests pass a model they already built; it is never modified); `checkpoint=None`
@@ -221,7 +224,8 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed). `fp16_policy`
     (fp16 only, `lama_model.precision.FP16_POLICIES`): `fourier-fp32` keeps the Fourier units in fp32 islands;
     `fourier-scaled` folds the exact scale `fourier_scale` (default `choose_fourier_scale()`) into their
-    weights and runs them in fp16.
+    weights and runs them in fp16. `fourier_align` pads the DFT-as-matmul spectrum width (default
+    `contract.fourier_align`: 8 where the units run in fp16, else 1; metadata `lama.fourier_align`).
     """
     from .dft_ops import onnx_dft_units
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
@@ -235,6 +239,10 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
         raise UsageError(f"unknown --fp16-policy {fp16_policy!r}; choose one of {C.FP16_POLICIES}")
     if fourier == "dft" and precision == "fp16":
         raise UsageError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
+    align = C.fourier_align(precision, fp16_policy if precision == "fp16" else None) if fourier_align is None \
+        else int(fourier_align)
+    if align < 1:
+        raise UsageError(f"the Fourier spectrum alignment must be a positive integer, not {fourier_align}")
     start = time.perf_counter()
     random_weights: dict[str, str] = {}
     if model is None:
@@ -258,7 +266,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
                 onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, keep_fourier=True)
             notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
         else:
-            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fourier)
+            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fourier, align=align)
         name_output_dims(onnx_model, dynamic_batch)
         assert_dynamic_io(onnx_model, dynamic_batch)
         if precision == "fp16":
@@ -269,6 +277,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
             C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
             C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights, **precision_meta,
+            **({} if fourier == "dft" else {C.META_FOURIER_ALIGN: str(align)}),
         })
         onnx.checker.check_model(onnx_model, full_check=True)
         if fourier != "dft":

@@ -78,6 +78,8 @@ META_TRAINED_LIKE = "lama.trained_like"
 #: scale folded into their weights (`fourier-scaled`; "1" for `fourier-fp32`).
 META_FP16_POLICY = "lama.fp16_policy"
 META_FOURIER_SCALE = "lama.fourier_scale"
+#: DFT-as-matmul exports: the spectrum width's padding (`lama_model.fourier.spectrum_width`), see `fourier_align`.
+META_FOURIER_ALIGN = "lama.fourier_align"
 
 #: Exported node-name fragments (TorchScript exporter scopes): the generator, and the Fourier units that
 #: must stay fp32 (their spectrum passes fp16's range with trained weights). Read by the fp16 converter,
@@ -130,6 +132,20 @@ def fp16_policy_problem(fp16_policy: str, fourier_form: str) -> str | None:
         return ("fp16 policy 'fourier-scaled' needs a DFT-as-matmul Fourier form; with torch.fft (cuFFT) use the "
                 "default 'fourier-fp32'")
     return None
+
+
+#: Spectrum width multiple where the Fourier units' products run on tensor cores: fp16/bf16 GEMMs take their
+#: aligned kernels only for leading dimensions that are multiples of 8 (Wf = W/2+1 = 33 at 512x512 is not).
+TENSOR_CORE_ALIGN = 8
+
+
+def fourier_align(precision: str, fp16_policy: str | None) -> int:
+    """How far the DFT-as-matmul forms pad their spectrum width (zero columns, exact): `TENSOR_CORE_ALIGN` when
+    the Fourier units run in half precision (`fourier-scaled`), else 1. Elsewhere the units' products are fp32
+    (fp32 models, `fourier-fp32` islands, ONNX Runtime CPU), where padding is only more work: 8-13% of one
+    unit's ONNX Runtime CPU time at 64x64 and 128x128 (docs/benchmarks.md). Read by the export (metadata
+    `lama.fourier_align`) and by the PyTorch backend."""
+    return TENSOR_CORE_ALIGN if precision in ("fp16", "bf16") and fp16_policy == "fourier-scaled" else 1
 
 
 def is_random_weights(metadata: Mapping[str, Any] | str | None) -> bool:

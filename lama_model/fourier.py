@@ -13,11 +13,13 @@ factor the complex pass along H is factorised Cooley-Tukey style (`factorized_co
 choice of factors is integer arithmetic on the runtime size, so one graph still serves every H.
 
 All return / take the spectrum as real tensors with real and imaginary parts stacked the way the
-official Fourier unit stacks them: `(B, C, 2, H, Wf)` (dim 2 = real, imaginary). Wf is W//2+1, except that
-the DFT-as-matmul forms pad it by default to a multiple of `ALIGN` with columns that are exactly zero
-(`spectrum_width`): fp16 tensor cores take their fast path only for products whose leading dimensions are
-multiples of 8 (Wf = 33 at 512x512 is not). The Fourier unit's 1x1 convolution sees the zero columns (and
-makes them its bias), the inverse basis has zero rows there, so the output is the same exactly.
+official Fourier unit stacks them: `(B, C, 2, H, Wf)` (dim 2 = real, imaginary). Wf is W//2+1, or, with
+`align` (DFT-as-matmul forms, `set_spectrum_align`), that width rounded up to a multiple of `ALIGN` with
+columns that are exactly zero (`spectrum_width`): fp16 tensor cores take their aligned path only for products
+whose leading dimensions are multiples of 8 (Wf = 33 at 512x512 is not). The Fourier unit's 1x1 convolution
+sees the zero columns (and writes its bias there), the inverse basis has zero rows there, so the output is
+the same. Off by default: where the products do not run on tensor cores (fp32, ONNX Runtime CPU) the padding
+is only more work (8-13% of a unit's CPU time at 64x64 and 128x128, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -363,7 +365,7 @@ class MatmulDFT(nn.Module):
         align: the spectrum's width is padded with zero columns to a multiple of this (`spectrum_width`).
     """
 
-    def __init__(self, align: int = ALIGN) -> None:
+    def __init__(self, align: int = 1) -> None:
         super().__init__()
         self.align = int(align)
 
@@ -420,7 +422,7 @@ class DenseMatmulDFT(nn.Module):
         align: the spectrum's width is padded with zero columns to a multiple of this (`spectrum_width`).
     """
 
-    def __init__(self, align: int = ALIGN) -> None:
+    def __init__(self, align: int = 1) -> None:
         super().__init__()
         self.align = int(align)
 
@@ -452,12 +454,23 @@ _TRANSFORMS: dict[str, type[nn.Module]] = {"torch": TorchFFT, "matmul": MatmulDF
 FOURIER_MODES = tuple(_TRANSFORMS)
 
 
-def make_fourier_transform(mode: str, align: int | None = None) -> nn.Module:
-    """The transform of `mode`; `align` (DFT-as-matmul forms only) pads the spectrum width, default `ALIGN`."""
+def make_fourier_transform(mode: str, align: int = 1) -> nn.Module:
+    """The transform of `mode`; `align` pads the spectrum width of the DFT-as-matmul forms (torch.fft: ignored)."""
     try:
         transform = _TRANSFORMS[mode]
     except KeyError:
         raise ValueError(f"unknown Fourier mode {mode!r}; choose one of {FOURIER_MODES}") from None
-    if transform is TorchFFT:
-        return transform()
-    return transform() if align is None else transform(align)
+    return transform() if transform is TorchFFT else transform(align)
+
+
+def set_spectrum_align(module: nn.Module, align: int) -> nn.Module:
+    """Pad the spectrum width of every DFT-as-matmul transform in `module` to a multiple of `align`, in place.
+
+    Exact either way; worth it where the Fourier units' products run on tensor cores (fp16).
+    """
+    if align < 1:
+        raise ValueError(f"the spectrum alignment must be a positive integer, not {align}")
+    for sub in module.modules():
+        if isinstance(sub, (MatmulDFT, DenseMatmulDFT)):
+            sub.align = int(align)
+    return module

@@ -137,6 +137,10 @@ def apply_policy(model: Any, mode: TorchMode) -> Any:
 
         result = fold_fourier_scale(model, choose_fourier_scale())  # the export's default scale
         model = result if result is not None else model
+    if mode.policy is not None:
+        from lama_model.fourier import set_spectrum_align
+
+        set_spectrum_align(model, C.fourier_align(mode.precision, mode.policy))  # the export's padding rule
     return model
 
 

@@ -147,3 +147,72 @@ def test_traced_graph_builds_its_bases_from_the_runtime_size() -> None:
         traced = torch.jit.trace(unit, torch.randn(1, 2, 16, 16), check_trace=False)
         x = torch.randn(1, 2, 24, 40)
         assert (traced(x) - reference(x)).abs().max().item() <= 1e-5
+
+
+# --- spectrum width padded for tensor cores -------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", ["matmul", "matmul-dense"])
+def test_big_lama_unit_at_the_1024_bottleneck_is_exact_with_padding(form: str) -> None:
+    """One big-lama-size Fourier unit (192 channels, 384 in the spectral conv) on a 128x128 map, the bottleneck of
+    a 1024x1024 image. Padded (Wf 65 -> 72 columns that the conv fills with its bias) it gives what the unpadded
+    form gives (within 1e-6), and both match the torch.fft unit in fp32 within 1e-6 of the output's peak (~23
+    here: the DC bin sums the whole map; 1e-5 in absolute terms is fp32 rounding at that magnitude).
+    Random weights, BatchNorm with a non-zero shift."""
+    from lama_model.ffc import FourierUnit
+    from lama_model.fourier import set_spectrum_align
+
+    torch.manual_seed(0)
+    reference = FourierUnit(192, fourier="torch").eval()
+    with torch.no_grad():
+        reference.bn.bias.uniform_(-0.02, 0.02)   # a shift: the padding columns become non-zero after the conv
+    units = {}
+    for align in (1, ALIGN):
+        units[align] = set_spectrum_align(FourierUnit(192, fourier=form).eval(), align)
+        units[align].load_state_dict(reference.state_dict())
+    x = torch.randn(1, 192, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(x)
+        plain, padded = units[1](x), units[ALIGN](x)
+        width = units[ALIGN].transform(x).shape[-1]
+    peak = expected.abs().max().item()
+    error = (padded - expected).abs().max().item()
+    padding_error = (padded - plain).abs().max().item()
+    assert width == 72 and padding_error <= 1e-6, f"{form}: padded vs unpadded {padding_error:.3e}"
+    assert error <= 1e-6 * peak, f"{form} 128x128 unit: max abs error {error:.3e} (output peak {peak:.1f})"
+
+
+def test_set_spectrum_align_reaches_every_matmul_transform_and_refuses_zero() -> None:
+    from lama_model import random_model, set_fourier_mode
+    from lama_model.fourier import set_spectrum_align
+
+    model = set_fourier_mode(random_model("tiny", seed=0), "matmul-dense")
+    set_spectrum_align(model, ALIGN)
+    aligns = [m.align for m in model.modules() if isinstance(m, DenseMatmulDFT)]
+    assert len(aligns) >= 2 and set(aligns) == {ALIGN}
+    with pytest.raises(ValueError, match="positive integer"):
+        set_spectrum_align(model, 0)
+
+
+@pytest.mark.parametrize("form", ["matmul", "matmul-dense"])
+def test_padded_unit_exported_once_pads_from_the_runtime_width(form: str, tmp_path) -> None:
+    """Exported at 16x16 (Wf 9 -> 16), run at other sizes by ONNX Runtime: the padding follows the runtime W."""
+    import onnxruntime as ort
+
+    from lama_model.ffc import FourierUnit
+    from lama_model.fourier import set_spectrum_align
+
+    torch.manual_seed(0)
+    unit = set_spectrum_align(FourierUnit(4, fourier=form).eval(), ALIGN)
+    reference = FourierUnit(4, fourier="torch").eval()
+    reference.load_state_dict(unit.state_dict())
+    path = tmp_path / "unit.onnx"
+    torch.onnx.export(unit, (torch.randn(1, 4, 16, 16),), str(path), opset_version=17, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},
+                      dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for height, width in [(16, 16), (24, 40), (64, 64), (8, 30)]:
+        x = torch.randn(2, 4, height, width, generator=torch.Generator().manual_seed(width))
+        got = session.run(None, {"x": x.numpy()})[0]
+        with torch.no_grad():
+            error = float(abs(got - reference(x).numpy()).max())
+        assert error <= 1e-5, f"{form} exported at 16x16, run at {height}x{width}: {error:.3e}"
