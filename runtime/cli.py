@@ -25,7 +25,7 @@ from lama_deploy.errors import InputNotFound, UserError, cli_entry
 from lama_deploy.files import atomic_output, check_output_file
 
 from .backends import BACKENDS
-from .backends.torch_precision import add_mode_arguments
+from .backends.torch_precision import add_mode_arguments, mode_options
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError, check_threshold
 from .input_options import add_input_options, input_options
 from .progress import stage
@@ -146,8 +146,8 @@ def _load_inpainter(args: argparse.Namespace):
                         "or run `lama-deploy demo` to try the random-weights demo")
     with stage(PROG, f"loading {args.model}"):
         inpainter = Inpainter.from_path(args.model, backend=args.backend, device=args.device,
-                                        max_pixels=args.max_pixels, max_side=args.max_side, precision=args.precision,
-                                        cuda_graphs=args.cuda_graphs, max_memory=args.max_memory,
+                                        max_pixels=args.max_pixels, max_side=args.max_side, max_memory=args.max_memory,
+                                        **mode_options(args),
                                         **{**input_options(args), "threshold": args.threshold or 0})
     if inpainter.random_weights:
         print(f"{PROG}: warning: {args.model} has random weights ({inpainter.weights}); "

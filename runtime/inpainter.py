@@ -106,13 +106,14 @@ class Inpainter:
                   threshold: float | str = 0, profile: Any = None, max_side: int | None = None,
                   context_margin: int = DEFAULT_CONTEXT_MARGIN, strategy: str | StrategyOptions = "auto",
                   exif: str = DEFAULT_EXIF, precision: str | None = None, cuda_graphs: bool | str | None = None,
-                  max_memory: str | int | None = "auto") -> "Inpainter":
+                  max_memory: str | int | None = "auto", compile: str | None = None) -> "Inpainter":
         """`.engine`/`.plan` -> TensorRT, `.onnx` -> ONNX Runtime, `.ckpt`/`.pt`/`.pth` -> PyTorch (or `backend=`).
 
-        `precision` (fp32/fp16/bf16) and `cuda_graphs` (True/False/"auto") apply to the PyTorch backend;
-        `max_memory` is the host-memory budget of one inference (see `lama_deploy.runtime.memory`)."""
+        `precision` (fp32/fp16/bf16), `cuda_graphs` (True/False/"auto") and `compile` (off/default/max-autotune)
+        apply to the PyTorch backend; `max_memory` is the host-memory budget of one inference (see
+        `lama_deploy.runtime.memory`)."""
         instance = create_backend(path, backend=backend, device=device, providers=providers, precision=precision,
-                                  cuda_graphs=cuda_graphs)
+                                  cuda_graphs=cuda_graphs, compile=compile)
         return cls(instance, path, max_pixels, threshold, profile, max_side, context_margin, strategy, exif, max_memory)
 
     @classmethod
@@ -121,7 +122,7 @@ class Inpainter:
         """Seeded random weights on the PyTorch backend: a plumbing demo, not trained LaMa (it says so)."""
         from .backends.torch_backend import TorchBackend
 
-        mode = {key: kwargs.pop(key) for key in ("precision", "cuda_graphs") if key in kwargs}
+        mode = {key: kwargs.pop(key) for key in ("precision", "cuda_graphs", "compile") if key in kwargs}
         return cls(TorchBackend.from_random_weights(config, seed, device, **mode), None, **kwargs)
 
     # -- facts ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
 
-from .backends.torch_precision import add_mode_arguments
+from .backends.torch_precision import add_mode_arguments, mode_options
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError, upright_size
 from .input_options import add_input_options, input_options
 from .memory import MemoryBudgetExceeded, format_bytes, max_side_for, resolve_budget
@@ -369,7 +369,7 @@ def load_inpainters(args: argparse.Namespace, limits: ServerLimits) -> list[Any]
     share = None if limits.max_memory is None else limits.max_memory // args.workers_per_model
     options = input_options(args)
     return [Inpainter.from_path(args.model, backend=args.backend, device=args.device, max_pixels=limits.max_pixels,
-                                precision=args.precision, cuda_graphs=args.cuda_graphs,
+                                **mode_options(args),
                                 max_memory=share if share is not None else "none", **options)
             for _ in range(args.workers_per_model)]
 

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lama_deploy.runtime.server", "serve POST /inpaint over HTTP"),
     "triton-repo": ("lama_deploy.runtime.triton", "write a Triton Inference Server model repository"),
     "triton-serve": ("lama_deploy.runtime.triton_serve", "run tritonserver on a repository (python backend ready)"),
-    "bench": ("lama_deploy.scripts.benchmark", "benchmark the deployment paths side by side"),
+    "bench": ("lama_deploy.scripts.bench", "benchmark the deployment paths side by side"),
 }
 
 

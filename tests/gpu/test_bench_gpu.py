@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lama_deploy.scripts.bench_gpu import FLOOR, precisions, run_gpu_bench
-from lama_deploy.scripts.bench_gpu_report import gpu_markdown
+from lama_deploy.scripts.bench.gpu import FLOOR, precisions, run_gpu_bench
+from lama_deploy.scripts.bench.gpu_report import gpu_markdown
 from lama_model import FOURIER_MODES
 
 pytestmark = pytest.mark.gpu

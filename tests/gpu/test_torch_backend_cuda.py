@@ -11,7 +11,7 @@ import torch
 from lama_deploy.runtime.backends.torch_backend import TorchBackend
 from lama_deploy.runtime.backends.torch_precision import fp16_policies
 from lama_deploy.runtime.inpainter import Inpainter
-from lama_deploy.scripts.bench_gpu import cached_random_model, hole_error
+from lama_deploy.scripts.bench.gpu import cached_random_model, hole_error
 from lama_model.synthetic import sample_batch
 
 pytestmark = pytest.mark.gpu

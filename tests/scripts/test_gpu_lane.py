@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from lama_deploy.contract import fp16_policy_problem
-from lama_deploy.scripts import bench_gpu as G
+from lama_deploy.scripts.bench import gpu as G
 from lama_deploy.scripts import gpu_lane_report as L
-from lama_deploy.scripts.bench_gpu_report import BEGIN, END, gpu_markdown, with_gpu_section
-from lama_deploy.scripts.bench_report import NOTES_MARKER
+from lama_deploy.scripts.bench.gpu_report import BEGIN, END, gpu_markdown, with_gpu_section
+from lama_deploy.scripts.bench.report import NOTES_MARKER
 from lama_model import FOURIER_MODES, random_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ def test_floor_and_forms_run_on_cpu_and_errors_are_measured_in_levels():
 
 
 def test_bench_device_cuda_without_a_gpu_writes_why(tmp_path):
-    from lama_deploy.scripts.benchmark import main
+    from lama_deploy.scripts.bench.command import main
 
     assert main(["--device", "cuda", "--config", "tiny", "--sizes", "64", "--batch", "1", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "bench_gpu.json").read_text())
@@ -164,7 +164,7 @@ def test_model_cache_round_trips(tmp_path, monkeypatch):
 
 
 def test_gpu_json_from_the_lane_renders_into_the_docs_page(tmp_path):
-    from lama_deploy.scripts.benchmark import main
+    from lama_deploy.scripts.bench.command import main
 
     source = tmp_path / "bench_gpu.json"
     source.write_text(json.dumps({**_fake_gpu_report(), "command": "lama-deploy bench --device cuda --gpu-quick"}))

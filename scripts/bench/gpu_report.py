@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lama_deploy.scripts.bench_report import NOTES_MARKER
+from .report import NOTES_MARKER
 
 BEGIN = "<!-- gpu rows: written by `lama-deploy bench --device cuda` -->"
 END = "<!-- gpu rows: end -->"
@@ -90,8 +90,8 @@ GPU_QUICK = {"sizes": "512", "batch": "1,4", "batch_at": 512, "repeats": 5, "bud
 
 def run_gpu_command(args: Any, sizes: list[int], batches: list[int], command: str) -> int:
     """`lama-deploy bench --device cuda`: measure, write bench_gpu.json / bench_gpu.md (and the docs section)."""
-    from lama_deploy.scripts.bench_gpu import run_gpu_bench
-    from lama_deploy.scripts.bench_report import created_utc
+    from .gpu import run_gpu_bench
+    from .report import created_utc
 
     gpu = run_gpu_bench(args.config, sizes, batches, args.batch_at, args.repeats, args.seed, budget_s=args.budget_s)
     gpu.update(created_utc=created_utc(), command=command)
