@@ -142,9 +142,9 @@ TENSOR_CORE_ALIGN = 8
 def fourier_align(precision: str, fp16_policy: str | None) -> int:
     """How far the DFT-as-matmul forms pad their spectrum width (zero columns, exact): `TENSOR_CORE_ALIGN` when
     the Fourier units run in half precision (`fourier-scaled`), else 1. Elsewhere the units' products are fp32
-    (fp32 models, `fourier-fp32` islands, ONNX Runtime CPU), where padding is only more work: 8-13% of one
-    unit's ONNX Runtime CPU time at 64x64 and 128x128 (docs/benchmarks.md). Read by the export (metadata
-    `lama.fourier_align`) and by the PyTorch backend."""
+    (fp32 models, `fourier-fp32` islands, ONNX Runtime CPU), where padding is only more work: 10-17% of one
+    big-lama unit's ONNX Runtime CPU time at 64x64, 6-10% at 128x128 (docs/benchmarks.md). Read by the export
+    (metadata `lama.fourier_align`) and by the PyTorch backend."""
     return TENSOR_CORE_ALIGN if precision in ("fp16", "bf16") and fp16_policy == "fourier-scaled" else 1
 
 

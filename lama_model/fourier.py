@@ -19,7 +19,7 @@ columns that are exactly zero (`spectrum_width`): fp16 tensor cores take their a
 whose leading dimensions are multiples of 8 (Wf = 33 at 512x512 is not). The Fourier unit's 1x1 convolution
 sees the zero columns (and writes its bias there), the inverse basis has zero rows there, so the output is
 the same. Off by default: where the products do not run on tensor cores (fp32, ONNX Runtime CPU) the padding
-is only more work (8-13% of a unit's CPU time at 64x64 and 128x128, docs/benchmarks.md).
+is only more work (10-17% of a unit's ONNX Runtime CPU time at 64x64, 6-10% at 128x128, docs/benchmarks.md).
 """
 
 from __future__ import annotations

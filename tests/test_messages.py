@@ -14,8 +14,9 @@ OTHER_TOOLS = {
     "export/validation_report.py": "the `polygraphy run` replay line",
     "runtime/triton_serve.py": "the `tritonserver` command line",
     "export/polygraphy_hooks.py": "`polygraphy convert` flags in its usage line",
-    "scripts/gpu_lane.py": "pytest flags of the GPU lane's child runs",
-    "scripts/gpu_lane_report.py": "the `nvidia-smi` query",
+    "scripts/gpu_lane/lane.py": "pytest flags of the GPU lane's child runs",
+    "scripts/gpu_lane/report.py": "the `nvidia-smi` query",
+    "scripts/gpu_lane/wheelhouse.py": "pip and zstd flags of the wheelhouse install",
 }
 OTHER_FLAGS = {"--help", "--index-url", "--no-deps", "--model-repository"}  # pip, tritonserver
 

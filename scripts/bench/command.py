@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny model, sizes 64,128, batch 2 at 64, 1 repeat (tests, smoke runs)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: the deployment backends "
                         "(default); cuda: the GPU rows (Fourier forms x fp16 policies, PyTorch backend modes)")
-    parser.add_argument("--gpu-quick", action="store_true", help="with --device cuda: big-lama at 512, batch 1 and 4, "
-                        "5 repeats (the GPU lane)")
+    parser.add_argument("--gpu-quick", action="store_true", help="with --device cuda: the GPU lane's plan: big-lama, "
+                        "every form at 512 and the compared ones at 1024/2048, backend rows at batch 1/2/4/8, 5 repeats")
     return parser
 
 
