@@ -159,6 +159,8 @@ ALIGN = 8
 def spectrum_width(width: int | Tensor, align: int = 1) -> int | Tensor:
     """Columns of the one-sided spectrum: W//2+1 rounded up to a multiple of `align` (integer ops only, so a
     traced W keeps the padding a computation on the runtime size)."""
+    if align == 1:  # no rounding ops in the graph
+        return width // 2 + 1
     return (width // 2 + align) // align * align
 
 
