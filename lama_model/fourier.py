@@ -64,6 +64,8 @@ def end_shared_bases(token: contextvars.Token) -> None:
 _EAGER_BASES: OrderedDict = OrderedDict()
 _EAGER_LOCK = threading.Lock()
 EAGER_CACHE_ENTRIES = 64
+#: False: every eager forward rebuilds its bases, as before the cache (the benchmark's `no basis cache` rows).
+EAGER_CACHE = True
 
 
 def _tracing() -> bool:
@@ -93,7 +95,7 @@ def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor |
     if torch.compiler.is_compiling():
         return build()
     cache = _SHARED_BASES.get()
-    if cache is None and (like is None or _tracing()):
+    if cache is None and (like is None or _tracing() or not EAGER_CACHE):
         return build()
     key = (name,) + tuple(int(size) for size in sizes)
     if like is not None:

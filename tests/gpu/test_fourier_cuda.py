@@ -108,7 +108,8 @@ def test_bases_read_during_capture_survive_cache_eviction():
             out = unit(static)
         for side_length in range(8, 8 + 2 * fourier.EAGER_CACHE_ENTRIES, 2):  # evicts every uncaptured entry
             unit(torch.randn(1, 4, side_length, side_length, device="cuda"))
-        garbage = [torch.full((4096,), float("nan"), device="cuda") for _ in range(64)]  # reuse freed blocks
+        # Reuse whatever blocks were freed, at every size a basis of this unit can have (2 KB .. 128 KB).
+        garbage = [torch.full((512 * k,), float("nan"), device="cuda") for k in range(1, 65) for _ in range(2)]
         fresh = torch.randn(1, 4, 40, 48, generator=torch.Generator().manual_seed(2)).cuda()
         static.copy_(fresh)
         graph.replay()

@@ -216,3 +216,22 @@ def test_padded_unit_exported_once_pads_from_the_runtime_width(form: str, tmp_pa
         with torch.no_grad():
             error = float(abs(got - reference(x).numpy()).max())
         assert error <= 1e-5, f"{form} exported at 16x16, run at {height}x{width}: {error:.3e}"
+
+
+def test_switching_the_eager_cache_off_rebuilds_every_call(monkeypatch) -> None:
+    """`EAGER_CACHE = False` (the benchmark's `no basis cache` rows): every call builds its bases again."""
+    from lama_model import fourier
+
+    monkeypatch.setattr(fourier, "_EAGER_BASES", type(fourier._EAGER_BASES)())
+    built = []
+    real_cos = torch.cos
+    monkeypatch.setattr(torch, "cos", lambda t: built.append(1) or real_cos(t))
+    x = torch.randn(1, 2, 16, 24)
+    dft = DenseMatmulDFT()
+    counts = []
+    for cache in (True, True, False, False):
+        monkeypatch.setattr(fourier, "EAGER_CACHE", cache)
+        before = len(built)
+        assert (unpadded(dft(x), 24) - TorchFFT()(x)).abs().max().item() <= 1e-5
+        counts.append(len(built) - before)
+    assert counts[0] > 0 and counts[1] == 0 and counts[2] == counts[3] == counts[0], counts
