@@ -149,7 +149,7 @@ def run_bench(out: Path, env: dict[str, str], timeout_s: float, dry_run: bool) -
         extra = ["--gpu-quick", "--budget-s", str(max(20, int(timeout_s - 30)))]
     cmd = [sys.executable, "-m", "lama_deploy.scripts.bench", "--device", "cuda", "--out", str(bench_out)] + extra
     result = run_child(cmd, env, out / "bench.log", timeout_s)
-    result["command"] = " ".join(["lama-deploy bench"] + cmd[5:])
+    result["command"] = " ".join(["lama-deploy bench"] + cmd[3:])
     for name in ("bench_gpu.json", PARTIAL):
         data = bench_out / name
         if data.is_file():

@@ -82,6 +82,7 @@ def test_dry_run_on_a_bare_machine_runs_every_stage_with_a_wheelhouse(tmp_path):
     assert summary["environment"]["tensorrt"] is None and summary["environment"]["cuda_python"] is None
     assert summary["engine"]["exit_code"] == 0 and summary["engine"]["check"]["error"].startswith("TensorRT not importable")
     assert summary["bench"]["exit_code"] == 0 and summary["bench"]["gpu"]["skipped"].startswith("needs an NVIDIA GPU")
+    assert summary["bench"]["command"].startswith("lama-deploy bench --device cuda --out ")
     assert [s["stage"] for s in summary["plan"]["stages"]] == ["wheelhouse", "probe", "tests", "engine", "bench"]
     page = (tmp_path / "lane" / "gpu_lane.md").read_text()
     assert page.startswith("# GPU lane: no NVIDIA GPU") and "Dry run" in page and "## Wheelhouse" in page
