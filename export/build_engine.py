@@ -1,4 +1,5 @@
-"""`lama-deploy build`: a dynamic-shape TensorRT engine from the exported ONNX, with a JSON sidecar.
+"""A dynamic-shape TensorRT engine from the exported ONNX, with a JSON sidecar (`lama-deploy build`, whose
+parser lives in scripts/commands/build.py).
 
     lama-deploy build lama.onnx -o lama.engine --min 1x256x256 --opt 1x512x512 --max 2x1024x1024
     lama-deploy build lama_fp16.onnx -o lama.engine --precision fp16 --compute-capability 8.9   # TensorRT-RTX, AOT
@@ -18,27 +19,39 @@ TF32 is off unless `--tf32`: it would round the fp32 DFT matmuls to a 10-bit man
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lama_deploy import contract as C
 from lama_deploy import host
-from lama_deploy.engine_sidecar import describe_sidecar, make_sidecar, verify_sidecar, write_engine_and_sidecar
-from lama_deploy.errors import InputNotFound, UserError, cli_entry
+from lama_deploy.engine_sidecar import BuildFacts, make_sidecar, write_engine_and_sidecar
+from lama_deploy.errors import InputNotFound, UserError
 from lama_deploy.files import atomic_output
 from lama_deploy.host import peak_rss_mb
 from lama_deploy.model_facts import ModelFacts, read_model_facts
-from lama_deploy.profiles import Profile, add_profile_options, check_profile, format_nhw, make_profiles, profiles_from
+from lama_deploy.profiles import Profile, check_profile, make_profiles
 
 from .trt_builder import (
     ConfigOptions, ParserError, build_serialized, create_builder, create_config, create_network, detect_features,
-    network_facts, normalise_compute_capability, parse_onnx, pin_fp32_layers, serialized_timing_cache,
+    network_facts, normalise_compute_capability, parse_onnx, pin_fp32_layers, precision_target,
+    serialized_timing_cache,
 )
 
-PROG = "lama-deploy build"
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build: profiles (default: `make_profiles(None, None, None)`), precision (default: the ONNX's own),
+    builder limits, the TensorRT flavour (default: whichever is installed), the ahead-of-time target."""
+
+    profiles: tuple[Profile, ...] | list[Profile] | None = None
+    precision: str | None = None
+    workspace_mib: int | None = None
+    timing_cache: str | Path | None = None
+    compute_capability: str | None = None
+    flavour: str | None = None
+    optimization_level: int | None = None
+    tf32: bool = False
 
 
 @dataclass
@@ -76,35 +89,29 @@ def check_profiles_fit(profiles: list[Profile], facts: ModelFacts) -> None:
                                 f"in --min/--opt/--max or export with a dynamic {name}")
 
 
-def resolve_precision(requested: str | None, onnx_precision: str, strongly_typed_only: bool, flavour: str,
-                      version: str) -> str:
-    if requested is not None and requested not in C.PRECISIONS:
-        raise UserError(f"unknown --precision {requested!r}; choose one of {C.PRECISIONS}")
+def resolve_precision(requested: str | None, onnx_precision: str, target: str, fourier: str | None = None) -> str:
+    """The engine's precision (default: the ONNX's), refused with the contract's one line when `target`
+    (`contract.TRT_TARGETS`) cannot build it from this ONNX."""
     precision = requested or onnx_precision
-    if precision == "fp32" and onnx_precision == "fp16":
-        raise UserError("--precision fp32 but this ONNX is the fp16 export (lama.precision=fp16); "
-                        "build it with --precision fp16 or use the fp32 ONNX")
-    if precision == "fp16" and onnx_precision != "fp16" and strongly_typed_only:
-        raise UserError(f"{flavour} {version} is strongly typed: --precision fp16 needs the fp16 ONNX "
-                        f"(`lama-deploy export --precision fp16`); this one is {onnx_precision}")
+    problem = C.precision_problem(precision, None, fourier, target, onnx_precision=onnx_precision)
+    if problem:
+        raise UserError(problem)
     return precision
 
 
 # --- the build ------------------------------------------------------------------------------------------
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[Profile] | None = None,
-                 precision: str | None = None, workspace_mib: int | None = None,
-                 timing_cache: str | Path | None = None, compute_capability: str | None = None,
-                 flavour: str | None = None, optimization_level: int | None = None,
-                 tf32: bool = False) -> BuildReport:
+def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildOptions | None = None) -> BuildReport:
     """Build `engine_path` (+ `<engine>.json` sidecar) from `onnx_path`; both written atomically."""
     from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt, make_logger
 
     start = time.perf_counter()
+    options = options or BuildOptions()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise InputNotFound(f"ONNX model {onnx_path} not found")
-    profiles = profiles or make_profiles(None, None, None)
+    profiles = list(options.profiles or make_profiles(None, None, None))
+    compute_capability, timing_cache, tf32 = options.compute_capability, options.timing_cache, options.tf32
     for index, profile in enumerate(profiles):
         check_profile(profile, index)
     facts = read_model_facts(onnx_path).check()
@@ -112,12 +119,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
     metadata = {key: value for key, value in facts.metadata.items() if key.startswith("lama.")}
     onnx_precision = metadata.get(C.META_PRECISION, "fp32")
     try:
-        trt = import_tensorrt(flavour)
+        trt = import_tensorrt(options.flavour)
     except TensorRTUnavailable as exc:
         raise UserError(str(exc)) from None
     features = detect_features(trt)
-    precision = resolve_precision(precision, onnx_precision, not features.weak_typing, features.flavour,
-                                  features.version)
+    precision = resolve_precision(options.precision, onnx_precision, precision_target(features),
+                                  metadata.get(C.META_FOURIER))
     notes: list[str] = []
     if timing_cache and not features.timing_cache:
         notes.append(f"timing cache ignored: {features.flavour} has none (its timing cache calls are no-ops)")
@@ -143,20 +150,20 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
 
     cache_path = Path(timing_cache) if timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else (b"" if cache_path else None)
-    options = ConfigOptions(profiles=profiles, fp16_flag=fp16_flag, workspace_mib=workspace_mib,
-                            compute_capability=compute_capability, optimization_level=optimization_level,
-                            tf32=tf32, timing_cache=cache_bytes)
-    config = create_config(trt, builder, features, options)
+    config_options = ConfigOptions(profiles=profiles, fp16_flag=fp16_flag, workspace_mib=options.workspace_mib,
+                                   compute_capability=compute_capability,
+                                   optimization_level=options.optimization_level, tf32=tf32, timing_cache=cache_bytes)
+    config = create_config(trt, builder, features, config_options)
     build_start = time.perf_counter()
-    engine_bytes = build_serialized(trt, builder, network, config, logger, workspace_mib)
+    engine_bytes = build_serialized(trt, builder, network, config, logger, options.workspace_mib)
     build_seconds = time.perf_counter() - build_start
     del parser  # kept alive until here: the parser owns the weights the network points at
 
-    sidecar = make_sidecar(engine_path, engine_bytes, onnx_path, flavour=features.flavour, version=features.version,
-                           precision=precision, onnx_precision=onnx_precision, strongly_typed=strongly_typed,
-                           pinned=pinned, tf32=tf32, compute_capability=target, profiles=profiles,
-                           io=io_info, workspace_mib=workspace_mib, optimization_level=optimization_level,
-                           build_seconds=build_seconds, metadata=metadata, notes=notes)
+    sidecar = make_sidecar(engine_path, engine_bytes, onnx_path, BuildFacts(
+        flavour=features.flavour, version=features.version, precision=precision, onnx_precision=onnx_precision,
+        strongly_typed=strongly_typed, pinned=pinned, tf32=tf32, compute_capability=target, profiles=profiles,
+        io=io_info, workspace_mib=options.workspace_mib, optimization_level=options.optimization_level,
+        build_seconds=build_seconds, metadata=metadata, notes=notes))
     side = write_engine_and_sidecar(engine_path, engine_bytes, sidecar)
     if cache_path and features.timing_cache:
         with atomic_output(cache_path) as tmp_cache:
@@ -172,65 +179,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profiles: list[
 
 # --- build target -------------------------------------------------------------------------------------------
 
-def target_compute_capability(features, requested: str | None) -> str:
-    """The GPUs the engine is for, never left unsaid: the ahead-of-time target, else the build GPU's."""
+def target_compute_capability(features, requested: str | None) -> str | None:
+    """The GPUs the engine is for: the ahead-of-time target, else the build GPU's (None when it cannot be asked:
+    the sidecar then records null, never a sentence in place of a number)."""
     if requested:
         return normalise_compute_capability(features, requested)
     if features.compute_capabilities and host.cuda_compute_capability() is None:  # TensorRT-RTX without a GPU
         raise UserError(f"no NVIDIA GPU here to build for; say which GPU will run the engine with "
                         f"--compute-capability X.Y (one of {', '.join(features.compute_capabilities)})")
-    return host.cuda_compute_capability() or "the build GPU"
-
-
-# --- CLI ----------------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\nPrecision policy")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("onnx", nargs="?", help="ONNX from `lama-deploy export`")
-    parser.add_argument("-o", "--output", help="engine path (default: the ONNX path with .engine)")
-    add_profile_options(parser)
-    parser.add_argument("--precision", choices=C.PRECISIONS, help="default: the ONNX's own precision")
-    parser.add_argument("--workspace", type=int, metavar="MiB", help="builder workspace limit")
-    parser.add_argument("--timing-cache", metavar="FILE", help="load (if present) and save a timing cache")
-    parser.add_argument("--compute-capability", metavar="X.Y", help="TensorRT-RTX: build ahead of time for this GPU")
-    parser.add_argument("--flavour", choices=("tensorrt", "tensorrt_rtx"), help="default: whichever is installed")
-    parser.add_argument("--optimization-level", type=int, choices=range(0, 6), metavar="0-5")
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 for fp32 layers (faster, less exact)")
-    parser.add_argument("--inspect", metavar="ENGINE", help="check an engine against its sidecar and describe it")
-    return parser
-
-
-@cli_entry(PROG)
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.inspect:
-        print(describe_sidecar(verify_sidecar(args.inspect)))
-        return 0
-    if not args.onnx:
-        raise UserError("give the ONNX to build from (or --inspect ENGINE)")
-    profiles = profiles_from(args)
-    output = args.output or str(Path(args.onnx).with_suffix(".engine"))
-    for index, profile in enumerate(profiles):
-        print(f"profile {index}: min {format_nhw(profile.min)}  opt {format_nhw(profile.opt)}  "
-              f"max {format_nhw(profile.max)} (N x H x W)")
-    try:
-        report = build_engine(args.onnx, output, profiles, args.precision, args.workspace, args.timing_cache,
-                              args.compute_capability, args.flavour, args.optimization_level, args.tf32)
-    except ParserError as exc:
-        for line in exc.lines:
-            print(f"{PROG}: error: {line}", file=sys.stderr)
-        return 2
-    for note in report.notes:
-        print(f"note: {note}")
-    target = f", compute capability {report.compute_capability}" if report.compute_capability else ""
-    pinned = f", {report.fp32_pinned_layers} layers pinned to fp32" if report.fp32_pinned_layers else ""
-    print(f"built {report.engine} ({report.engine_bytes / 2**20:.1f} MiB) with {report.flavour} "
-          f"{report.tensorrt_version}, {report.precision}{pinned}{target}")
-    print(f"sidecar {report.sidecar}")
-    print(f"build time {report.seconds:.1f} s, peak RSS {report.peak_rss_mb:.0f} MiB")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return host.cuda_compute_capability()

@@ -1,6 +1,6 @@
 """How much graph a Fourier unit costs in each exported form: nodes, layout ops and FLOPs per unit.
 
-    python -m lama_deploy.export.fourier_report big-lama-matmul.onnx big-lama-dense.onnx [--side 64]
+    lama-deploy fourier-report big-lama-matmul.onnx big-lama-dense.onnx [--side 64]   (scripts/commands/fourier_report.py)
 
 On a GPU a Fourier unit's time at 512x512 is mostly kernel launches and layout copies, not arithmetic
 (docs/benchmarks.md, "Fourier forms"), so the graph is counted per unit: every node in a unit's scope
@@ -13,8 +13,6 @@ view unless its input was just transposed). FLOPs are counted on one PyTorch Fou
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -80,24 +78,14 @@ def report_rows(paths: list[Path]) -> list[dict[str, object]]:
             for path in paths]
 
 
+def unit_gflop_lines(side: int) -> list[str]:
+    """One line per Fourier form: GFLOP of one unit at a side x side bottleneck."""
+    return [f"{form}: {fourier_unit_gflop(form, height=side, width=side):.2f} GFLOP per unit at {side}x{side}"
+            for form in ("matmul", "matmul-dense", "torch")]
+
+
 def markdown(rows: list[dict[str, object]]) -> str:
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lama_deploy.export.fourier_report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("onnx", nargs="+", type=Path, help="exported LaMa ONNX files")
-    parser.add_argument("--side", type=int, default=64, help="bottleneck side for the FLOP count (image side / 8)")
-    args = parser.parse_args(argv)
-    print(markdown(report_rows(args.onnx)))
-    for form in ("matmul", "matmul-dense", "torch"):
-        print(f"{form}: {fourier_unit_gflop(form, height=args.side, width=args.side):.2f} GFLOP per unit "
-              f"at {args.side}x{args.side}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -201,48 +201,79 @@ def _rewritten_for_export(model: InpaintingModel, speedups: bool, precision: str
     return apply_speedups(model, **chosen), [name for name in SPEEDUPS if chosen[name]]
 
 
-def _fp16_policy_settings(precision: str, policy: str, scale: float | None) -> tuple[float, dict[str, str]]:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export (what to export is the checkpoint, config or model handed next to it).
+
+    `precision`/`fp16_policy`/`fourier` are judged by `contract.precision_problem` (target "onnx"); `fp16_policy`
+    None means the default for fp16. `fourier_scale` (fourier-scaled only) defaults to `choose_fourier_scale()`.
+    `speedups` applies the exact graph rewrites of `lama_deploy.export.speedups`.
+    """
+
+    precision: str = "fp32"
+    fp16_policy: str | None = None
+    fourier: str = C.DEFAULT_FOURIER
+    fourier_scale: float | None = None
+    opset: int = C.DEFAULT_OPSET
+    batch: int | None = None        # None: dynamic N; else N fixed to this size in the graph
+    speedups: bool = True
+    fourier_align: int | None = None  # spectrum width padding; None: `contract.fourier_align` (8 for fp16 units)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.batch is None
+
+    @property
+    def policy(self) -> str | None:
+        """The fp16 policy in force: None for fp32, the default when fp16 names none."""
+        return None if self.precision == "fp32" else self.fp16_policy or C.DEFAULT_FP16_POLICY
+
+    @property
+    def align(self) -> int:
+        """The DFT-as-matmul spectrum padding in force (metadata `lama.fourier_align`)."""
+        return C.fourier_align(self.precision, self.policy) if self.fourier_align is None else int(self.fourier_align)
+
+    def check(self) -> "ExportOptions":
+        """Refuse an illegal combination with the contract's one line (UsageError, exit 2)."""
+        problem = C.precision_problem(self.precision, self.fp16_policy, self.fourier, "onnx")
+        if problem:
+            raise UsageError(problem)
+        if self.batch is not None and self.batch < 1:
+            raise UsageError(f"--batch must be 'dynamic' or a positive integer, not {self.batch}")
+        if self.align < 1:
+            raise UsageError(f"the Fourier spectrum alignment must be a positive integer, not {self.fourier_align}")
+        if self.fourier_scale is not None and self.policy != "fourier-scaled":
+            raise UsageError("--fourier-scale applies to --fp16-policy fourier-scaled only; add "
+                             "--precision fp16 --fp16-policy fourier-scaled or drop it")
+        return self
+
+
+def _fp16_policy_settings(options: ExportOptions) -> tuple[float, dict[str, str]]:
     """(scale folded into the Fourier units, metadata entries) of an export's precision policy."""
-    if precision != "fp16":
+    policy = options.policy
+    if policy is None:
         return 1.0, {}
     if policy == "fourier-fp32":
         return 1.0, {C.META_FP16_POLICY: policy, C.META_FOURIER_SCALE: "1"}
-    scale = float(scale) if scale is not None else choose_fourier_scale()
+    scale = float(options.fourier_scale) if options.fourier_scale is not None else choose_fourier_scale()
     return scale, {C.META_FP16_POLICY: policy, C.META_FOURIER_SCALE: f"{scale:g}"}
 
 
 def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, config: str | None = None,
-                           opset: int = C.DEFAULT_OPSET, fourier: str = C.DEFAULT_FOURIER, precision: str = "fp32",
-                           dynamic_batch: bool = True, seed: int = 0, trained_like: bool = False,
-                           model: InpaintingModel | None = None, speedups: bool = True,
-                           fp16_policy: str = C.DEFAULT_FP16_POLICY, fourier_scale: float | None = None,
-                           fourier_align: int | None = None) -> ExportResult:
+                           options: ExportOptions | None = None, *, model: InpaintingModel | None = None,
+                           seed: int = 0, trained_like: bool = False) -> ExportResult:
     """Export, check and atomically write the inpainting ONNX model; the one function behind every caller.
 
-    `model` skips loading (tests pass a model they already built; it is never modified); `checkpoint=None`
-    exports seeded random weights and says so in the metadata. `speedups` applies the exact graph
-    rewrites of `lama_deploy.export.speedups` (the caller's model is copied, not changed). `fp16_policy`
-    (fp16 only, `lama_model.precision.FP16_POLICIES`): `fourier-fp32` keeps the Fourier units in fp32 islands;
-    `fourier-scaled` folds the exact scale `fourier_scale` (default `choose_fourier_scale()`) into their
-    weights and runs them in fp16. `fourier_align` pads the DFT-as-matmul spectrum width (default
-    `contract.fourier_align`: 8 where the units run in fp16, else 1; metadata `lama.fourier_align`).
+    What: `model` skips loading (tests pass a model they already built; it is never modified);
+    `checkpoint=None` exports seeded random weights (`seed`, `trained_like`) and says so in the metadata.
+    How: `options` (precision, fp16 policy, Fourier form, opset, speedups; see `ExportOptions`).
     """
     from .dft_ops import onnx_dft_units
     from .fp16 import convert_to_mixed_fp16, fold_batchnorm
     from .onnx_rules import check_tensorrt_compatible
 
-    if fourier not in C.EXPORT_FOURIER:
-        raise UsageError(f"unknown --fft {fourier!r}; choose one of {C.EXPORT_FOURIER}")
-    if precision not in C.PRECISIONS:
-        raise UsageError(f"unknown --precision {precision!r}; choose one of {C.PRECISIONS}")
-    if fp16_policy not in C.FP16_POLICIES:
-        raise UsageError(f"unknown --fp16-policy {fp16_policy!r}; choose one of {C.FP16_POLICIES}")
-    if fourier == "dft" and precision == "fp16":
-        raise UsageError("--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16)")
-    align = C.fourier_align(precision, fp16_policy if precision == "fp16" else None) if fourier_align is None \
-        else int(fourier_align)
-    if align < 1:
-        raise UsageError(f"the Fourier spectrum alignment must be a positive integer, not {fourier_align}")
+    options = (options or ExportOptions()).check()
+    precision, fourier, opset, dynamic_batch = options.precision, options.fourier, options.opset, options.dynamic_batch
     start = time.perf_counter()
     random_weights: dict[str, str] = {}
     if model is None:
@@ -252,8 +283,8 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
     else:
         config = config or config_name(model.generator.config)
         weights, sha, random_weights = describe_model_object(model, checkpoint)
-    model, applied = _rewritten_for_export(model, speedups, precision)
-    scale, precision_meta = _fp16_policy_settings(precision, fp16_policy, fourier_scale)
+    model, applied = _rewritten_for_export(model, options.speedups, precision)
+    scale, precision_meta = _fp16_policy_settings(options)
     if scale != 1.0:
         model = fold_fourier_scale(model, scale)
     notes: list[str] = []
@@ -263,21 +294,23 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             fold_batchnorm(model)
         if fourier == "dft":
             with onnx_dft_units(model):
-                onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, keep_fourier=True)
+                onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch,
+                                           batch=options.batch or 1, keep_fourier=True)
             notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
         else:
-            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, fourier=fourier, align=align)
+            onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, batch=options.batch or 1,
+                                       fourier=fourier, align=options.align)
         name_output_dims(onnx_model, dynamic_batch)
         assert_dynamic_io(onnx_model, dynamic_batch)
         if precision == "fp16":
-            onnx_model = convert_to_mixed_fp16(onnx_model, fp16_policy)
+            onnx_model = convert_to_mixed_fp16(onnx_model, options.policy)
         set_metadata(onnx_model, {
             C.META_CONFIG: config, C.META_FOURIER: fourier, C.META_PRECISION: precision, C.META_OPSET: str(opset),
             C.META_CHECKPOINT_SHA256: sha, C.META_WEIGHTS: weights, C.META_EXPORTER: EXPORTER,
             C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
             C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
             C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights, **precision_meta,
-            **({} if fourier == "dft" else {C.META_FOURIER_ALIGN: str(align)}),
+            **({} if fourier == "dft" else {C.META_FOURIER_ALIGN: str(options.align)}),
         })
         onnx.checker.check_model(onnx_model, full_check=True)
         if fourier != "dft":

@@ -4,7 +4,7 @@
     --trt-config-postprocess-script export/polygraphy_hooks.py:polygraphy_no_tf32
 
 Polygraphy loads this file as a plain script, so it must run from an uninstalled checkout (a checkout copied
-to a device): hence the one `sys.path` line below. The rules themselves live in `trt_builder` and the contract.
+to a device): hence the checkout bootstrap below (`CHECKOUT_BOOTSTRAP`, lama_deploy/__init__.py). The rules themselves live in `trt_builder` and the contract.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-if __package__ in (None, ""):  # loaded as a script: make the checkout importable without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run by path from a checkout: see lama_deploy/__init__.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lama_deploy.export.trt_builder import pin_fp32_layers  # noqa: E402
 

@@ -73,6 +73,20 @@ def detect_features(trt: ModuleType) -> Features:
     )
 
 
+def precision_target(features: Features) -> str:
+    """The contract's build target (`contract.TRT_TARGETS`) of the installed TensorRT, for
+    `contract.precision_problem`: told by features (typing), the version only to tell 8.5 from 8.6 and 10."""
+    if features.flavour == "tensorrt_rtx":
+        return "rtx"
+    if not features.weak_typing:
+        return "trt11"
+    parts = (features.version.split(".") + ["0", "0"])[:2]
+    major, minor = (int(x) if x.isdigit() else 0 for x in parts)
+    if major >= 9:
+        return "trt10"
+    return "trt85" if (major, minor) <= (8, 5) else "trt86"
+
+
 def normalise_compute_capability(features: Features, target: str) -> str:
     """'8.9', '89', 'sm89', 'SM_120' -> '8.9' / '12.0', or one clear error naming what is supported."""
     if not features.compute_capabilities:

@@ -15,17 +15,19 @@ not ask for (TensorRT without a GPU, say) are skipped, and the summary says so.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
 from lama_deploy import contract as C
-from lama_deploy.errors import EXIT_FAILED, EXIT_OK, InputNotFound, UserError, cli_entry, missing_dependency
+from lama_deploy.errors import InputNotFound, UserError, missing_dependency
 from lama_deploy.files import file_sha256
 from lama_deploy.model_facts import read_model_facts
 
@@ -123,12 +125,34 @@ def quiet_polygraphy():
         G_LOGGER.module_severity = severity
 
 
-def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=None, shapes=None,
-                  precision: str | None = None, out_dir: str | Path = "validation", image_dir: str | None = None,
-                  mask_dir: str | None = None, seed: int = 0, atol: float | None = None, rtol: float | None = None,
-                  quick: bool = False, providers: list[str] | None = None, engine: str | None = None,
-                  use_tensorrt: bool = True) -> ValidationReport:
-    """Run every available runner on the ONNX (and engine) and compare with the PyTorch reference."""
+@dataclass(frozen=True)
+class ValidateOptions:
+    """What `validate_onnx` checks and how: shapes (or images), tolerances, runners, where files go."""
+
+    shapes: Optional[Tuple[Tuple[int, int, int], ...]] = None  # N x H x W each (default DEFAULT_SHAPES)
+    precision: Optional[str] = None  # tolerance set (default: the ONNX's own precision)
+    out_dir: Union[str, Path] = "validation"
+    image_dir: Optional[str] = None
+    mask_dir: Optional[str] = None
+    seed: int = 0
+    atol: Optional[float] = None
+    rtol: Optional[float] = None
+    quick: bool = False
+    providers: Optional[Tuple[str, ...]] = None
+    engine: Optional[str] = None
+    use_tensorrt: bool = True
+
+
+def validate_onnx(onnx_path: Union[str, Path], checkpoint: Optional[str] = None, model=None,
+                  options: Optional[ValidateOptions] = None, **changes: Any) -> ValidationReport:
+    """Run every available runner on the ONNX (and engine) and compare with the PyTorch reference.
+
+    `options` (or keywords naming its fields) say which shapes, tolerances and runners."""
+    options = dataclasses.replace(options or ValidateOptions(), **changes)
+    shapes, precision, out_dir, image_dir, mask_dir = (options.shapes, options.precision, options.out_dir,
+                                                       options.image_dir, options.mask_dir)
+    seed, atol, rtol, quick, engine = options.seed, options.atol, options.rtol, options.quick, options.engine
+    providers, use_tensorrt = (list(options.providers) if options.providers else None), options.use_tensorrt
     start = time.perf_counter()
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     if not onnx_path.is_file():
@@ -142,6 +166,10 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
     atol = TOLERANCES[precision][0] if atol is None else atol
     rtol = TOLERANCES[precision][1] if rtol is None else rtol
     source = TOLERANCE_SOURCE if (atol, rtol) == TOLERANCES[precision] else "given by the caller"
+    if engine is not None and use_tensorrt:
+        reason = engine_cannot_run(onnx_path, engine, shapes, out_dir)
+        if reason is not None:  # known at once: do not spend a minute on the ONNX Runtime comparison first
+            return not_checked_report(onnx_path, metadata, precision, atol, rtol, source, reason, start, out_dir)
     feeds, names, bad_inputs = make_feeds(shapes, quick, seed, image_dir, mask_dir)
     shapes = [(f[C.IMAGE].shape[0], f[C.IMAGE].shape[2], f[C.IMAGE].shape[3]) for f in feeds]
     torch_model, reference = reference_model(metadata, checkpoint, model)
@@ -172,44 +200,30 @@ def validate_onnx(onnx_path: str | Path, checkpoint: str | None = None, model=No
     return report
 
 
-# --- CLI ----------------------------------------------------------------------------------------------
+def engine_cannot_run(onnx_path: Path, engine: str, shapes, out_dir: Path) -> str | None:
+    """Why the requested engine cannot run here (no GPU, no TensorRT, a broken engine), or None. Cheap: the
+    runner is only described, its engine is deserialised when it runs."""
+    from .validate_runners import RunnerUnavailable, trt_runner
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\nThe reference")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("onnx", help="ONNX from `lama-deploy export`")
-    parser.add_argument("--checkpoint", help="weights the ONNX was exported from (default: its seeded random weights)")
-    parser.add_argument("--out-dir", default="validation", help="where inputs, reference, outputs and report go")
-    parser.add_argument("--shapes", help="comma-separated NxHxW list (default: "
-                        + ",".join(f"{n}x{h}x{w}" for n, h, w in DEFAULT_SHAPES) + ")")
-    parser.add_argument("--quick", action="store_true", help=f"drop shapes with a side > {QUICK_MAX_SIDE}")
-    parser.add_argument("--images", help="folder of images (instead of synthetic ones); masks beside them as "
-                        "<stem>_mask.png work as for `lama-deploy inpaint`")
-    parser.add_argument("--masks", help="folder of masks matched by stem or <stem>_mask* (default: --images; "
-                        "alone: the images sit beside it as <stem>.*)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs")
-    parser.add_argument("--precision", choices=sorted(TOLERANCES), help="tolerance set (default: the ONNX's)")
-    parser.add_argument("--atol", type=float, help="absolute tolerance on the max error")
-    parser.add_argument("--rtol", type=float, help="relative tolerance on the max error")
-    parser.add_argument("--providers", help="comma-separated ONNX Runtime providers (default: all available)")
-    parser.add_argument("--engine", help="TensorRT engine to validate too (needs a GPU; NOT CHECKED, exit 1, "
-                        "when it cannot run)")
-    parser.add_argument("--no-tensorrt", action="store_true", help="skip the TensorRT runner")
-    return parser
+    try:
+        trt_runner(onnx_path, engine, shapes or DEFAULT_SHAPES, out_dir)
+    except RunnerUnavailable as exc:
+        return str(exc)
+    return None
 
 
-@cli_entry(PROG)
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    shapes = parse_shapes(args.shapes) if args.shapes else None
-    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
-    report = validate_onnx(args.onnx, checkpoint=args.checkpoint, shapes=shapes, precision=args.precision,
-                           out_dir=args.out_dir, image_dir=args.images, mask_dir=args.masks, seed=args.seed,
-                           atol=args.atol, rtol=args.rtol, quick=args.quick, providers=providers,
-                           engine=args.engine, use_tensorrt=not args.no_tensorrt)
-    print(format_summary(report))
-    return EXIT_OK if report.passed else EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def not_checked_report(onnx_path: Path, metadata: dict[str, str], precision: str, atol: float, rtol: float,
+                       source: str, reason: str, start: float, out_dir: Path) -> ValidationReport:
+    """The report of a validation whose engine cannot run here, written as report.json like any other."""
+    report = ValidationReport(onnx=str(onnx_path), onnx_sha256=file_sha256(onnx_path),
+                              config=metadata.get(C.META_CONFIG, "unknown"),
+                              weights=metadata.get(C.META_WEIGHTS, "unknown weights"), precision=precision,
+                              reference="not run", atol=atol, rtol=rtol, tolerance_source=source, shapes=[],
+                              replay_command=f"lama-deploy validate {onnx_path}")
+    report.not_checked["tensorrt"] = reason
+    report.notes.append("the ONNX Runtime comparison was not run either; drop --engine to check the ONNX alone")
+    report.seconds = round(time.perf_counter() - start, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report.files["report"] = str(out_dir / "report.json")
+    write_report(report, report.files["report"])
+    return report

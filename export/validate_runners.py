@@ -68,14 +68,14 @@ def _engine_profile(onnx_path: Path, engine: str | None, shapes, out_dir: Path, 
     from lama_deploy.files import file_sha256
     from lama_deploy.profiles import Profile
 
-    from .build_engine import build_engine
+    from .build_engine import BuildOptions, build_engine
 
     if engine is None:
         lo = tuple(min(s[i] for s in shapes) for i in range(3))
         hi = tuple(max(s[i] for s in shapes) for i in range(3))
         opt = tuple(min(max(v, lo[i]), hi[i]) for i, v in enumerate((1, 512, 512)))
         engine = str(out_dir / "validate.engine")
-        build_engine(onnx_path, engine, [Profile(lo, opt, hi)], flavour=flavour_of(trt))
+        build_engine(onnx_path, engine, BuildOptions(profiles=[Profile(lo, opt, hi)], flavour=flavour_of(trt)))
     sidecar = verify_sidecar(engine)
     if sidecar.get(K_ONNX_SHA256) != file_sha256(onnx_path):
         raise RunnerUnavailable(f"{Path(engine).name} was built from another ONNX (sha256 in its sidecar differs "

@@ -47,7 +47,7 @@ def folder_feeds(image_dir: str | Path, mask_dir: str | Path | None) -> tuple[li
     padded at the bottom/right to multiples of 8 (contract rule). A file that cannot be read is skipped with
     a line, the others are checked.
     """
-    from lama_deploy.runtime.cli import LOSSY_MASK_SUFFIXES, LOSSY_MASK_THRESHOLD, pair_files
+    from lama_deploy.runtime.folders import pair_files
     from lama_deploy.runtime.images import load_hole, load_image
     from lama_deploy.runtime.preprocess import make_feed, padded_size
 
@@ -65,8 +65,7 @@ def folder_feeds(image_dir: str | Path, mask_dir: str | Path | None) -> tuple[li
             continue
         try:
             loaded = load_image(pair.image)
-            lossy = pair.mask.suffix.lower() in LOSSY_MASK_SUFFIXES  # as `inpaint`: JPEG noise is not a hole
-            hole = load_hole(pair.mask, (loaded.width, loaded.height), LOSSY_MASK_THRESHOLD if lossy else 0)
+            hole = load_hole(pair.mask, (loaded.width, loaded.height), "auto")  # as `inpaint`: JPEG noise is no hole
         except UserError as exc:
             skipped.append(f"{name}: {one_line(exc)}")
             continue

@@ -123,7 +123,10 @@ def format_summary(report: ValidationReport) -> str:
     lines.append("replay the ONNX Runtime check by hand:")
     lines.append(f"  {report.replay_command}")
     skipped = f" (skipped: {', '.join(report.skipped)})" if report.skipped and report.passed else ""
-    lines.append(f"{report.verdict}{skipped} in {report.seconds:.1f} s")
+    if report.not_checked:  # the reason ends in advice: the duration goes before it, not glued to it
+        lines.append(report.verdict.replace("NOT CHECKED: ", f"NOT CHECKED after {report.seconds:.1f} s: ", 1))
+    else:
+        lines.append(f"{report.verdict}{skipped} in {report.seconds:.1f} s")
     return "\n".join(lines)
 
 

@@ -37,9 +37,14 @@ MAX_TRT8_OPSET = 17
 
 #: Fourier-unit forms an export can take (`--fft`, metadata `lama.fourier`): factorised DFT-as-matmul
 #: (default), dense DFT-as-matmul (simpler graph, faster TensorRT builds, more work at large sizes), ONNX DFT
-#: ops (ONNX Runtime; TensorRT 8.x/10 cannot parse them).
+#: ops (ONNX Runtime; TensorRT 8.x/10 cannot parse them). The PyTorch backend also runs `torch` (torch.fft),
+#: whose names `lama_model.FOURIER_MODES` owns.
 EXPORT_FOURIER = ("matmul", "matmul-dense", "dft")
 DEFAULT_FOURIER = "matmul"
+
+# --- precisions, fp16 policies and where they may combine ---------------------------------------------------
+# Declared here once and judged by `precision_problem` only: the exporter, the engine builder, the PyTorch
+# backend and the bench all ask it, so one illegal combination gives one line wherever it is tried.
 
 #: Precisions of an export and of an engine (`--precision`, metadata `lama.precision`).
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
@@ -47,12 +52,91 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 #: Precisions the PyTorch backend runs in (autocast); fp16/bf16 keep the Fourier units safe (see
 #: runtime/backends/torch_precision.py). Exports and engines take the first two.
 TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+#: `torch.compile` modes of the PyTorch backend (`--compile`): off (default until GPU rows show a gain), inductor's
+#: default, max-autotune (a longer first call per input shape).
+TORCH_COMPILE_MODES: tuple[str, ...] = ("off", "default", "max-autotune")
 
 #: How fp16 keeps the Fourier units in range (`--fp16-policy`, metadata `lama.fp16_policy`): `fourier-fp32`
-#: runs them in fp32 islands, `fourier-scaled` folds an exact power-of-two scale into their weights and runs
-#: them in fp16. The same names as `lama_model.precision.FP16_POLICIES` (a test keeps the two equal).
+#: runs them in fp32 islands, `fourier-scaled` folds an exact power-of-two scale into their weights
+#: (`lama_model.precision.fold_fourier_scale`) and runs them in fp16. lama_model declares no names of its own.
 FP16_POLICIES: tuple[str, ...] = ("fourier-fp32", "fourier-scaled")
 DEFAULT_FP16_POLICY = "fourier-fp32"
+
+#: Where a precision is used: the ONNX export, the PyTorch backend, and the TensorRT build targets (the keys of
+#: scripts/trtexec_commands.py's TARGETS; `rtx` is TensorRT-RTX). The bench runs the PyTorch backend.
+TRT_TARGETS: dict[str, str] = {
+    "trt85": "TensorRT 8.5", "trt86": "TensorRT 8.6", "trt10": "TensorRT 10.x", "trt11": "TensorRT 11.x",
+    "rtx": "TensorRT-RTX",
+}
+TARGETS: dict[str, str] = {"onnx": "the ONNX export", "torch": "the PyTorch backend", **TRT_TARGETS}
+#: Builders without a precision switch: the engine's precision is the ONNX's.
+STRONGLY_TYPED_TARGETS: tuple[str, ...] = ("trt11", "rtx")
+#: Builders whose ONNX parser has no DFT op (TensorRT reads ONNX DFT from 11.2 on).
+NO_DFT_TARGETS: tuple[str, ...] = ("trt85", "trt86", "trt10")
+
+
+def precision_problem(precision: str, fp16_policy: str | None = None, fourier: str | None = None,
+                      target: str = "onnx", onnx_precision: str | None = None) -> str | None:
+    """The one judge of a (precision, fp16 policy, Fourier form, target) combination: None when legal, else one
+    line naming the problem and the way out.
+
+    `fp16_policy` None means "not asked for" (fp16 then takes the default); `fourier` None skips the form
+    checks; `onnx_precision` is the precision of the ONNX an engine is built from (TensorRT targets only).
+    An unknown `target` is a bug of the caller (ValueError), not a user mistake.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown precision target {target!r}; one of {', '.join(TARGETS)}")
+    offered = TORCH_PRECISIONS if target == "torch" else PRECISIONS
+    if precision not in offered:
+        return f"unknown precision {precision!r} for {TARGETS[target]}; choose one of {', '.join(offered)}"
+    if fp16_policy is not None and fp16_policy not in FP16_POLICIES:
+        return f"unknown fp16 policy {fp16_policy!r} (--fp16-policy); choose one of {', '.join(FP16_POLICIES)}"
+    if fourier is not None and target != "torch" and fourier not in EXPORT_FOURIER:
+        return f"unknown Fourier form {fourier!r} (--fft) for {TARGETS[target]}; choose one of {', '.join(EXPORT_FOURIER)}"
+    return (_policy_problem(precision, fp16_policy, fourier, offered)
+            or _form_problem(precision, fourier, target)
+            or _engine_problem(precision, target, onnx_precision))
+
+
+def _policy_problem(precision: str, policy: str | None, fourier: str | None, offered: tuple[str, ...]) -> str | None:
+    if precision == "fp32" and policy not in (None, DEFAULT_FP16_POLICY):
+        reduced = "/".join(p for p in offered if p != "fp32")
+        return (f"--fp16-policy applies to --precision {reduced} only (fp16 policy {policy!r} with fp32); "
+                f"add --precision fp16 or drop it")
+    # Measured on an H200 (docs/benchmarks.md): cuFFT's half-precision transform sums before it normalises, so
+    # even scaled units overflow (100% non-finite at 2048x2048); the scale only helps the DFT-as-matmul forms.
+    if precision != "fp32" and policy == "fourier-scaled" and fourier == "torch":
+        return ("fp16 policy 'fourier-scaled' needs a DFT-as-matmul Fourier form; with torch.fft (cuFFT) use the "
+                "default 'fourier-fp32'")
+    return None
+
+
+def _form_problem(precision: str, fourier: str | None, target: str) -> str | None:
+    if fourier == "dft" and precision != "fp32":
+        return "--fft dft supports fp32 only (ONNX Runtime's DFT kernel has no fp16); export with --fft matmul for fp16"
+    if fourier == "dft" and target in NO_DFT_TARGETS:
+        return (f"{TARGETS[target]} cannot parse ONNX DFT ops (an --fft dft export); export with the default "
+                f"--fft matmul for TensorRT")
+    return None
+
+
+def _engine_problem(precision: str, target: str, onnx_precision: str | None) -> str | None:
+    if target not in TRT_TARGETS or onnx_precision is None:
+        return None
+    if precision == "fp32" and onnx_precision == "fp16":
+        return ("--precision fp32 but this ONNX is the fp16 export (lama.precision=fp16); "
+                "build it with --precision fp16 or use the fp32 ONNX")
+    if precision == "fp16" and onnx_precision != "fp16" and target in STRONGLY_TYPED_TARGETS:
+        return (f"{TARGETS[target]} is strongly typed: --precision fp16 needs the fp16 ONNX "
+                f"(`lama-deploy export --precision fp16`); this one is {onnx_precision}")
+    return None
+
+
+def fp16_policy_problem(fp16_policy: str, fourier_form: str) -> str | None:
+    """`precision_problem` for fp16 on the PyTorch backend (the bench's question: is this policy offered with
+    this Fourier form?)."""
+    return precision_problem("fp16", fp16_policy, fourier_form, "torch")
+
 
 # Keys of the ONNX metadata_props and of the engine sidecar.
 META_CONFIG = "lama.config"
@@ -74,7 +158,7 @@ SPEEDUP_SUBPIXEL = "subpixel_upsample"
 #: Seeded random weights only: what rebuilds the same weights for validation.
 META_RANDOM_SEED = "lama.random_seed"
 META_TRAINED_LIKE = "lama.trained_like"
-#: fp16 exports: policy of the Fourier units (`lama_model.precision.FP16_POLICIES`) and the exact power-of-two
+#: fp16 exports: policy of the Fourier units (`FP16_POLICIES`) and the exact power-of-two
 #: scale folded into their weights (`fourier-scaled`; "1" for `fourier-fp32`).
 META_FP16_POLICY = "lama.fp16_policy"
 META_FOURIER_SCALE = "lama.fourier_scale"
@@ -120,18 +204,6 @@ def runs_in_fp16(node_name: str, fp16_policy: str = DEFAULT_FP16_POLICY) -> bool
     in_fourier_unit = any(scope in node_name for scope in FP32_SCOPES)
     return (GENERATOR_SCOPE in node_name and not node_name.startswith(PARSER_HELPER_PREFIX)
             and not (in_fourier_unit and fp16_policy == "fourier-fp32"))
-
-
-def fp16_policy_problem(fp16_policy: str, fourier_form: str) -> str | None:
-    """Why `fp16_policy` cannot run with this Fourier form (`lama_model.FOURIER_MODES`), or None.
-
-    Measured on an H200 (docs/benchmarks.md): cuFFT's half-precision transform sums before it normalises, so
-    even scaled units overflow (100% non-finite at 2048x2048); the scale only helps the DFT-as-matmul forms.
-    """
-    if fp16_policy == "fourier-scaled" and fourier_form == "torch":
-        return ("fp16 policy 'fourier-scaled' needs a DFT-as-matmul Fourier form; with torch.fft (cuFFT) use the "
-                "default 'fourier-fp32'")
-    return None
 
 
 #: Spectrum width multiple where the Fourier units' products run on tensor cores: fp16/bf16 GEMMs take their

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,22 +53,40 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return Path(str(engine_path) + ".json")
 
 
-def make_sidecar(engine_path: Path, engine_bytes: bytes, onnx_path: Path, *, flavour: str, version: str,
-                 precision: str, onnx_precision: str, strongly_typed: bool, pinned: int, tf32: bool,
-                 compute_capability: str | None, profiles: list[Profile], io: dict[str, dict],
-                 workspace_mib: int | None, optimization_level: int | None, build_seconds: float,
-                 metadata: dict[str, str], notes: list[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BuildFacts:
+    """What a fresh build records (filled by `lama_deploy.export.build_engine`)."""
+
+    flavour: str
+    version: str
+    precision: str
+    onnx_precision: str
+    strongly_typed: bool
+    pinned: int
+    tf32: bool
+    compute_capability: str | None      # None when the build GPU could not be asked
+    profiles: list[Profile]
+    io: dict[str, dict]
+    workspace_mib: int | None
+    optimization_level: int | None
+    build_seconds: float
+    metadata: dict[str, str]
+    notes: list[str]
+
+
+def make_sidecar(engine_path: Path, engine_bytes: bytes, onnx_path: Path, facts: BuildFacts) -> dict[str, Any]:
     """The sidecar of a fresh build."""
     return {
         K_FORMAT: FORMAT, K_ENGINE: engine_path.name, K_ENGINE_BYTES: len(engine_bytes),
         K_ENGINE_SHA256: hashlib.sha256(engine_bytes).hexdigest(),
         K_ONNX: str(onnx_path), K_ONNX_SHA256: file_sha256(onnx_path),
-        K_TENSORRT: {K_FLAVOUR: flavour, K_VERSION: version},
-        K_PRECISION: precision, K_ONNX_PRECISION: onnx_precision, K_STRONGLY_TYPED: strongly_typed,
-        K_PINNED: pinned, K_TF32: bool(tf32), K_COMPUTE_CAPABILITY: compute_capability,
-        K_PROFILES: [p.as_lists() for p in profiles], K_IO: io, K_WORKSPACE: workspace_mib,
-        K_OPTIMIZATION_LEVEL: optimization_level, K_BUILD_SECONDS: round(build_seconds, 2), K_LAMA: metadata,
-        K_HOST: host_info(), K_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"), K_NOTES: notes,
+        K_TENSORRT: {K_FLAVOUR: facts.flavour, K_VERSION: facts.version},
+        K_PRECISION: facts.precision, K_ONNX_PRECISION: facts.onnx_precision, K_STRONGLY_TYPED: facts.strongly_typed,
+        K_PINNED: facts.pinned, K_TF32: bool(facts.tf32), K_COMPUTE_CAPABILITY: facts.compute_capability,
+        K_PROFILES: [p.as_lists() for p in facts.profiles], K_IO: facts.io, K_WORKSPACE: facts.workspace_mib,
+        K_OPTIMIZATION_LEVEL: facts.optimization_level, K_BUILD_SECONDS: round(facts.build_seconds, 2),
+        K_LAMA: facts.metadata, K_HOST: host_info(), K_CREATED: datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        K_NOTES: facts.notes,
     }
 
 

@@ -3,8 +3,10 @@
 Exit codes, the same for every `lama-deploy` command (README "Exit codes"):
 
     0  success
-    1  a check or a job failed, or a check the user asked for could not run (NOT CHECKED)
-    2  user error: a bad option, a missing file, a missing dependency (one line, no traceback)
+    1  a check or a job failed (folder mode: some files failed), or a check the user asked for could not run
+       (NOT CHECKED)
+    2  user error: a bad option, a missing dependency, or any problem with a named input - missing, a
+       directory, unreadable/corrupt/unsupported image, wrong-size mask, damaged checkpoint (one line)
     3  internal error: a bug in lama-deploy (the traceback is kept; please report it)
     0  also when the reader of the output goes away (`lama-deploy --help | head`)
     130 interrupted (Ctrl-C)

@@ -9,14 +9,14 @@ i.e. after padding to the size multiple. Pure Python: the edge runtime imports i
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Optional, Tuple
 
 from . import contract as C
 from .errors import UserError
 
-NHW = tuple[int, int, int]
+NHW = Tuple[int, int, int]  # typing.Tuple: the runtime runs on Python 3.8
 #: (N, H, W) where None means "unbounded" (max) or "unknown" (opt).
-Bound = tuple["int | None", "int | None", "int | None"]
+Bound = Tuple[Optional[int], Optional[int], Optional[int]]
 WHICH = ("min", "opt", "max")
 
 #: Default optimisation profile (N x H x W): one image from 256^2 to 1024^2, tuned for 512^2, batch 2 at most.
@@ -155,23 +155,6 @@ def make_profiles(mins: list[str] | None, opts: list[str] | None, maxs: list[str
     for index, profile in enumerate(profiles):
         check_profile(profile, index)
     return profiles
-
-
-def add_profile_options(parser: Any) -> None:
-    """--min/--opt/--max NxHxW (repeatable: one profile each) on an argparse parser; read with `profiles_from`."""
-    for which in WHICH:
-        parser.add_argument(f"--{which}", action="append", metavar="NxHxW",
-                            help=f"profile {which} shape (repeat for more profiles; default {format_nhw(DEFAULT_BUILD[WHICH.index(which)])})")
-
-
-def profiles_from(args: Any) -> list[Profile]:
-    """The profiles an argparse namespace with `add_profile_options` asks for."""
-    return make_profiles(args.min, args.opt, args.max)
-
-
-def fixed_profile(nhw: NHW) -> Profile:
-    """A profile of one shape (benchmarks, validation of a single size)."""
-    return Profile(nhw, nhw, nhw)
 
 
 def batch_range(profiles: list[Profile]) -> tuple[int, int]:

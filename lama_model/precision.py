@@ -11,7 +11,9 @@ has no bias) gives FU(x/S) = FU(x)/S; conv2's weights multiplied by S give conv2
 same output. Every tensor of the unit, its input included, is S times smaller. With S a power of two every
 multiplication by S is exact in floating point, so the rescaled model computes the same bits as the original
 in fp32 (bar subnormals); only the range of the intermediates changes. Both the plain and the BatchNorm-folded
-(`export/speedups.py`, `export/fp16.py`) module trees are handled. Pure math, no I/O.
+(`export/speedups.py`, `export/fp16.py`) module trees are handled. Pure math, no I/O. The policy names
+(`fourier-scaled` is the one that uses this file) and where they may be used are declared by the deployment
+contract, not here: the callers decide whether to fold, this file only knows how.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ import torch
 from torch import nn
 
 from .ffc import FourierUnit, SpectralTransform
-
-#: fp16 policies of the Fourier units: `fourier-fp32` keeps each unit in fp32 islands (fp16 elsewhere);
-#: `fourier-scaled` runs the units in fp16 too, after `fold_fourier_scale` (no islands, tensor cores).
-FP16_POLICIES = ("fourier-fp32", "fourier-scaled")
 
 #: Bound on a Fourier unit's input with trained weights (big-lama's bottleneck activations are ~1e3).
 TRAINED_ACTIVATION_BOUND = 1e3

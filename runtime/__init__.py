@@ -9,9 +9,12 @@
 from .backends import BACKENDS, Backend, BackendError, Profile, create_backend
 from .images import DEFAULT_MAX_PIXELS, InpaintInputError
 from .inpainter import InferenceError, Inpainter, InpaintResult
+from .options import InpaintOptions
+from .pipeline import Pipeline
 from .strategy import DEFAULT_CONTEXT_MARGIN, STRATEGIES
 
 __all__ = [
     "BACKENDS", "DEFAULT_CONTEXT_MARGIN", "DEFAULT_MAX_PIXELS", "STRATEGIES", "Backend", "BackendError",
-    "InferenceError", "InpaintInputError", "InpaintResult", "Inpainter", "Profile", "create_backend",
+    "InferenceError", "InpaintInputError", "InpaintOptions", "InpaintResult", "Inpainter", "Pipeline", "Profile",
+    "create_backend",
 ]

@@ -16,84 +16,54 @@ result says which ran. Photos are turned upright by their EXIF orientation (`exi
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image
 
 from lama_deploy import contract as C
 from lama_deploy.errors import UsageError
 
-from .backends import Backend, BackendError, Profile, create_backend, profile_from_override
-from .images import (DEFAULT_EXIF, DEFAULT_MAX_PIXELS, ImageSource, LoadedImage, check_exif, load_mask, load_image,
-                     resolve_threshold, to_output_image)
-from .memory import MemoryBudgetExceeded, format_bytes, host_cost, max_side_for, resolve_budget
-from .preprocess import make_feed, output_to_images
-from .strategy import (DEFAULT_CONTEXT_MARGIN, Plan, StrategyOptions, batch_limit, cut_inputs, paste_outputs, plan_image,
-                       strategy_name, tensor_size)
+from .backends import Backend, BackendError, InferenceCancelled, Profile, create_backend, profile_from_override
+from .images import ImageSource
+from .memory import host_cost
+from .options import InpaintOptions
+from .pipeline import Batch, InpaintResult, Job, Pipeline
+
+__all__ = ["InferenceError", "InpaintResult", "Inpainter"]
 
 
-class InferenceError(BackendError):
-    """The backend failed while running the model."""
+class InferenceError(RuntimeError):
+    """The backend crashed while running a model it had loaded: not the user's input, so not a UserError.
 
-
-@dataclass
-class InpaintResult:
-    image: Image.Image
-    strategy: str
-    backend: str
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def array(self) -> np.ndarray:
-        return np.asarray(self.image)
-
-
-@dataclass
-class _Job:
-    """One image on its way through the model."""
-
-    loaded: LoadedImage
-    hole: np.ndarray
-    plan: Plan
-    started: float
-    inputs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (rgb, hole) per run, as fed
-    outputs: list[np.ndarray] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    Commands exit 3 (internal error) with the traceback (lama_deploy/errors.py); the server answers its one-line
+    500 and logs the details.
+    """
 
 
 class Inpainter:
-    """Inpaints with one backend. Build it with `from_path` or `from_random_weights`; close it when done."""
+    """Inpaints with one backend. Build it with `from_path` or `from_random_weights`; close it when done.
 
-    def __init__(self, backend: Backend, model_path: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 threshold: float | str = 0, profile: Any = None, max_side: int | None = None,
-                 context_margin: int = DEFAULT_CONTEXT_MARGIN, strategy: str | StrategyOptions = "auto",
-                 exif: str = DEFAULT_EXIF, max_memory: str | int | None = "auto") -> None:
-        self.threshold = resolve_threshold(threshold)
-        #: host bytes one inference may take (None: no budget); "auto" = a share of the memory available now
-        self.max_memory = resolve_budget(max_memory)
-        self.exif = check_exif(exif)
-        self.strategy = _strategy_options(strategy, context_margin)
+    The work is `Pipeline`'s public steps around `run` (the model call): `prepare` -> `batches` -> `run` ->
+    `finish`; `inpaint`/`inpaint_batch` are exactly those steps in order."""
+
+    def __init__(self, backend: Backend, options: Optional[InpaintOptions] = None,
+                 model_path: Union[str, Path, None] = None, profile: Any = None, **changes: Any) -> None:
+        self.options = (options or InpaintOptions()).replace(**changes)
         self.backend = backend
         self.model_path = Path(model_path) if model_path is not None else None
-        self.max_pixels = int(max_pixels)
-        self.context_margin = self.strategy.margin
         self._profile_override = profile
-        self._max_side = max_side
         backend.activate()
         try:
-            self.memory_cost = host_cost(backend)  # None on GPU backends: device memory is theirs to report
-            self.profile = self._effective_profile()
+            self.pipeline = Pipeline(self._effective_profile(), self.options, host_cost(backend), backend.name,
+                                     C.is_random_weights(backend.weights))
         except Exception:
             backend.deactivate()
             raise
 
     def _effective_profile(self) -> Profile:
-        profile = profile_from_override(self.backend.profile, self._profile_override).narrowed(max_side=self._max_side)
+        profile = profile_from_override(self.backend.profile, self._profile_override).narrowed(
+            max_side=self.options.max_side)
         if profile.is_empty():
             raise UsageError(f"the model's size range {profile.as_dict()} holds no valid size "
                              f"(H and W multiples of {profile.size_multiple}, at least {C.MIN_SIDE}); raise --max-side or "
@@ -101,40 +71,46 @@ class Inpainter:
         return profile.usable()
 
     @classmethod
-    def from_path(cls, path: str | Path, backend: str = "auto", device: str | None = None,
-                  providers: Sequence[Any] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  threshold: float | str = 0, profile: Any = None, max_side: int | None = None,
-                  context_margin: int = DEFAULT_CONTEXT_MARGIN, strategy: str | StrategyOptions = "auto",
-                  exif: str = DEFAULT_EXIF, precision: str | None = None, cuda_graphs: bool | str | None = None,
-                  max_memory: str | int | None = "auto", compile: str | None = None) -> "Inpainter":
-        """`.engine`/`.plan` -> TensorRT, `.onnx` -> ONNX Runtime, `.ckpt`/`.pt`/`.pth` -> PyTorch (or `backend=`).
-
-        `precision` (fp32/fp16/bf16), `cuda_graphs` (True/False/"auto") and `compile` (off/default/max-autotune)
-        apply to the PyTorch backend; `max_memory` is the host-memory budget of one inference (see
-        `lama_deploy.runtime.memory`)."""
-        instance = create_backend(path, backend=backend, device=device, providers=providers, precision=precision,
-                                  cuda_graphs=cuda_graphs, compile=compile)
-        return cls(instance, path, max_pixels, threshold, profile, max_side, context_margin, strategy, exif, max_memory)
+    def from_path(cls, path: Union[str, Path], options: Optional[InpaintOptions] = None, profile: Any = None,
+                  **changes: Any) -> "Inpainter":
+        """`.engine`/`.plan` -> TensorRT, `.onnx` -> ONNX Runtime, `.ckpt`/`.pt`/`.pth` -> PyTorch (or
+        `backend=`); `options` (or keywords naming its fields) say the rest."""
+        options = (options or InpaintOptions()).replace(**changes)
+        return cls(create_model_backend(path, options), options, path, profile)
 
     @classmethod
-    def from_random_weights(cls, config: str = "tiny", seed: int = 0, device: str | None = None,
-                            **kwargs: Any) -> "Inpainter":
+    def from_random_weights(cls, config: str = "tiny", seed: int = 0, options: Optional[InpaintOptions] = None,
+                            **changes: Any) -> "Inpainter":
         """Seeded random weights on the PyTorch backend: a plumbing demo, not trained LaMa (it says so)."""
         from .backends.torch_backend import TorchBackend
 
-        mode = {key: kwargs.pop(key) for key in ("precision", "cuda_graphs", "compile") if key in kwargs}
-        return cls(TorchBackend.from_random_weights(config, seed, device, **mode), None, **kwargs)
+        options = (options or InpaintOptions()).replace(**changes)
+        backend = TorchBackend.from_random_weights(config, seed, options.device, **torch_mode(options))
+        return cls(backend, options)
 
     # -- facts ---------------------------------------------------------------------------------------------
     @property
-    def weights(self) -> str | None:
+    def profile(self) -> Profile:
+        return self.pipeline.profile
+
+    @property
+    def memory_cost(self) -> Any:
+        return self.pipeline.memory_cost
+
+    @property
+    def max_memory(self) -> Optional[int]:
+        return self.pipeline.max_memory
+
+    @property
+    def weights(self) -> Optional[str]:
         return self.backend.weights
 
     @property
     def random_weights(self) -> bool:
         return C.is_random_weights(self.weights)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> Dict[str, Any]:
+        """What the Inpainter runs and with which options (the server's /health shows it)."""
         facts = {
             "backend": self.backend.name,
             "model": str(self.model_path) if self.model_path else None,
@@ -143,98 +119,71 @@ class Inpainter:
             "profile": self.profile.as_dict(),
             "backend_profile": self.backend.profile.as_dict(),
             "size_multiple": self.profile.size_multiple,
-            "max_pixels": self.max_pixels,
-            "threshold": self.threshold,
-            "context_margin": self.context_margin,
-            "strategy": self.strategy.strategy,
-            "crop_trigger": self.strategy.crop_trigger,
-            "resize_limit": self.strategy.resize_limit,
-            "exif": self.exif,
-            "max_memory": self.max_memory if self.memory_cost else None,
+            "options": self.options.as_text(),
+            "max_memory": self.max_memory,
         }
         facts.update(self.backend.describe())
         return facts
 
-    # -- inpainting ----------------------------------------------------------------------------------------
-    def inpaint(self, image: ImageSource, mask: ImageSource, threshold: float | str | None = None) -> InpaintResult:
-        """Inpaint one image; pixels where mask > threshold are the hole."""
-        return self.inpaint_batch([image], [mask], threshold)[0]
+    # -- the steps -----------------------------------------------------------------------------------------
+    def prepare(self, image: ImageSource, mask: ImageSource, options: Optional[InpaintOptions] = None) -> Job:
+        return self.pipeline.prepare(image, mask, options)
 
-    def inpaint_batch(self, images: Sequence[ImageSource], masks: Sequence[ImageSource],
-                      threshold: float | str | None = None) -> list[InpaintResult]:
-        """Inpaint several images; those fed at the same tensor size share one model call (N > 1)."""
-        if len(images) != len(masks):
-            raise UsageError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
-        threshold = self.threshold if threshold is None else resolve_threshold(threshold)
-        jobs = [self._prepare(image, mask, threshold) for image, mask in zip(images, masks)]
-        self._run(jobs)
-        return [self._finish(job) for job in jobs]
+    def batches(self, jobs: Sequence[Job]) -> List[Batch]:
+        return self.pipeline.batches(jobs)
 
-    def _prepare(self, image: ImageSource, mask: ImageSource, threshold: float) -> _Job:
-        started = time.perf_counter()
-        loaded = load_image(image, self.max_pixels, exif=self.exif)
-        mask_in = load_mask(mask, (loaded.width, loaded.height), threshold, self.max_pixels, exif=self.exif)
-        job = _Job(loaded, mask_in.hole, self._plan(mask_in.hole), started)
-        job.inputs, job.notes = cut_inputs(loaded.rgb, mask_in.hole, job.plan), mask_in.notes
-        return job
+    def run(self, batch: Batch) -> None:
+        """The model step: one backend call for the batch, its outputs handed to their jobs."""
+        batch.scatter(self.infer(batch.feed))
 
-    def _plan(self, hole: np.ndarray) -> Plan:
-        """The size strategy's plan, within the memory budget: a tensor too big for it narrows the profile
-        to the largest square that fits, so the image is cropped or downscaled instead (or refused)."""
-        if self.max_memory is None or self.memory_cost is None:
-            return plan_image(hole, self.profile, self.strategy)
-        side = max_side_for(self.memory_cost, self.max_memory, hole.size, self.profile.size_multiple)
-        height, width = tensor_size(*hole.shape, self.profile)
-        if height * width <= side * side:
-            return plan_image(hole, self.profile, self.strategy)
-        narrowed = self.profile.narrowed(max_side=side)
-        if narrowed.is_empty():
-            raise MemoryBudgetExceeded(f"the memory budget of {format_bytes(self.max_memory)} (--max-memory) allows "
-                                       f"at most {side}x{side}, below this model's minimum input; raise --max-memory")
-        plan = plan_image(hole, narrowed.usable(), self.strategy)
-        plan.notes.append(f"memory budget {format_bytes(self.max_memory)} (--max-memory): fed at most {side}x{side}")
-        return plan
+    def finish(self, job: Job) -> InpaintResult:
+        return self.pipeline.finish(job)
 
-    def _batch_step(self, height: int, width: int, count: int) -> int:
-        """Inputs per model call: the backend's and the strategy's limit, and no more than the memory budget holds."""
-        step = batch_limit(self.profile, (height, width), self.strategy) or count or 1
-        if self.max_memory is not None and self.memory_cost is not None:
-            step = min(step, max(1, self.memory_cost.max_tensor_pixels(self.max_memory) // (height * width)))
-        return step
-
-    def _run(self, jobs: list[_Job]) -> None:
-        """Group the jobs by tensor size and run each group in batches the backend accepts."""
-        groups: dict[tuple[int, int], list[tuple[_Job, int]]] = {}  # crops of one image batch like images
-        for job in jobs:
-            job.outputs = [np.empty(0)] * len(job.plan.runs)
-            for index, run in enumerate(job.plan.runs):
-                groups.setdefault(run.tensor_size, []).append((job, index))
-        for (height, width), group in groups.items():
-            step = self._batch_step(height, width, len(group))
-            for start in range(0, len(group), step):
-                chunk = [job.inputs[index] for job, index in group[start:start + step]]
-                output = self._infer(make_feed([rgb for rgb, _ in chunk], [hole for _, hole in chunk], height, width))
-                for (job, index), result in zip(group[start:start + step],
-                                                output_to_images(output, [rgb.shape[:2] for rgb, _ in chunk])):
-                    job.outputs[index] = result
-
-    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+    def infer(self, feed: Dict[str, np.ndarray]) -> np.ndarray:
         try:
             return self.backend.infer(feed)[C.OUTPUT]
-        except BackendError:
+        except (BackendError, InferenceCancelled):
             raise
         except Exception as exc:  # a backend's own error type, one line for the user
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InferenceError(f"{self.backend.name} inference failed on {feed[C.IMAGE].shape}: {first}") from exc
 
-    def _finish(self, job: _Job) -> InpaintResult:
-        loaded, plan = job.loaded, job.plan
-        generated = paste_outputs(loaded.rgb, plan, job.outputs) if plan.runs else loaded.rgb
-        image = to_output_image(loaded, generated, job.hole)
-        notes = loaded.notes + job.notes + plan.notes
-        if self.random_weights and plan.runs:
-            notes.append("random weights: the output is a plumbing demo, not inpainting")
-        return InpaintResult(image, plan.strategy, self.backend.name, time.perf_counter() - job.started, notes)
+    # -- inpainting ----------------------------------------------------------------------------------------
+    def inpaint(self, image: ImageSource, mask: ImageSource, threshold: Any = None,
+                options: Optional[InpaintOptions] = None) -> InpaintResult:
+        """Inpaint one image; pixels where mask > threshold are the hole (`options` for this call only)."""
+        return self.inpaint_batch([image], [mask], threshold, options)[0]
+
+    def inpaint_batch(self, images: Sequence[ImageSource], masks: Sequence[ImageSource], threshold: Any = None,
+                      options: Optional[InpaintOptions] = None) -> List[InpaintResult]:
+        """Inpaint several images; those fed at the same tensor size share one model call (N > 1)."""
+        if len(images) != len(masks):
+            raise UsageError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
+        options = options or self.options
+        if threshold is not None:
+            options = options.replace(threshold=threshold)
+        jobs = [self.prepare(image, mask, options) for image, mask in zip(images, masks)]
+        for batch in self.batches(jobs):
+            self.run(batch)
+        return [self.finish(job) for job in jobs]
+
+    # -- cancelling (issue 24): a hook kept apart from the steps above ------------------------------------------
+    def cancel(self) -> None:
+        """Stop the inference in progress (from any thread: a signal handler, a server shutting down); it
+        raises `InferenceCancelled` and makes no result. Later calls are refused until `reset_cancel()`."""
+        self.backend.cancel()
+
+    def reset_cancel(self) -> None:
+        self.backend.reset_cancel()
+
+    # -- cancelling: from any thread (a signal handler, a server shutting down) -------------------------------
+    def cancel(self) -> None:
+        """Stop the inference in progress; it raises `InferenceCancelled` and makes no result. Later calls are
+        refused until `reset_cancel()`."""
+        self.backend.cancel()
+
+    def reset_cancel(self) -> None:
+        self.backend.reset_cancel()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -250,9 +199,13 @@ class Inpainter:
         return f"Inpainter(backend={self.backend.name!r}, model={str(self.model_path) if self.model_path else None!r})"
 
 
+def torch_mode(options: InpaintOptions) -> Dict[str, Any]:
+    """The PyTorch backend's mode keywords from the options (None: the backend's default)."""
+    return {"precision": options.precision, "cuda_graphs": None if options.cuda_graphs == "auto" else options.cuda_graphs,
+            "compile": None if options.compile == "off" else options.compile}
 
-def _strategy_options(strategy: str | StrategyOptions, margin: int) -> StrategyOptions:
-    """`strategy=` as a name or full options; a name takes `context_margin` and IOPaint's other defaults."""
-    if isinstance(strategy, StrategyOptions):
-        return strategy
-    return StrategyOptions(strategy_name(strategy), margin=int(margin))
+
+def create_model_backend(path: Union[str, Path], options: InpaintOptions) -> Backend:
+    """The (inactive) backend for a model file, configured by the options."""
+    return create_backend(path, backend=options.backend, device=options.device, providers=options.providers,
+                          **torch_mode(options))

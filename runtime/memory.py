@@ -109,6 +109,16 @@ def default_budget() -> int | None:
     return None if available is None else int(available * DEFAULT_FRACTION)
 
 
+def parse_budget_text(text: str) -> None:
+    """Check a --max-memory value without resolving it: auto, none/off/unlimited, or a size (ValueError)."""
+    if str(text).strip().lower() in ("auto", "none", "off", "unlimited"):
+        return
+    try:
+        parse_bytes(text)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def resolve_budget(max_memory: str | int | float | None) -> int | None:
     """The budget in bytes: an explicit size, 'auto'/None for the default, 'none'/'off' for no budget."""
     if max_memory is None or str(max_memory).lower() == "auto":

@@ -13,8 +13,8 @@ Strategies a user picks (`StrategyOptions.strategy`, `--strategy`):
 
 What ran is reported per image (`Plan.strategy`): `direct` (whole image, padded to the size multiple),
 `pad` (padded up to the model's minimum), `crop`, `window`, `resize`, `empty-mask` (nothing to do;
-the model is not run). Whatever was asked, an image that does not fit the model's size range or the
-pixel budget (`pixel_budget`: largest H x W per model input, for a memory budget) is cut into crops
+the model is not run). Whatever was asked, an image that does not fit the model's size range (narrowed by
+`--max-side` and by the memory budget, `lama_deploy.runtime.pipeline`) is cut into crops
 when its holes form several regions, and any run that still does not fit falls back to a window
 around its holes sized to the limits, else to a downscaled copy of that area.
 """
@@ -34,7 +34,6 @@ from .regions import crop_regions, iopaint_crop_box
 
 STRATEGIES = ("auto", "crop", "window", "resize", "whole")
 ALIASES = {"original": "whole"}  # IOPaint's HDStrategy names are crop, resize and original
-PLANNED = ("direct", "pad", "crop", "window", "resize", "empty-mask")
 DEFAULT_STRATEGY = "auto"
 DEFAULT_CONTEXT_MARGIN = 128  # IOPaint's hd_strategy_crop_margin
 DEFAULT_CROP_TRIGGER = 800  # IOPaint's hd_strategy_crop_trigger_size
@@ -58,7 +57,6 @@ class StrategyOptions:
     margin: int = DEFAULT_CONTEXT_MARGIN
     crop_trigger: int = DEFAULT_CROP_TRIGGER
     resize_limit: int = DEFAULT_RESIZE_LIMIT
-    pixel_budget: int | None = None  # largest H*W of one model input (tensor size); None = unlimited
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategy", strategy_name(self.strategy))
@@ -67,8 +65,6 @@ class StrategyOptions:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.resize_limit < C.MIN_SIDE:
             raise ValueError(f"resize_limit must be >= {C.MIN_SIDE}, got {self.resize_limit}")
-        if self.pixel_budget is not None and self.pixel_budget < (2 * C.MIN_SIDE) ** 2:
-            raise ValueError(f"pixel_budget {self.pixel_budget} is too small; allow at least {(2 * C.MIN_SIDE) ** 2} pixels")
 
 
 @dataclass(frozen=True)
@@ -101,13 +97,18 @@ class Run:
     """One model input cut from the image: the region, the size it is fed at, the padded tensor size."""
 
     kind: str  # direct, pad, window or resize
-    region: Box
+    region: Box  # the area fed to the model
     model_size: tuple[int, int]  # (h, w) as fed; differs from the region's only when resized
     tensor_size: tuple[int, int]  # (H, W) after padding
+    paste: Box | None = None  # the area pasted back, inside `region` (None: all of it)
 
     @property
     def resized(self) -> bool:
         return self.model_size != (self.region.height, self.region.width)
+
+    @property
+    def pasted(self) -> Box:
+        return self.paste or self.region
 
 
 @dataclass
@@ -146,19 +147,16 @@ def tensor_size(height: int, width: int, profile: Profile) -> tuple[int, int]:
     return max(C.round_up(height, m), profile.min_height), max(C.round_up(width, m), profile.min_width)
 
 
-def fits(size: tuple[int, int], profile: Profile, pixel_budget: int | None = None) -> bool:
+def fits(size: tuple[int, int], profile: Profile) -> bool:
     h, w = size
     in_range = (profile.max_height is None or h <= profile.max_height) and (profile.max_width is None or w <= profile.max_width)
-    return in_range and (pixel_budget is None or h * w <= pixel_budget)
+    return in_range
 
 
-def batch_limit(profile: Profile, tensor: tuple[int, int], options: StrategyOptions | None = None) -> int | None:
-    """Most inputs of one tensor size per model call: the profile's max batch, and the pixel budget's share."""
-    limit = profile.max_batch
-    if options is not None and options.pixel_budget is not None:
-        share = max(1, options.pixel_budget // (tensor[0] * tensor[1]))
-        limit = share if limit is None else min(limit, share)
-    return limit
+def batch_limit(profile: Profile) -> int | None:
+    """Most inputs of one tensor size per model call that the model takes (the memory budget's share is the
+    pipeline's to apply)."""
+    return profile.max_batch
 
 
 def axis_window(lo: int, hi: int, length: int, limit: int | None, margin: int, multiple: int) -> tuple[int, int] | None:
@@ -186,17 +184,10 @@ def downscaled(height: int, width: int, profile: Profile) -> tuple[int, int]:
     return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
 
 
-def _side_limits(profile: Profile, pixel_budget: int | None) -> Profile:
-    """The profile, with a pixel budget turned into a square side limit (for windows and downscaling)."""
-    if pixel_budget is None:
-        return profile
-    return profile.narrowed(max_side=math.isqrt(pixel_budget)).usable()
-
-
-def _full_size_run(region: Box, profile: Profile, pixel_budget: int | None) -> Run | None:
+def _full_size_run(region: Box, profile: Profile) -> Run | None:
     """The region fed as it is (padded to the size rule or the minimum), if that fits."""
     size = tensor_size(region.height, region.width, profile)
-    if not fits(size, profile, pixel_budget):
+    if not fits(size, profile):
         return None
     m = profile.size_multiple
     kind = "direct" if size == (C.round_up(region.height, m), C.round_up(region.width, m)) else "pad"
@@ -205,7 +196,7 @@ def _full_size_run(region: Box, profile: Profile, pixel_budget: int | None) -> R
 
 def _limited_run(hole: np.ndarray, area: Box, profile: Profile, options: StrategyOptions) -> Run:
     """For an area too large to run: a window around its holes within the limits, else the area downscaled."""
-    limits = _side_limits(profile, options.pixel_budget)
+    limits = profile
     m = limits.size_multiple
     margin = C.round_up(max(options.margin, 0), m)
     bbox = hole_bbox(hole[area.slices])
@@ -221,7 +212,7 @@ def _limited_run(hole: np.ndarray, area: Box, profile: Profile, options: Strateg
 
 
 def _area_run(hole: np.ndarray, area: Box, profile: Profile, options: StrategyOptions) -> Run:
-    return _full_size_run(area, profile, options.pixel_budget) or _limited_run(hole, area, profile, options)
+    return _full_size_run(area, profile) or _limited_run(hole, area, profile, options)
 
 
 def _describe(run: Run, whole: Box) -> str | None:
@@ -229,7 +220,7 @@ def _describe(run: Run, whole: Box) -> str | None:
         return f"{whole.width}x{whole.height} is below the model's minimum; padded to {run.tensor_size[1]}x{run.tensor_size[0]}"
     if run.kind == "window":
         return (f"inpainted a {run.region.width}x{run.region.height} window around the mask at "
-                f"({run.region.left}, {run.region.top}) to stay within the model's size range or the pixel budget")
+                f"({run.region.left}, {run.region.top}) to stay within the model's size range")
     if run.kind == "resize":
         return (f"inpainted a {run.region.width}x{run.region.height} area at {run.model_size[1]}x{run.model_size[0]} "
                 f"and upscaled it; only masked pixels pasted back")
@@ -243,22 +234,49 @@ def _plan(strategy: str, runs: list[Run], whole: Box, notes: list[str] | None = 
     return Plan(strategy, runs, notes, (whole.height, whole.width))
 
 
+def _grown(box: Box, height: int, width: int, whole: Box) -> Box:
+    """`box` grown to height x width (centred, shifted to stay inside `whole`; never beyond it)."""
+    height, width = min(height, whole.height), min(width, whole.width)
+    top = min(max(box.top - (height - box.height) // 2, 0), whole.height - height)
+    left = min(max(box.left - (width - box.width) // 2, 0), whole.width - width)
+    return Box(top, left, top + height, left + width)
+
+
+def one_tensor_size(runs: list[Run], profile: Profile, options: StrategyOptions, whole: Box) -> list[Run]:
+    """Crops of one image fed at one tensor size, so they travel as one batch (to `Inpainter`'s backend and
+    through the Triton ensemble alike): each smaller crop takes more of the surrounding image as context
+    (real pixels, never padding) and pastes back only its own area. Unchanged when the crops were resized or
+    windowed, or when the common size would not fit the model's range."""
+    if len(runs) < 2 or any(run.kind not in ("direct", "pad") for run in runs):
+        return runs
+    height, width = max(run.tensor_size[0] for run in runs), max(run.tensor_size[1] for run in runs)
+    if not fits((height, width), profile):
+        return runs
+    grown = []
+    for run in runs:
+        region = _grown(run.region, height, width, whole)
+        size = tensor_size(region.height, region.width, profile)
+        grown.append(Run(run.kind, region, (region.height, region.width), size, run.region))
+    return grown if len({run.tensor_size for run in grown}) == 1 else runs
+
+
 def _plan_crop(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, why: str,
                regions: list | None = None) -> Plan:
     regions = crop_regions(hole, options.margin) if regions is None else regions
-    runs = [_area_run(hole, Box(*crop), profile, options) for crop, _ in regions]
+    runs = one_tensor_size([_area_run(hole, Box(*crop), profile, options) for crop, _ in regions], profile, options,
+                           whole)
     return _plan("crop", runs, whole, [f"crop strategy: {len(runs)} region(s) around the holes "
                                        f"(margin {options.margin} px), {why}"])
 
 
-def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box, one_input: bool) -> Plan:
+def _plan_whole(hole: np.ndarray, profile: Profile, options: StrategyOptions, whole: Box) -> Plan:
     """The whole image if it fits; else one crop per region when there are several, else a window."""
-    run = _full_size_run(whole, profile, options.pixel_budget)
+    run = _full_size_run(whole, profile)
     if run is None:
-        regions = [] if one_input else crop_regions(hole, options.margin)
+        regions = crop_regions(hole, options.margin)
         if len(regions) > 1:  # separate holes: crops around each are smaller than one window around all
-            return _plan_crop(hole, profile, options, whole, "the whole image is above the model's size range or "
-                                                             "the pixel budget", regions)
+            return _plan_crop(hole, profile, options, whole, "the whole image is above the model's size range",
+                              regions)
         run = _limited_run(hole, whole, profile, options)
     return _plan("whole", [run], whole)
 
@@ -275,22 +293,15 @@ def _plan_resize(profile: Profile, options: StrategyOptions, whole: Box) -> Plan
     """IOPaint's Resize: the long side scaled to `resize_limit` (int(x * ratio + 0.5), as IOPaint), within the limits."""
     ratio = options.resize_limit / max(whole.height, whole.width)
     small = max(1, int(whole.height * ratio + 0.5)), max(1, int(whole.width * ratio + 0.5))
-    limits = _side_limits(profile, options.pixel_budget)
-    if not fits(tensor_size(*small, limits), limits, options.pixel_budget):
+    limits = profile
+    if not fits(tensor_size(*small, limits), limits):
         small = downscaled(*small, limits)
     return _plan("resize", [Run("resize", whole, small, tensor_size(*small, limits))], whole)
 
 
-def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | int | None = None, *,
+def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | None = None, *,
                margin: int | None = None) -> Plan:
-    """Choose what to run for one image. `profile` must be `usable()` (bounds on the size rule).
-
-    An int for `options` is the older call `plan_image(hole, profile, margin)` of pipelines that feed one
-    tensor per image (the Triton ensemble): the whole image, else one window, else resize; never crops.
-    """
-    one_input = isinstance(options, int) and not isinstance(options, bool)
-    if one_input:
-        options = StrategyOptions("whole", margin=int(options))
+    """Choose what to run for one image. `profile` must be `usable()` (bounds on the size rule)."""
     options = options or StrategyOptions()
     if margin is not None:
         options = replace(options, margin=int(margin))
@@ -306,7 +317,7 @@ def plan_image(hole: np.ndarray, profile: Profile, options: StrategyOptions | in
         return _plan_window(hole, profile, options, whole)
     if name == "resize" and long_side > options.resize_limit:
         return _plan_resize(profile, options, whole)
-    return _plan_whole(hole, profile, options, whole, one_input)
+    return _plan_whole(hole, profile, options, whole)
 
 
 # -- cutting the inputs and pasting the results ----------------------------------------------------------
@@ -323,13 +334,17 @@ def cut_inputs(rgb: np.ndarray, hole: np.ndarray, plan: Plan) -> list[tuple[np.n
 def paste_outputs(rgb: np.ndarray, plan: Plan, outputs: list[np.ndarray]) -> np.ndarray:
     """The image with each run's output over its region (upscaled for resize runs).
 
-    Regions never overlap (crop boxes are merged), and the caller keeps only hole pixels of this.
+    Pasted areas never overlap (crop boxes are merged; grown context is not pasted), and the caller keeps only
+    hole pixels of this.
     """
     generated = rgb.copy()
     for run, output in zip(plan.runs, outputs):
         if run.resized:
             output = upscale(output, (run.region.height, run.region.width))
-        generated[run.region.slices] = output
+        paste = run.pasted
+        inner = Box(paste.top - run.region.top, paste.left - run.region.left, paste.bottom - run.region.top,
+                    paste.right - run.region.left)
+        generated[paste.slices] = output[inner.slices]
     return generated
 
 

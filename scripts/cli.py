@@ -13,15 +13,20 @@ from lama_deploy.errors import EXIT_USER_ERROR, install_hint, stdout_closed
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lama_deploy.scripts.demo", "export, validate and inpaint a sample on the embedded random-weights model"),
-    "export": ("lama_deploy.export.to_onnx", "export LaMa to dynamic-shape ONNX (DFT-as-matmul)"),
-    "validate": ("lama_deploy.export.validate", "check an ONNX export against PyTorch with Polygraphy"),
-    "build": ("lama_deploy.export.build_engine", "build a dynamic-shape TensorRT engine"),
-    "inpaint": ("lama_deploy.runtime.cli", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
-    "serve": ("lama_deploy.runtime.server", "serve POST /inpaint over HTTP"),
-    "triton-repo": ("lama_deploy.runtime.triton", "write a Triton Inference Server model repository"),
-    "triton-serve": ("lama_deploy.runtime.triton_serve", "run tritonserver on a repository (python backend ready)"),
+    "export": ("lama_deploy.scripts.commands.export", "export LaMa to dynamic-shape ONNX (DFT-as-matmul)"),
+    "validate": ("lama_deploy.scripts.commands.validate", "check an ONNX export against PyTorch with Polygraphy"),
+    "build": ("lama_deploy.scripts.commands.build", "build a dynamic-shape TensorRT engine"),
+    "inpaint": ("lama_deploy.scripts.commands.inpaint", "inpaint an image (or folders) with an engine, ONNX model or checkpoint"),
+    "serve": ("lama_deploy.scripts.commands.serve", "serve POST /inpaint over HTTP"),
+    "triton-repo": ("lama_deploy.scripts.commands.triton_repo", "write a Triton Inference Server model repository"),
+    "triton-serve": ("lama_deploy.scripts.commands.triton_serve", "run tritonserver on a repository (python backend ready)"),
     "bench": ("lama_deploy.scripts.bench", "benchmark the deployment paths side by side"),
+    "fourier-report": ("lama_deploy.scripts.commands.fourier_report", "count nodes and FLOPs per Fourier unit of exports"),
+    "check-engine": ("lama_deploy.scripts.commands.check_engine", "check an engine on this device against reference files (numpy + TensorRT only)"),
 }
+# The runtime runs on Python 3.8+; these need what only 3.10+ installs (torch, onnxscript, fastapi, pytriton).
+RUNTIME_COMMANDS = ("inpaint", "check-engine")
+PYTHON_FLOOR = (3, 10)
 
 
 def _usage() -> str:
@@ -47,6 +52,10 @@ def dispatch(argv: list[str]) -> int:
     if command not in COMMANDS:
         print(f"lama-deploy: unknown command '{command}'; run `lama-deploy --help` for the list", file=sys.stderr)
         return 2
+    if command not in RUNTIME_COMMANDS and sys.version_info[:2] < PYTHON_FLOOR:
+        print(f"lama-deploy {command}: error: needs Python {'.'.join(map(str, PYTHON_FLOOR))} or newer (this is "
+              f"{sys.version.split()[0]}); only `inpaint` and `check-engine` run on Python 3.8", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         module = importlib.import_module(COMMANDS[command][0])
     except ModuleNotFoundError as exc:  # a runtime-only install (--no-deps, Jetson) running a build command

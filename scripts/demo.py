@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build_engine(onnx_path: Path, out: Path, target: str) -> tuple[str, bool]:
     """(what happened, whether the engine was built)."""
-    from lama_deploy.export.build_engine import main as build_main
+    from lama_deploy.scripts.commands.build import main as build_main
     from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt
 
     try:

@@ -1,6 +1,6 @@
 """Inpaint one image through a Triton server with `tritonclient` (HTTP or gRPC): the raw-image interface.
 
-    lama-deploy triton-repo --model big-lama.onnx --output repo --backend python
+    lama-deploy triton-repo --model big-lama.onnx --output repo --repo-kind python
     lama-deploy triton-serve --repository repo &
     python scripts/triton_client.py photo.png photo_mask.png -o out.png                      # HTTP :8000
     python scripts/triton_client.py photo.png photo_mask.png -o out.png --protocol grpc --url 127.0.0.1:8001
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from lama_deploy.errors import UserError, cli_entry, missing_dependency
-from lama_deploy.runtime.cli import save_image
-from lama_deploy.runtime.images import DEFAULT_MAX_PIXELS, load_hole, load_image, to_output_image, to_pil
+from lama_deploy.runtime.output import save_image
+from lama_deploy.runtime.images import DEFAULT_MAX_PIXELS, load_hole, load_image, mask_threshold, to_output_image, to_pil
 
 PROG = "triton_client.py"
 DEFAULT_URLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}
@@ -39,8 +39,9 @@ def client_module(protocol: str):
 
 
 def infer(url: str, image: np.ndarray, mask: np.ndarray, protocol: str = "http", model: str = "lama",
-          timeout_s: float = 60.0) -> np.ndarray:
-    """One request: uint8 H x W x 3 and H x W in, the inpainted uint8 H x W x 3 out."""
+          timeout_s: float = 60.0, parameters: dict | None = None) -> np.ndarray:
+    """One request: uint8 H x W x 3 and H x W in (+ per-request options as parameters), the inpainted uint8
+    H x W x 3 out."""
     module = client_module(protocol)
     http_options = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" else {}
     client = module.InferenceServerClient(url, **http_options)
@@ -50,6 +51,8 @@ def infer(url: str, image: np.ndarray, mask: np.ndarray, protocol: str = "http",
         inputs[0].set_data_from_numpy(np.ascontiguousarray(image))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(mask))
         options = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+        if parameters:
+            options["parameters"] = parameters
         return client.infer(model, inputs, **options).as_numpy("inpainted")
     except Exception as exc:  # tritonclient's and the socket's errors: one line
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -66,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", choices=sorted(DEFAULT_URLS), default="http")
     parser.add_argument("--url", help="host:port (default: 127.0.0.1:8000 for http, :8001 for grpc)")
     parser.add_argument("--model", default="lama", help="model name in the repository (default: lama)")
-    parser.add_argument("--threshold", type=float, default=0, help="the repository's threshold (default 0)")
+    parser.add_argument("--threshold", default="auto", help="mask > T is a hole, sent with each request; auto "
+                        "(default): decided from the mask file as `lama-deploy inpaint` does (127 for JPEG/WebP)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
     parser.add_argument("--bench", type=int, default=0, metavar="N", help="then send N more requests and print the "
                         "throughput (answers checked equal to the first)")
@@ -81,7 +85,7 @@ def bench(url: str, image: np.ndarray, mask: np.ndarray, expected: np.ndarray, a
 
     def one(_: int) -> float:
         started = time.perf_counter()
-        answer = infer(url, image, mask, args.protocol, args.model, args.timeout)
+        answer = infer(url, image, mask, args.protocol, args.model, args.timeout, {"threshold": args.sent_threshold})
         if not np.array_equal(answer, expected):
             raise UserError("answers differ between identical requests")
         return time.perf_counter() - started
@@ -101,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_image(args.image, DEFAULT_MAX_PIXELS)
     mask_image = to_pil(args.mask, "mask", DEFAULT_MAX_PIXELS, is_mask=True)
     mask = np.asarray(mask_image if mask_image.mode == "L" else mask_image.convert("L"))
-    hole = load_hole(mask, (loaded.width, loaded.height), args.threshold)  # checks the size, as the server does
-    rgb = infer(args.url or DEFAULT_URLS[args.protocol], loaded.rgb, mask, args.protocol, args.model, args.timeout)
+    # the decoded array has lost the file's format: send the threshold the file gets from `inpaint`
+    threshold = mask_threshold(args.threshold, mask_image.format)
+    args.sent_threshold = f"{threshold:g}"
+    hole = load_hole(mask, (loaded.width, loaded.height), threshold)  # checks the size, as the server does
+    rgb = infer(args.url or DEFAULT_URLS[args.protocol], loaded.rgb, mask, args.protocol, args.model, args.timeout,
+                {"threshold": args.sent_threshold})
     save_image(to_output_image(loaded, rgb, hole), Path(args.output))  # grey / alpha restored as the CLI does
     print(f"{PROG}: wrote {args.output} ({args.protocol}, model {args.model})")
     if args.bench > 0:

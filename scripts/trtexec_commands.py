@@ -27,15 +27,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run by path from a checkout: see lama_deploy/__init__.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.errors import UserError, cli_entry, missing_dependency  # noqa: E402
 from lama_deploy.export.polygraphy_hooks import HOOK_SCRIPT, polygraphy_no_tf32, polygraphy_pin_fp32  # noqa: E402
 from lama_deploy.files import atomic_output  # noqa: E402
 from lama_deploy.model_facts import read_model_facts  # noqa: E402
-from lama_deploy.profiles import Profile, add_profile_options, profiles_from  # noqa: E402
+from lama_deploy.profiles import Profile  # noqa: E402
+from lama_deploy.scripts.commands.arguments import add_profile_options, profiles_from  # noqa: E402
 
 PROG = "python -m lama_deploy.scripts.trtexec_commands"
 ONNX_VAR, ENGINE_VAR, CACHE_VAR = "${ONNX}", "${ENGINE}", "${TIMING_CACHE}"

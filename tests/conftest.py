@@ -69,9 +69,9 @@ def big_lama_trained_like_model() -> InpaintingModel:
 @pytest.fixture(scope="session")
 def big_lama_fp16_onnx(artifacts: Path) -> Path:
     """Mixed-precision export of the trained-like big-lama weights."""
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 
     path = artifacts / "big-lama-fp16.onnx"
     export_inpainting_onnx(path, model=random_model("big-lama", seed=0, trained_like=True), config="big-lama",
-                           precision="fp16")
+                           options=ExportOptions(precision="fp16"))
     return path

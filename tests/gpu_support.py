@@ -41,11 +41,7 @@ def tensorrt_skip_reason() -> str | None:
         import_tensorrt()
     except Exception as exc:  # TensorRTUnavailable or an ImportError of a broken install
         return f"needs the TensorRT runtime: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-    try:
-        import cuda  # noqa: F401  (cuda-python)
-    except ImportError:
-        return "needs cuda-python for TensorRT device memory (pip install cuda-python)"
-    return None
+    return cuda_python_skip_reason()
 
 
 def cuda_python_skip_reason() -> str | None:
@@ -54,7 +50,7 @@ def cuda_python_skip_reason() -> str | None:
 
         import_cudart()
     except Exception as exc:
-        return f"needs cuda-python: {str(exc).splitlines()[0]}"
+        return f"needs the CUDA runtime library: {str(exc).splitlines()[0]}"
     return None
 
 

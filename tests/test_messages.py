@@ -12,7 +12,9 @@ OTHER_TOOLS = {
     "scripts/trtexec_commands.py": "trtexec / polygraphy command lines",
     "export/trt_builder.py": "polygraphy flags in a generated script",
     "export/validation_report.py": "the `polygraphy run` replay line",
-    "runtime/triton_serve.py": "the `tritonserver` command line",
+    "runtime/triton/serve.py": "the `tritonserver` command line",
+    "lama_deploy/polygraphy_json.py": "`polygraphy run --load-inputs/--save-inputs` in its docs",
+    "scripts/commands/check_engine.py": "`polygraphy run --load-outputs` in its docs",
     "export/polygraphy_hooks.py": "`polygraphy convert` flags in its usage line",
     "scripts/gpu_lane/lane.py": "pytest flags of the GPU lane's child runs",
     "scripts/gpu_lane/report.py": "the `nvidia-smi` query",
@@ -21,20 +23,52 @@ OTHER_TOOLS = {
 OTHER_FLAGS = {"--help", "--index-url", "--no-deps", "--model-repository"}  # pip, tritonserver
 
 
+def _add_argument_calls(text: str) -> list[str]:
+    """The argument text of every `add_argument(...)` call, parentheses balanced (help texts hold some)."""
+    calls = []
+    for start in (m.end() for m in re.finditer(r"add_argument\(", text)):
+        depth, end = 1, start
+        while depth and end < len(text):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        calls.append(text[start:end - 1])
+    return calls
+
+
 def _defined_flags() -> set[str]:
     flags = set()
     for path in SOURCES:
-        for call in re.finditer(r"add_argument\(([^)]*)", path.read_text()):
-            flags.update(re.findall(r'"(--[a-z0-9-]+)"', call.group(1)))
+        text = path.read_text()
+        for call in _add_argument_calls(text):
+            names = re.findall(r'"(--[a-z0-9-]+)"', call)
+            flags.update(names)
+            if "BooleanOptionalAction" in call:  # argparse adds the `--no-` form of each name
+                flags.update("--no-" + name[2:] for name in names)
         # option tables such as the server's _GUARD_OPTIONS: ("--flag", type, default, help)
-        flags.update(re.findall(r'\(\s*"(--[a-z0-9-]+)",\s*(?:str|int|float|bool)\b', path.read_text()))
-        if "def add_profile_options" in path.read_text():  # f"--{which}" over lama_deploy.profiles.WHICH
+        flags.update(re.findall(r'\(\s*"(--[a-z0-9-]+)",\s*(?:str|int|float|bool)\b', text))
+        if "add_option_group" in text:  # flags of the declared options (lama_deploy.runtime.options.OPTIONS)
+            from lama_deploy.runtime.options import OPTIONS
+
+            flags.update(spec.flag for spec in OPTIONS)
+        if "def add_profile_options" in text:  # f"--{which}" over lama_deploy.profiles.WHICH
             from lama_deploy.profiles import WHICH
 
             flags.update(f"--{which}" for which in WHICH)
-            if "BooleanOptionalAction" in call.group(1):
-                flags.update("--no-" + f[2:] for f in re.findall(r'"--([a-z0-9-]+)"', call.group(1)))
     return flags
+
+
+def test_boolean_optional_flags_count_with_their_no_forms() -> None:
+    """The `--no-` form of a BooleanOptionalAction flag is a real flag (and only of such flags)."""
+    import argparse
+
+    from lama_deploy.scripts.commands.triton_repo import build_parser
+
+    defined = _defined_flags()
+    parser = build_parser()
+    optional = {option for action in parser._actions if isinstance(action, argparse.BooleanOptionalAction)
+                for option in action.option_strings}
+    assert optional == {"--dynamic-batching", "--no-dynamic-batching"} and optional <= defined
+    assert "--no-export" not in defined and "--no-precision" not in defined
 
 
 def test_every_flag_a_message_names_exists() -> None:

@@ -12,13 +12,14 @@ from typing import Any, Sequence
 
 from lama_deploy.errors import UsageError
 
-from .base import Backend, BackendError, Profile, profile_from_override
+from .base import Backend, BackendError, InferenceCancelled, Profile, profile_from_override
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
-SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".onnx": "onnxruntime",
+#: model file suffix -> backend: the one table (Triton's repository writer maps the same suffixes to platforms)
+SUFFIX_BACKENDS = {".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pt": "torch", ".pth": "torch"}
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "Profile", "backend_for_path", "create_backend",
+__all__ = ["BACKENDS", "Backend", "BackendError", "InferenceCancelled", "Profile", "backend_for_path", "create_backend",
            "profile_from_override"]
 
 
@@ -30,7 +31,7 @@ def backend_for_path(path: str | Path, backend: str = "auto") -> str:
         return backend
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIX_BACKENDS:
-        raise UsageError(f"cannot tell the backend of {Path(path).name}: use a .engine/.plan (TensorRT), .onnx "
+        raise UsageError(f"cannot tell the backend of {Path(path).name}: use a .engine/.plan/.trt (TensorRT), .onnx "
                          f"(ONNX Runtime) or .ckpt/.pt/.pth (PyTorch) file, or pass --backend")
     return SUFFIX_BACKENDS[suffix]
 
@@ -48,8 +49,11 @@ def create_backend(path: str | Path, backend: str = "auto", device: str | None =
                   if value is not None and (key, value) != ("compile", "off")}
     if torch_mode and name != "torch" and torch_mode != {"precision": "fp32"}:
         options = ", ".join(f"{key}={value}" for key, value in sorted(torch_mode.items()))
-        raise BackendError(f"{options} applies to the PyTorch backend (.ckpt/.pt/.pth) only; a {name} model's "
-                           f"precision is chosen at export/build time")
+        raise BackendError(f"{options} applies to the PyTorch backend (.ckpt/.pt/.pth) only; for the {name} "
+                           f"backend the precision is chosen at export/build time")
+    if providers and name != "onnxruntime":
+        raise BackendError(f"execution providers apply to the ONNX Runtime backend (.onnx) only, not to a {name} "
+                           f"model; drop them")
     if name == "tensorrt":
         from .trt_backend import TensorRTBackend
 

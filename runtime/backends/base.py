@@ -10,6 +10,7 @@ without knowing which backend they hold.
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,10 @@ from lama_deploy.profiles import Profile, tighter
 
 class BackendError(UserError):
     """A model file that cannot be loaded or run by a backend; one line that says what to do."""
+
+
+class InferenceCancelled(Exception):
+    """An inference stopped by `Backend.cancel()` (Ctrl-C, a server shutting down); no output was made."""
 
 
 def profile_from_override(base: Profile, override: Any) -> Profile:
@@ -64,6 +69,10 @@ class Backend(abc.ABC):
     def deactivate_impl(self) -> None:
         """Release what `activate_impl` acquired (default: nothing)."""
 
+    def cancel_impl(self) -> None:
+        """Stop a model call in progress, from another thread (default: nothing; the call finishes and
+        `infer` refuses its result). ONNX Runtime overrides it: its run can be terminated."""
+
     @property
     @abc.abstractmethod
     def profile(self) -> Profile:
@@ -93,7 +102,43 @@ class Backend(abc.ABC):
         if not self.is_active:
             raise RuntimeError(f"{self.name} backend is not active; call activate() first or use it as a context manager")
         checked = {name: _checked_input(name, feed) for name in C.INPUT_NAMES}
-        return self.infer_impl(checked)
+        self._raise_if_cancelled()
+        try:
+            outputs = self.infer_impl(checked)
+        except Exception:
+            self._raise_if_cancelled()  # a terminated run fails with the backend's own error: report the cause
+            raise
+        self._raise_if_cancelled()
+        return outputs
+
+    # -- cancelling (Ctrl-C, server shutdown) ------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the model call in progress and refuse later ones until `reset_cancel()`. Safe to call from
+        any thread, a signal handler's included: TensorRT and PyTorch stop at the next model call (between
+        crops and batches), ONNX Runtime within its current run."""
+        self._cancel_event.set()
+        self.cancel_impl()
+
+    def reset_cancel(self) -> None:
+        self._cancel_event.clear()
+        self.reset_cancel_impl()
+
+    def reset_cancel_impl(self) -> None:
+        """Undo `cancel_impl` (default: nothing)."""
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel_event.is_set()
+
+    @property
+    def _cancel_event(self) -> threading.Event:
+        """Made on first use, so subclasses that skip `Backend.__init__` still cancel."""
+        event = self.__dict__.get("_cancel_flag")
+        return event if event is not None else self.__dict__.setdefault("_cancel_flag", threading.Event())
+
+    def _raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise InferenceCancelled(f"{self.name} inference cancelled")
 
     def __enter__(self) -> "Backend":
         self.activate()

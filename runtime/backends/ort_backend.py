@@ -1,5 +1,8 @@
 """ONNX Runtime backend: TensorRT EP, then CUDA EP, then CPU EP, whichever this onnxruntime build has.
 
+Or the execution providers the caller names (`providers`, order = preference; `parse_providers` reads the
+`CUDA,CPU` text form): each must be in this onnxruntime build, else one line names the available ones.
+
 Imports only `onnxruntime` (lazily, on activation); the exported model's metadata (`lama.*` keys) is read
 through ONNX Runtime's own model-metadata API, so neither `onnx` nor torch is needed on the edge box.
 """
@@ -12,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lama_deploy import contract as C
-from lama_deploy.errors import InputNotFound, missing_dependency
+from lama_deploy.errors import InputNotFound, UsageError, missing_dependency
 from lama_deploy.model_facts import facts_from_session
 
 from ..memory import MemoryCost, ort_cpu_cost
@@ -21,6 +24,12 @@ from .base import Backend, BackendError, Profile
 #: Preferred order; only the providers this onnxruntime build offers are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 _GPU_PROVIDERS = PREFERRED_PROVIDERS[:2]
+#: Short names of the execution providers users can ask for, and ONNX Runtime's names for them.
+PROVIDER_NAMES = {
+    "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider", "directml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider", "cpu": "CPUExecutionProvider",
+}
 #: After every run the CPU arena hands back what that run grew (one large image must not keep gigabytes).
 ARENA_SHRINKAGE = ("memory.enable_memory_arena_shrinkage", "cpu:0")
 
@@ -53,6 +62,41 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def provider_name(name: str) -> str:
+    """ONNX Runtime's name for a provider: a short name (CUDA, TensorRT, OpenVINO, DirectML, CoreML, CPU; any
+    case) or a full `XExecutionProvider` name, kept as written. Anything else is a UsageError (one line)."""
+    text = name.strip()
+    if text.endswith("ExecutionProvider"):
+        return text
+    if text.lower() in PROVIDER_NAMES:
+        return PROVIDER_NAMES[text.lower()]
+    raise UsageError(f"unknown execution provider {text!r}; use {', '.join(_SHORT_NAMES)} or a full "
+                     f"XExecutionProvider name")
+
+
+_SHORT_NAMES = ("CUDA", "TensorRT", "OpenVINO", "DirectML", "CoreML", "CPU")
+
+
+def parse_providers(text: str) -> tuple[str, ...]:
+    """`"TensorRT,CUDA,CPU"` -> ONNX Runtime's provider names in that order (first = preferred), repeats dropped."""
+    names = [part for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError(f"no execution provider named; give a comma-separated list such as CUDA,CPU "
+                         f"(names: {', '.join(_SHORT_NAMES)})")
+    return tuple(dict.fromkeys(provider_name(part) for part in names))
+
+
+def providers_problem(requested: Sequence[str], available: Sequence[str]) -> str | None:
+    """The one line when this onnxruntime build lacks a requested provider (names as `provider_name` gives them)."""
+    missing = [name for name in requested if name not in available]
+    if not missing:
+        return None
+    gpu_hint = ("; CUDA/TensorRT need `pip install onnxruntime-gpu`"
+                if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(missing) else "")
+    return (f"this onnxruntime has no {', '.join(missing)}; it has {', '.join(available)}: ask for those"
+            f"{gpu_hint}")
+
+
 def choose_providers(available: Sequence[str], device: str | None = None,
                      requested: Sequence[Any] | None = None) -> list[Any]:
     """Providers to ask for, in order. `requested` wins; else the preferred ones that are available.
@@ -60,11 +104,12 @@ def choose_providers(available: Sequence[str], device: str | None = None,
     device "cpu" keeps only the CPU EP; device "cuda" requires a GPU provider.
     """
     if requested:
-        names = [p[0] if isinstance(p, (tuple, list)) else p for p in requested]
-        unknown = [n for n in names if n not in available]
-        if unknown:
-            raise BackendError(f"onnxruntime here has no {', '.join(unknown)}; available: {', '.join(available)}")
-        return list(requested)
+        # (name, options) pairs pass through with their options; names may be short ("CUDA") or full.
+        chosen = [(provider_name(p[0]), p[1]) if isinstance(p, (tuple, list)) else provider_name(p) for p in requested]
+        problem = providers_problem([p[0] if isinstance(p, tuple) else p for p in chosen], available)
+        if problem:
+            raise BackendError(problem)
+        return chosen
     chosen = [p for p in PREFERRED_PROVIDERS if p in available]
     if device is not None and device != "cpu" and not device.startswith("cuda"):
         raise BackendError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
@@ -119,6 +164,7 @@ class OnnxRuntimeBackend(Backend):
         self._metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self._profile = self._profile_from_session()
         self._run_options = ort.RunOptions()
+        self._run_options.terminate = self.cancelled  # cancelled before it was activated
         if self._cpu_only():
             self._run_options.add_run_config_entry(*ARENA_SHRINKAGE)
 
@@ -150,6 +196,18 @@ class OnnxRuntimeBackend(Backend):
         typed = {name: array.astype(self._dtypes.get(name, np.float32), copy=False) for name, array in feed.items()}
         (output,) = self.session.run([C.OUTPUT], typed, self._run_options)
         return {C.OUTPUT: np.asarray(output, dtype=np.float32)}
+
+    def cancel_impl(self) -> None:
+        # ONNX Runtime checks this flag between kernels and ends the run with an error (`Backend.infer` turns
+        # that into InferenceCancelled); big-lama's CPU kernels are short, so the run stops within a second
+        run_options = getattr(self, "_run_options", None)
+        if run_options is not None:
+            run_options.terminate = True
+
+    def reset_cancel_impl(self) -> None:
+        run_options = getattr(self, "_run_options", None)
+        if run_options is not None:
+            run_options.terminate = False
 
     def deactivate_impl(self) -> None:
         self.session = None

@@ -18,7 +18,7 @@ import numpy as np
 from lama_deploy import contract as C
 from lama_deploy.errors import InputNotFound, missing_dependency
 
-from .base import Backend, BackendError, Profile
+from .base import Backend, BackendError, InferenceCancelled, Profile
 from .torch_precision import TorchMode, apply_policy, autocast_context, cudnn_scope, resolve_mode
 
 
@@ -91,6 +91,10 @@ class TorchBackend(Backend):
         options = self.mode.compile_kwargs
         # The autocast scope is compiled with the model, so the compiled graph carries the precision policy.
         self._run = self._eager_forward if options is None else self.torch.compile(self._eager_forward, **options)
+        # A forward stops at its next layer when cancelled; compiled, at its end (a hook per layer would break
+        # the compiled graph into hundreds of pieces).
+        self._cancel_hooks = [] if options is not None else [
+            module.register_forward_pre_hook(self._stop_if_cancelled) for module in self.model.modules()]
         if self.device.startswith("cuda"):
             from .torch_cuda import CudaExecutor
 
@@ -111,7 +115,9 @@ class TorchBackend(Backend):
             try:
                 output = self._run(image, mask)
             except Exception as exc:
-                if self.mode.compile == "off":
+                # Not the compile's fault: a cancel, a user error, the GPU out of memory.
+                if self.mode.compile == "off" or isinstance(exc, (InferenceCancelled, BackendError,
+                                                                  self.torch.cuda.OutOfMemoryError)):
                     raise
                 line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 raise BackendError(f"--compile {self.mode.compile} failed on the first call ({type(exc).__name__}: "
@@ -130,7 +136,13 @@ class TorchBackend(Backend):
             output = self._forward(image, mask)
         return {C.OUTPUT: output.cpu().numpy()}
 
+    def _stop_if_cancelled(self, module: Any, inputs: Any) -> None:
+        self._raise_if_cancelled()
+
     def deactivate_impl(self) -> None:
+        for hook in getattr(self, "_cancel_hooks", []):
+            hook.remove()
+        self._cancel_hooks = []
         if self.executor is not None:
             self.executor.close()
             self.executor = None

@@ -5,8 +5,10 @@ fp16/bf16 run under `torch.autocast`, with the Fourier units kept safe the same 
 - "fourier-fp32" (default): every `FourierUnit` runs with autocast off, on a float32 copy of its input.
   With trained weights the spectrum passes fp16's range (65504) from about 768x768; in fp32 it cannot.
 - "fourier-scaled": `lama_model.precision.fold_fourier_scale` folds an exact scale into the weights
-  around each unit so that its fp16 intermediates stay in range; the units then run in fp16 too. Offered
-  only when that function exists in this lama_model.
+  around each unit so that its fp16 intermediates stay in range; the units then run in fp16 too.
+
+Which precision and policy may combine (and with which Fourier form) is judged by
+`lama_deploy.contract.precision_problem`, the same function the exporter and the engine builder ask.
 
 fp16 needs a GPU (CPU autocast supports bfloat16 only); bf16 runs on both.
 
@@ -25,23 +27,15 @@ from lama_deploy import contract as C
 from .base import BackendError
 
 PRECISIONS = C.TORCH_PRECISIONS
-DEFAULT_POLICY = "fourier-fp32"
+DEFAULT_POLICY = C.DEFAULT_FP16_POLICY
 #: CUDA-graph switch values of the CLI / server ("auto": on for CUDA, off for CPU).
 GRAPH_CHOICES = ("auto", "on", "off")
-#: `torch.compile` modes of the backend: off (default), inductor's default, or max-autotune (longer first call).
-COMPILE_CHOICES = ("off", "default", "max-autotune")
+COMPILE_CHOICES = C.TORCH_COMPILE_MODES
 
 
 def fp16_policies() -> tuple[str, ...]:
-    """The fp16/bf16 safety policies this lama_model offers ("fourier-scaled" only if it can fold the scale)."""
-    try:
-        from lama_model import precision as lama_precision
-    except ImportError:
-        return (DEFAULT_POLICY,)
-    declared = tuple(getattr(lama_precision, "FP16_POLICIES", (DEFAULT_POLICY,)))
-    if not hasattr(lama_precision, "fold_fourier_scale"):
-        declared = tuple(p for p in declared if p != "fourier-scaled")
-    return declared or (DEFAULT_POLICY,)
+    """The fp16/bf16 safety policies (the contract's declaration; the bench iterates over them)."""
+    return C.FP16_POLICIES
 
 
 @dataclass(frozen=True)
@@ -89,21 +83,14 @@ def resolve_mode(device: str, precision: str | None = None, policy: str | None =
                  cudnn_benchmark: bool | None = None) -> TorchMode:
     """Check the combination and fill the defaults; every refusal is one line naming the way out."""
     precision = precision or "fp32"
-    if precision not in PRECISIONS:
-        raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    problem = C.precision_problem(precision, policy, None, "torch")
+    if problem:
+        raise BackendError(problem)
     on_cuda = device.startswith("cuda")
     if precision == "fp16" and not on_cuda:
         raise BackendError("--precision fp16 needs a CUDA device (CPU autocast has no float16 kernels); "
                            "use --device cuda, or --precision bf16 / fp32 on CPU")
-    if precision == "fp32":
-        if policy not in (None, DEFAULT_POLICY):
-            raise BackendError(f"fp16 policy {policy!r} applies to fp16/bf16 only; drop it or pick --precision fp16")
-        policy = None
-    else:
-        offered = fp16_policies()
-        policy = policy or DEFAULT_POLICY
-        if policy not in offered:
-            raise BackendError(f"unknown fp16 policy {policy!r}; this lama_model offers {', '.join(offered)}")
+    policy = None if precision == "fp32" else policy or DEFAULT_POLICY
     graphs, note = _resolve_graphs(cuda_graphs, on_cuda, device)
     if graph_cache < 1:
         raise BackendError("the CUDA-graph cache must hold at least 1 graph")
@@ -160,8 +147,11 @@ def apply_policy(model: Any, mode: TorchMode) -> Any:
         from lama_model.fourier import TorchFFT
         from lama_model.precision import choose_fourier_scale, fold_fourier_scale
 
-        if any(isinstance(unit.transform, TorchFFT) for unit in fourier_units(model)):
-            raise BackendError(C.fp16_policy_problem(mode.policy, "torch"))
+        # One torch.fft unit is enough to refuse: the scale does not help cuFFT.
+        form = "torch" if any(isinstance(u.transform, TorchFFT) for u in fourier_units(model)) else "matmul"
+        problem = C.precision_problem(mode.precision, mode.policy, form, "torch")
+        if problem:
+            raise BackendError(problem)
 
         result = fold_fourier_scale(model, choose_fourier_scale())  # the export's default scale
         model = result if result is not None else model
@@ -210,20 +200,3 @@ def cudnn_scope(mode: TorchMode) -> Any:
             torch.backends.cudnn.benchmark = saved
 
     return scope()
-
-
-def mode_options(args: Any) -> dict[str, Any]:
-    """The PyTorch-backend keywords of `Inpainter.from_path` from parsed `add_mode_arguments` flags."""
-    return {"precision": args.precision, "cuda_graphs": args.cuda_graphs, "compile": args.compile}
-
-
-def add_mode_arguments(parser: Any) -> None:
-    """`--precision`, `--cuda-graphs` and `--compile` for `lama-deploy inpaint` and `serve` (PyTorch backend)."""
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="PyTorch backend (.ckpt): fp32 (default), fp16 (CUDA) or bf16 autocast with the "
-                             "Fourier units kept in fp32")
-    parser.add_argument("--cuda-graphs", choices=GRAPH_CHOICES, default=None,
-                        help="PyTorch backend: replay captured CUDA graphs per input shape (default auto: on CUDA)")
-    parser.add_argument("--compile", choices=COMPILE_CHOICES, default=None,
-                        help="PyTorch backend: torch.compile the model (default off); the first call per input "
-                             "shape compiles (seconds to minutes), later calls reuse it")

@@ -1,9 +1,12 @@
 """TensorRT backend: a serialized engine (`.engine` / `.plan`) run with one CUDA stream.
 
 Works with `tensorrt` 8.6 / 10.x / 11.x and `tensorrt_rtx` (picked by `lama_deploy.runtime.trt_import`) through
-the name-based tensor API (TensorRT >= 8.5): `set_input_shape` / `set_tensor_address` / `execute_async_v3`
-(the project supports nothing older than 8.5, JetPack 5). Device memory comes from `cuda-python`; buffers are
-allocated once and grown only when a larger shape comes. Everything is imported on activation.
+the name-based tensor API that TensorRT 8.5 introduced and 10.x kept alone: `set_input_shape` /
+`set_tensor_address` / `execute_async_v3` (the project supports nothing older than 8.5, JetPack 5; the bindings
+API of 8.x is never used). Nothing else version-specific is assumed: dtypes are mapped here (no `trt.nptype`),
+device memory size is read as `device_memory_size_v2` (10.x+) or `device_memory_size` (8.x). Device memory
+comes from the CUDA runtime library through ctypes (`cuda_memory`, no cuda-python); buffers are allocated
+once and grown only when a larger shape comes. Everything is imported on activation.
 """
 
 from __future__ import annotations
@@ -22,9 +25,16 @@ from lama_deploy.errors import InputNotFound, UserError
 from lama_deploy.model_facts import ModelFacts, facts_from_io
 
 from .base import Backend, BackendError, Profile
-from .cuda_memory import CudaStream, DeviceBuffer, import_cudart, set_device
+from .cuda_memory import CudaStream, DeviceBuffer, load_cuda_runtime, set_device
 
 ENGINE_SUFFIXES = (".engine", ".plan")
+# The calls this backend makes, by object: checked on load (and against the real tensorrt_rtx in the tests).
+ENGINE_CALLS = ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
+                "get_tensor_profile_shape", "create_execution_context")
+CONTEXT_CALLS = ("set_input_shape", "set_tensor_address", "get_tensor_shape", "execute_async_v3")
+# TensorRT DataType names -> numpy (what the runtime's I/O can be; bf16/fp8 never reach the I/O here).
+NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+                "BOOL": np.bool_, "UINT8": np.uint8}
 REBUILD_HINT = "rebuild it on this machine with `lama-deploy build`"
 
 
@@ -58,13 +68,43 @@ def deserialize_engine(trt: ModuleType, path: Path, logger: Any) -> tuple[Any, A
     return runtime, engine
 
 
+def numpy_dtype(trt_dtype: Any) -> Any:
+    """numpy type of a TensorRT DataType, by name (`DataType.HALF` -> float16), on every TensorRT version."""
+    name = str(getattr(trt_dtype, "name", trt_dtype)).split(".")[-1].upper()
+    if name not in NUMPY_DTYPES:
+        raise BackendError(f"the engine has an I/O tensor of type {name}, which this runtime cannot feed; "
+                           f"rebuild it from a lama-deploy ONNX")
+    return NUMPY_DTYPES[name]
+
+
+def missing_calls(engine: Any) -> list[str]:
+    """The name-based calls this engine object lacks (a TensorRT older than 8.5)."""
+    return [call for call in ENGINE_CALLS if not hasattr(engine, call)]
+
+
+def device_memory_bytes(engine: Any) -> int | None:
+    """Scratch memory an execution context needs, as the engine reports it (None when it does not)."""
+    for attribute in ("device_memory_size_v2", "device_memory_size"):
+        value = getattr(engine, attribute, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
 def engine_facts(trt: ModuleType, engine: Any, name: str) -> ModelFacts:
     """Names, dims and dtypes of a deserialized engine's I/O tensors."""
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     dims = {n: tuple(engine.get_tensor_shape(n)) for n in names}
+    dtypes = {n: _dtype_word(engine.get_tensor_dtype(n)) for n in names}
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
     return facts_from_io(name, "engine", {n: dims[n] for n in inputs},
-                         {n: dims[n] for n in names if n not in inputs})
+                         {n: dims[n] for n in names if n not in inputs}, dtypes)
+
+
+def _dtype_word(trt_dtype: Any) -> str:
+    """"float"/"half"/... as model facts spell dtypes."""
+    return {"FLOAT": "float", "HALF": "half"}.get(str(getattr(trt_dtype, "name", trt_dtype)).split(".")[-1].upper(),
+                                                  "other")
 
 
 def engine_profile(engine: Any) -> Profile:
@@ -98,7 +138,7 @@ class TensorRTBackend(Backend):
 
     def load_engine(self) -> None:
         """Deserialize and check the engine (no CUDA buffers yet): the part that fails on a bad file."""
-        from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt, make_logger
+        from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt, make_logger, version_of
 
         try:
             self.trt = import_tensorrt(self.flavour)
@@ -106,6 +146,10 @@ class TensorRTBackend(Backend):
             raise BackendError(f"cannot run TensorRT engine {self.path.name}: {exc}") from None
         self.logger = make_logger(self.trt)
         self.runtime, self.engine = deserialize_engine(self.trt, self.path, self.logger)
+        missing = missing_calls(self.engine)
+        if missing:
+            raise BackendError(f"TensorRT {version_of(self.trt)} lacks the name-based tensor API "
+                               f"({', '.join(missing)}); this runtime needs TensorRT 8.5 or newer")
         problem = C.io_problem(engine_facts(self.trt, self.engine, self.path.name))
         if problem:
             raise BackendError(problem)
@@ -114,7 +158,7 @@ class TensorRTBackend(Backend):
     def activate_impl(self) -> None:
         cudart, device_error = None, None
         try:
-            cudart = import_cudart()
+            cudart = load_cuda_runtime()
             set_device(cudart, self.device)
         except Exception as exc:  # no cuda-python or no usable GPU: a bad engine file is reported first
             device_error = exc
@@ -130,7 +174,7 @@ class TensorRTBackend(Backend):
                                f"{explain_load_failure(self.logger.errors)}")
         self.stream = CudaStream(cudart)
         self.buffers = {name: DeviceBuffer(cudart) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
-        self.dtypes = {name: self.trt.nptype(self.engine.get_tensor_dtype(name)) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
+        self.dtypes = {name: numpy_dtype(self.engine.get_tensor_dtype(name)) for name in C.INPUT_NAMES + C.OUTPUT_NAMES}
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {name: np.ascontiguousarray(feed[name], dtype=self.dtypes[name]) for name in C.INPUT_NAMES}
@@ -178,7 +222,8 @@ class TensorRTBackend(Backend):
 
         facts: dict[str, Any] = {"device": self.device or "cuda:0"}
         if self.trt is not None and self.engine is not None:
-            facts.update(flavour=flavour_of(self.trt), tensorrt=version_of(self.trt), api="tensors (execute_async_v3)")
+            facts.update(flavour=flavour_of(self.trt), tensorrt=version_of(self.trt), api="tensors (execute_async_v3)",
+                         device_memory_bytes=device_memory_bytes(self.engine))
         if self.sidecar:
             facts.update(precision=self.sidecar.get(K_PRECISION), built_with=sidecar_tensorrt(self.sidecar),
                          config=sidecar_metadata(self.sidecar).get(C.META_CONFIG),

@@ -273,7 +273,7 @@ class TensorRTRunner(Runner):
     """A static-shape engine built for the cell's shape (built once per cell, not timed)."""
 
     def __init__(self, spec: BackendSpec, job: dict[str, Any]) -> None:
-        from lama_deploy.export.build_engine import build_engine
+        from lama_deploy.export.build_engine import BuildOptions, build_engine
         from lama_deploy.profiles import Profile
         from lama_deploy.runtime.backends.trt_backend import TensorRTBackend
 
@@ -281,7 +281,7 @@ class TensorRTRunner(Runner):
         batch, _, height, width = image.shape
         nhw = (batch, height, width)
         engine = Path(job["scratch"]) / f"{spec.name}-{batch}x{height}x{width}.engine"
-        build_engine(job["models"][spec.model], engine, profiles=[Profile(nhw, nhw, nhw)], precision=spec.precision)
+        build_engine(job["models"][spec.model], engine, BuildOptions(profiles=[Profile(nhw, nhw, nhw)], precision=spec.precision))
         self.backend = TensorRTBackend(engine)
         self.backend.activate()
         self.feed = {"image": image, "mask": mask}

@@ -142,7 +142,7 @@ def _load_model(config: str, weights: Path):
 
 def export_models(keys: set[str], config: str, weights: Path, folder: Path, speedups: bool) -> dict[str, str]:
     """The ONNX files the selected backends need, exported once and reused while the code is unchanged."""
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 
     recipes = {"matmul": ("matmul", "fp32", speedups), "matmul-plain": ("matmul", "fp32", False),
                "matmul-dense": ("matmul-dense", "fp32", speedups),
@@ -154,7 +154,8 @@ def export_models(keys: set[str], config: str, weights: Path, folder: Path, spee
         path = folder / f"{config}-{key}-{tag}.onnx"
         if not path.is_file():
             model = _load_model(config, weights)
-            export_inpainting_onnx(path, model=model, config=config, fourier=fft, precision=precision, speedups=fast)
+            export_inpainting_onnx(path, config=config, options=ExportOptions(precision=precision, fourier=fft, speedups=fast),
+                                   model=model)
         paths[key] = str(path)
     return paths
 

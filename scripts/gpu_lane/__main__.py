@@ -1,12 +1,11 @@
-"""`python3 scripts/gpu_lane ...` (this folder run as a script) or `python3 -m scripts.gpu_lane ...` (checkout root)."""
+"""`python3 -m scripts.gpu_lane ...` from the checkout root (the root is then on sys.path: no path edits here)."""
 
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a folder: the checkout root makes `scripts.gpu_lane` and `lama_deploy` importable
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
-    from scripts.gpu_lane.lane import main
-else:
-    from .lane import main
+if not __package__:  # run by path: the lane has no bootstrap of its own (see lama_deploy/__init__.py)
+    print("gpu_lane: error: run it from the checkout root as `python3 -m scripts.gpu_lane --out DIR`", file=sys.stderr)
+    sys.exit(2)
+
+from .lane import main  # noqa: E402
 
 sys.exit(main())

@@ -64,22 +64,22 @@ def compare(output: Any, reference: Any, mask: Any, precision: str) -> dict[str,
 
 
 def _export(config: str, fourier: str, precision: str, policy: str | None, path: Path) -> dict[str, Any]:
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 
     start = time.monotonic()
-    export_inpainting_onnx(path, config=config, fourier=fourier, precision=precision, seed=0,
-                           **({"fp16_policy": policy} if policy else {}))
-    return {"export_s": round(time.monotonic() - start, 1)}
+    options = ExportOptions(precision=precision, fp16_policy=policy, fourier=fourier)
+    export_inpainting_onnx(path, config=config, options=options, seed=0)
+    return {"export_s": round(time.monotonic() - start, 1), "fourier_align": options.align}
 
 
 def _build(onnx_path: Path, engine: Path, precision: str, dry_run: bool) -> dict[str, Any]:
-    from lama_deploy.export.build_engine import build_engine
+    from lama_deploy.export.build_engine import BuildOptions, build_engine
     from lama_deploy.profiles import Profile
 
     batch, side = max(s[0] for s in SHAPES), max(max(s[1:]) for s in SHAPES)
     profile = Profile((1, 64, 64), (1, 512, 512), (batch, side, side))
-    report = build_engine(onnx_path, engine, [profile], precision=precision,
-                          compute_capability=DRY_RUN_TARGET if dry_run else None)
+    report = build_engine(onnx_path, engine, BuildOptions(profiles=[profile], precision=precision,
+                                                          compute_capability=DRY_RUN_TARGET if dry_run else None))
     return {"build_s": report.seconds, "engine_mb": round(report.engine_bytes / 2**20, 1),
             "compute_capability": report.compute_capability, "tensorrt": f"{report.flavour} {report.tensorrt_version}"}
 

@@ -31,7 +31,7 @@ from .report import PROBE_CODE, collect_tests, collected_tests, render_markdown,
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = "scripts.gpu_lane.plugin"
-COMMAND = "python3 scripts/gpu_lane"
+COMMAND = "python3 -m scripts.gpu_lane"
 #: The whole lane: one GPU session's command limit leaves room to rerun once within 15 minutes of device time.
 DEFAULT_BUDGET_S = 480.0
 

@@ -143,7 +143,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     where = env.get("gpu") or "no NVIDIA GPU"
     lines = [f"# GPU lane: {where}", "", f"`{summary.get('command')}` started {summary.get('started_utc')}, "
              f"status **{summary.get('status')}**" + (f", {summary['seconds']} s" if "seconds" in summary else "") + ".",
-             "", "Rerun from a checkout: `python3 scripts/gpu_lane --out DIR [--wheelhouse WHEELS]` (docs/gpu.md).", ""]
+             "", "Rerun from a checkout: `python3 -m scripts.gpu_lane --out DIR [--wheelhouse WHEELS]` (docs/gpu.md).", ""]
     if summary.get("dry_run"):
         lines += [f"Dry run ({summary.get('dry_run_reason')}): every GPU test is skipped, engines are built ahead of "
                   "time and not run, the GPU rows say why they are empty; this checks the plan end to end.", ""]

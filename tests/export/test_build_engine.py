@@ -14,7 +14,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from lama_deploy.engine_sidecar import sidecar_path, verify_sidecar
-from lama_deploy.export.build_engine import build_engine, main
+from lama_deploy.export.build_engine import BuildOptions, build_engine
+from lama_deploy.scripts.commands.build import main
 from lama_deploy.export.trt_builder import ConfigOptions, Features, create_config, create_network, pin_fp32_layers
 from lama_deploy.profiles import Profile, make_profiles
 from lama_deploy.export.validate import GPU_SKIP_REASON, cuda_device_count
@@ -44,17 +45,17 @@ def _error_lines(capsys) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_fp16_onnx(tmp_path_factory) -> Path:
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 
     path = tmp_path_factory.mktemp("fp16") / "tiny-fp16.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", precision="fp16")
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", options=ExportOptions(precision="fp16"))
     return path
 
 
 @pytest.fixture(scope="module")
 def tiny_engine(tiny_onnx: Path, tmp_path_factory) -> Path:
     engine = tmp_path_factory.mktemp("engine") / "tiny.engine"
-    build_engine(tiny_onnx, engine, [PROFILE], compute_capability="8.9", flavour="tensorrt_rtx")
+    build_engine(tiny_onnx, engine, BuildOptions([PROFILE], compute_capability="8.9", flavour="tensorrt_rtx"))
     return engine
 
 
@@ -86,7 +87,7 @@ def test_tiny_fp32_engine_ahead_of_time_with_sidecar(tiny_engine: Path, tiny_onn
 @requires_rtx
 def test_tiny_fp16_engine_from_the_fp16_onnx(tiny_fp16_onnx: Path, tmp_path: Path) -> None:
     engine = tmp_path / "tiny-fp16.engine"
-    report = build_engine(tiny_fp16_onnx, engine, [PROFILE], precision="fp16", compute_capability="sm89")
+    report = build_engine(tiny_fp16_onnx, engine, BuildOptions([PROFILE], precision="fp16", compute_capability="sm89"))
     _check_sidecar(engine, tiny_fp16_onnx, "fp16", [PROFILE])
     assert report.precision == "fp16" and report.compute_capability == "8.9" and report.fp32_pinned_layers == 0
 
@@ -100,13 +101,13 @@ def test_every_exported_form_builds_ahead_of_time(fourier: str, precision: str, 
     """Issue 11: the dense form and the fp16 policy that runs the Fourier units in fp16 (scale folded into the
     weights) parse and build over the dynamic profile too (the default `matmul` fp32/fp16-islands graphs are
     built above), and the sidecar says which form, policy and scale the engine carries."""
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 
     onnx_path = tmp_path / "tiny.onnx"
-    export_inpainting_onnx(onnx_path, config="tiny", fourier=fourier, precision=precision,
-                           **({"fp16_policy": policy} if policy else {}))
+    export_inpainting_onnx(onnx_path, config="tiny",
+                           options=ExportOptions(fourier=fourier, precision=precision, fp16_policy=policy))
     engine = tmp_path / "tiny.engine"
-    build_engine(onnx_path, engine, [PROFILE], precision=precision, compute_capability="8.9")
+    build_engine(onnx_path, engine, BuildOptions([PROFILE], precision=precision, compute_capability="8.9"))
     lama = _check_sidecar(engine, onnx_path, precision, [PROFILE])["lama"]
     assert lama[C.META_FOURIER] == fourier
     assert lama[C.META_FOURIER_ALIGN] == str(C.fourier_align(precision, policy))  # 8: padded spectrum under fp16 units
@@ -188,10 +189,10 @@ def test_wrong_or_corrupt_onnx_gives_one_line(tmp_path: Path, capsys, kind, mess
 
 @requires_rtx
 def test_dft_graph_is_rejected_by_the_tensorrt_rtx_parser(tmp_path: Path, capsys) -> None:
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 
     path = tmp_path / "dft.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fourier="dft")
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", options=ExportOptions(fourier="dft"))
     assert "DFT" in {node.op_type for node in onnx.load(str(path)).graph.node}
     assert main([str(path), "-o", str(tmp_path / "dft.engine"), "--compute-capability", "8.9"]) == 2
     lines = _error_lines(capsys)
@@ -322,7 +323,7 @@ def test_default_profile_follows_the_contract_and_fills_what_is_not_given() -> N
 def test_big_lama_engine_ahead_of_time(request, precision: str, tmp_path: Path) -> None:
     onnx_path = request.getfixturevalue("big_lama_onnx" if precision == "fp32" else "big_lama_fp16_onnx")
     engine = tmp_path / f"big-lama-{precision}.engine"
-    report = build_engine(onnx_path, engine, [BIG_PROFILE], precision=precision, compute_capability="8.9")
+    report = build_engine(onnx_path, engine, BuildOptions([BIG_PROFILE], precision=precision, compute_capability="8.9"))
     sidecar = _check_sidecar(engine, onnx_path, precision, [BIG_PROFILE])
     assert sidecar["lama"][C.META_CONFIG] == "big-lama" and engine.stat().st_size > 50 * 2**20
     # Build time is a benchmark row (docs/benchmarks.md, Fourier forms), not a limit here: a loaded CI box is slower.

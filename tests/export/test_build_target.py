@@ -1,4 +1,4 @@
-"""`lama-deploy build` always says which GPUs the engine is for: the sidecar never says null."""
+"""`lama-deploy build` says which GPUs the engine is for when it can know; unknown is null, never a sentence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from lama_deploy import host
 from lama_deploy.export import build_engine
-from lama_deploy.export.build_engine import main
+from lama_deploy.scripts.commands.build import main
 
 requires_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                                   reason="needs tensorrt_rtx (ahead-of-time builds without a GPU)")
@@ -36,7 +36,10 @@ def test_build_gpu_target_is_recorded(tiny_onnx: Path, tmp_path: Path, monkeypat
     assert json.loads((tmp_path / "x.engine.json").read_text())["compute_capability"] == "8.9"
 
 
-def test_classic_tensorrt_without_a_query_still_names_the_target() -> None:
+@pytest.mark.parametrize("queried", ["8.6", None])
+def test_classic_tensorrt_records_the_build_gpu_or_null(monkeypatch, queried) -> None:
+    """Classic TensorRT builds for the GPU it runs on: its compute capability when it can be asked, else None
+    (the sidecar's null), never the sentence "the build GPU" in a field meant for X.Y."""
+    monkeypatch.setattr(host, "cuda_compute_capability", lambda device=0: queried)
     features = type("F", (), {"compute_capabilities": []})()
-    assert build_engine.target_compute_capability(features, None) in ("the build GPU",
-                                                                       host.cuda_compute_capability())
+    assert build_engine.target_compute_capability(features, None) == queried

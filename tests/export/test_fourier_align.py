@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lama_deploy import contract as C
-from lama_deploy.export.onnx_export import export_inpainting_onnx
+from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 from lama_deploy.export.onnx_rules import tensorrt_violations
 from lama_model.synthetic import sample_batch
 
@@ -33,7 +33,7 @@ def test_padded_fp32_export_matches_torch_fft_at_sizes_it_was_not_traced_at(four
     """Exported with `fourier_align=8`: recorded, TensorRT-8.5 clean, and exact at several runtime sizes (the
     padding is computed from the runtime width: bottleneck W 4 -> 8 columns, 10 -> 8, 16 -> 16)."""
     path = tmp_path / "tiny.onnx"
-    export_inpainting_onnx(path, model=tiny_model, config="tiny", fourier=fourier, fourier_align=8)
+    export_inpainting_onnx(path, config="tiny", options=ExportOptions(fourier=fourier, fourier_align=8), model=tiny_model)
     assert _metadata(path)[C.META_FOURIER_ALIGN] == "8"
     assert tensorrt_violations(onnx.load(str(path))) == []
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -46,8 +46,13 @@ def test_padded_fp32_export_matches_torch_fft_at_sizes_it_was_not_traced_at(four
         assert error <= 1e-5, f"{fourier} padded, {batch}x{height}x{width}: max abs error {error:.3e}"
 
 
-def test_default_exports_record_their_padding(tmp_path: Path) -> None:
+def test_default_exports_record_their_padding_and_a_bad_alignment_is_one_line(tmp_path: Path) -> None:
+    from lama_deploy.errors import UsageError
+
+    with pytest.raises(UsageError, match="alignment must be a positive integer, not 0"):
+        ExportOptions(fourier_align=0).check()
     fp32, scaled = tmp_path / "fp32.onnx", tmp_path / "scaled.onnx"
-    export_inpainting_onnx(fp32, config="tiny", fourier="matmul-dense")
-    export_inpainting_onnx(scaled, config="tiny", fourier="matmul-dense", precision="fp16", fp16_policy="fourier-scaled")
+    export_inpainting_onnx(fp32, config="tiny", options=ExportOptions(fourier="matmul-dense"))
+    export_inpainting_onnx(scaled, config="tiny", options=ExportOptions(fourier="matmul-dense", precision="fp16",
+                                                                        fp16_policy="fourier-scaled"))
     assert _metadata(fp32)[C.META_FOURIER_ALIGN] == "1" and _metadata(scaled)[C.META_FOURIER_ALIGN] == "8"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from lama_deploy.export.fourier_report import fourier_graph_counts, fourier_unit_gflop, main
+from lama_deploy.export.fourier_report import fourier_graph_counts, fourier_unit_gflop
+from lama_deploy.scripts.commands.fourier_report import main
 
 
 def test_tiny_matmul_graph_counts(tiny_onnx: Path) -> None:

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from lama_deploy import contract as C
-from lama_deploy.export.onnx_export import export_inpainting_onnx
+from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 from lama_model import random_model
-from lama_model.precision import FP16_POLICIES
 from lama_model.synthetic import sample_batch
 
 from fp16_emulation import emulated_session
@@ -43,7 +42,8 @@ def _fp16_matmuls_in_units(onnx_model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def _export_fp16(model, config: str, path: Path, policy: str, scale: float | None = None) -> onnx.ModelProto:
-    export_inpainting_onnx(path, model=model, config=config, precision="fp16", fp16_policy=policy, fourier_scale=scale)
+    export_inpainting_onnx(path, config=config, model=model,
+                           options=ExportOptions(precision="fp16", fp16_policy=policy, fourier_scale=scale))
     return onnx.load(str(path))
 
 
@@ -54,7 +54,7 @@ def hot(config: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", FP16_POLICIES)
+@pytest.mark.parametrize("policy", C.FP16_POLICIES)
 def test_every_policy_is_finite_and_accurate_at_1024_with_hot_weights(policy: str, tmp_path: Path) -> None:
     onnx_model = _export_fp16(hot("tiny"), "tiny", tmp_path / "tiny16.onnx", policy)
     meta = {p.key: p.value for p in onnx_model.metadata_props}
@@ -76,11 +76,11 @@ def test_fp16_units_without_the_scale_overflow(tmp_path: Path) -> None:
 
 def test_unknown_policy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fp16-policy"):
-        export_inpainting_onnx(tmp_path / "x.onnx", config="tiny", precision="fp16", fp16_policy="fp16-everywhere")
+        export_inpainting_onnx(tmp_path / "x.onnx", config="tiny", options=ExportOptions(precision="fp16", fp16_policy="fp16-everywhere"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", FP16_POLICIES)
+@pytest.mark.parametrize("policy", C.FP16_POLICIES)
 def test_big_lama_fp16_policies_hold_from_512_to_1024(policy: str, tmp_path: Path) -> None:
     """Issue 11: hot weights, every fp16 policy, one image per size, one export per policy, fp16 storage
     emulated on ONNX Runtime CPU. 2048 is left to the GPU rows (real fp16 kernels, docs/benchmarks.md): the
@@ -96,7 +96,7 @@ def test_big_lama_fp16_policies_hold_from_512_to_1024(policy: str, tmp_path: Pat
     (["--precision", "fp16", "--fourier-scale", "4"], "--fourier-scale applies to --fp16-policy fourier-scaled only"),
 ])
 def test_cli_refuses_policy_options_that_would_be_ignored(args: list[str], message: str, tmp_path: Path, capsys) -> None:
-    from lama_deploy.export.to_onnx import main
+    from lama_deploy.scripts.commands.export import main
 
     assert main(["--config", "tiny", "-o", str(tmp_path / "x.onnx"), *args]) == 2
     assert capsys.readouterr().err.strip().startswith(f"lama-deploy export: error: {message}")

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from lama_deploy.export.onnx_export import export_inpainting_onnx
+from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 from lama_deploy import contract as C
 from lama_model.synthetic import sample_batch
 from lama_model import random_model
@@ -46,7 +46,7 @@ def trained_like_tiny_fp32(tmp_path_factory) -> onnx.ModelProto:
 
 def test_mixed_fp16_graph_has_no_overflow_at_1024(tmp_path: Path) -> None:
     path = tmp_path / "tiny16.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0, trained_like=True), config="tiny", precision="fp16")
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0, trained_like=True), config="tiny", options=ExportOptions(precision="fp16"))
     assert _non_finite_fp16_tensors(onnx.load(str(path)), 1024, 1024) == []
 
 
@@ -71,7 +71,7 @@ def test_only_fourier_units_leave_fp16_range(trained_like_tiny_fp32: onnx.ModelP
 
 def test_round_trip_removal_keeps_no_fp32_fp16_fp32_chain(tmp_path: Path) -> None:
     path = tmp_path / "tiny16.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", precision="fp16")
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", options=ExportOptions(precision="fp16"))
     model = onnx.load(str(path))
     producers = {o: n for n in model.graph.node for o in n.output}
     for node in model.graph.node:

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from lama_deploy.export.onnx_export import export_inpainting_onnx, read_metadata, symbolic_dims
+from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx, read_metadata, symbolic_dims
 from lama_deploy.export.onnx_rules import tensorrt_violations
 from lama_deploy import contract as C
 from lama_model.synthetic import sample_batch
@@ -60,7 +60,7 @@ def test_speedups_are_exact_recorded_and_leave_the_callers_model_alone(tmp_path:
     model = random_model("tiny", seed=0)
     before = {key: value.clone() for key, value in model.state_dict().items()}
     plain = tmp_path / "plain.onnx"
-    export_inpainting_onnx(plain, model=model, config="tiny", speedups=False)
+    export_inpainting_onnx(plain, model=model, config="tiny", options=ExportOptions(speedups=False))
     export_inpainting_onnx(tmp_path / "again.onnx", model=model, config="tiny")
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[key], before[key]) for key in before)
@@ -105,7 +105,7 @@ def test_big_lama_onnxruntime_matches_torch_fft(big_lama_onnx: Path, big_lama_mo
 
 def test_dense_matmul_export_is_tensorrt_clean_and_matches_torch_fft(tmp_path: Path, tiny_model: InpaintingModel) -> None:
     path = tmp_path / "dense.onnx"
-    result = export_inpainting_onnx(path, model=tiny_model, config="tiny", fourier="matmul-dense")
+    result = export_inpainting_onnx(path, model=tiny_model, config="tiny", options=ExportOptions(fourier="matmul-dense"))
     model = onnx.load(str(path))
     assert result.fourier == "matmul-dense" == read_metadata(model)[C.META_FOURIER]
     assert tensorrt_violations(model) == [] and symbolic_dims(model)[C.IMAGE] == ["N", 3, "H", "W"]
@@ -116,7 +116,7 @@ def test_dense_matmul_export_is_tensorrt_clean_and_matches_torch_fft(tmp_path: P
 
 def test_dft_op_graph_runs_in_onnxruntime_but_breaks_tensorrt_rules(tmp_path: Path, tiny_model: InpaintingModel) -> None:
     path = tmp_path / "dft.onnx"
-    result = export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", fourier="dft")
+    result = export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", options=ExportOptions(fourier="dft"))
     assert "TensorRT before 11.2" in result.warnings[0]
     model = onnx.load(str(path))
     assert sum(n.op_type == "DFT" for n in model.graph.node) == 4 * 4  # 4 per Fourier unit, 2 blocks x 2 FFCs
@@ -127,7 +127,7 @@ def test_dft_op_graph_runs_in_onnxruntime_but_breaks_tensorrt_rules(tmp_path: Pa
 
 def test_fixed_batch_export(tmp_path: Path) -> None:
     path = tmp_path / "b2.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", dynamic_batch=False)
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0), config="tiny", options=ExportOptions(batch=1))
     dims = symbolic_dims(onnx.load(str(path)))
     assert dims["image"] == [1, 3, "H", "W"]
 
@@ -144,7 +144,7 @@ def _fp16_fourier_nodes_stay_fp32(model: onnx.ModelProto) -> None:
 
 def test_tiny_fp16_export_runs_and_keeps_fourier_units_fp32(tmp_path: Path) -> None:
     path = tmp_path / "fp16.onnx"
-    export_inpainting_onnx(path, model=random_model("tiny", seed=0, trained_like=True), config="tiny", precision="fp16")
+    export_inpainting_onnx(path, model=random_model("tiny", seed=0, trained_like=True), config="tiny", options=ExportOptions(precision="fp16"))
     model = onnx.load(str(path))
     _fp16_fourier_nodes_stay_fp32(model)
     assert read_metadata(model)[C.META_PRECISION] == "fp16"

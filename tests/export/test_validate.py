@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import shlex
 import subprocess
@@ -13,8 +15,9 @@ import pytest
 from onnx import helper
 from PIL import Image
 
-from lama_deploy.export.onnx_export import export_inpainting_onnx
-from lama_deploy.export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, main, validate_onnx
+from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
+from lama_deploy.export.validate import GPU_SKIP_REASON, TOLERANCES, cuda_device_count, validate_onnx
+from lama_deploy.scripts.commands.validate import main
 from lama_deploy import contract as C
 from lama_deploy.errors import UserError
 from lama_model import random_model
@@ -126,7 +129,7 @@ def test_nan_output_fails_and_report_stays_valid_json(tiny_onnx: Path, tiny_mode
 
 def test_fp16_export_uses_fp16_tolerances(tmp_path: Path) -> None:
     path = tmp_path / "tiny-fp16.onnx"
-    export_inpainting_onnx(path, config="tiny", precision="fp16")
+    export_inpainting_onnx(path, config="tiny", options=ExportOptions(precision="fp16"))
     report = validate_onnx(path, shapes=[(1, 64, 64), (1, 256, 384)], out_dir=tmp_path / "out", use_tensorrt=False)
     assert report.precision == "fp16" and (report.atol, report.rtol) == TOLERANCES["fp16"]
     assert report.passed
@@ -228,7 +231,7 @@ def test_named_engine_that_cannot_run_is_not_checked(seeded_tiny_onnx: Path, tmp
                  "--engine", str(engine)])
     verdict, out = _verdict(capsys)
     assert code == 1 and "PASSED" not in out
-    assert verdict.startswith("NOT CHECKED: tensorrt: ") or verdict.startswith("FAILED")
+    assert re.match(r"NOT CHECKED after [0-9.]+ s: tensorrt: ", verdict) or verdict.startswith("FAILED")
     reason = "needs an NVIDIA GPU" if cuda_device_count() == 0 else "failed to run"
     assert (reason if sidecar else "not found next to the engine") in verdict
     assert json.loads((tmp_path / "out" / "report.json").read_text())["passed"] is False
@@ -242,7 +245,8 @@ def test_named_provider_that_is_not_available_is_not_checked(seeded_tiny_onnx: P
     code = main([str(seeded_tiny_onnx), "--out-dir", str(tmp_path), "--shapes", "1x16x16", "--no-tensorrt",
                  "--providers", "CPUExecutionProvider,CUDAExecutionProvider"])
     verdict, out = _verdict(capsys)
-    assert code == 1 and verdict.startswith("NOT CHECKED: onnxrt-cuda: ONNX Runtime provider CUDAExecutionProvider")
+    assert code == 1 and re.match(r"NOT CHECKED after [0-9.]+ s: onnxrt-cuda: ONNX Runtime provider CUDAExecutionProvider",
+                                  verdict)
     assert "onnxrt-cpu" in out and "pass" in out  # the runner that could run still ran
 
 

@@ -35,9 +35,10 @@ def _feed(batch, size, seed=0):
 @pytest.mark.parametrize("precision, graphs", MODES)
 def test_every_mode_keeps_outside_pixels_and_stays_close(precision, graphs):
     rgb, mask = _pair(90, 130)
-    with Inpainter.from_random_weights("tiny", device="cuda", cuda_graphs=False) as reference:
+    with Inpainter.from_random_weights("tiny", device="cuda", cuda_graphs="off") as reference:
         expected = np.asarray(reference.inpaint(rgb, mask).image).astype(int)
-    with Inpainter.from_random_weights("tiny", device="cuda", precision=precision, cuda_graphs=graphs) as inpainter:
+    with Inpainter.from_random_weights("tiny", device="cuda", precision=precision,
+                                       cuda_graphs="on" if graphs else "off") as inpainter:
         first = np.asarray(inpainter.inpaint(rgb, mask).image)
         again = np.asarray(inpainter.inpaint(rgb, mask).image)
         facts = inpainter.backend.describe()

@@ -1,12 +1,14 @@
-"""The TensorRT backend's device-memory path with the REAL cuda-python; only the engine/context are faked.
+"""The TensorRT backend's device-memory path on the REAL libcudart (ctypes, no cuda-python); only the
+engine/context are faked.
 
-The fake context reads the inputs back from device memory with cudaMemcpy, computes the fake engine's
+The fake context reads the inputs back from device memory with cudaMemcpy (through ctypes), computes the fake engine's
 `image * (1 - mask) + 0.25 * mask`, and writes the output to the device address the backend gave it, so
 the backend's allocation, pinned staging, async copies, stream sync and freeing all run for real.
 """
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from pathlib import Path
 
@@ -20,24 +22,36 @@ import fake_tensorrt as fake  # noqa: E402
 
 from lama_deploy import contract as C  # noqa: E402
 from lama_deploy.runtime.backends import trt_backend as tb  # noqa: E402
-from lama_deploy.runtime.backends.cuda_memory import CudaStream, DeviceBuffer, PinnedBuffer, check, import_cudart  # noqa: E402
+from lama_deploy.runtime.backends.cuda_memory import CudaStream, DeviceBuffer, PinnedBuffer, import_cudart  # noqa: E402
 
-# Without a GPU the conftest's "needs an NVIDIA GPU" skip applies; with one, cuda-python must be there too.
+# Without a GPU the conftest's "needs an NVIDIA GPU" skip applies; with one, libcudart must load too.
 _NO_CUDA_PYTHON = gpu_skip_reason() is None and cuda_python_skip_reason() is not None
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_NO_CUDA_PYTHON, reason=str(cuda_python_skip_reason()))]
 
 
-def _memory_type(cudart, ptr: int) -> str:
-    attributes = check(cudart, cudart.cudaPointerGetAttributes(ptr), "cudaPointerGetAttributes")
-    kind = attributes.type
-    # cuda-bindings' enums are IntEnums whose str() differs between versions ("cudaMemoryType.X" or "<...: 1>").
-    return getattr(kind, "name", None) or cudart.cudaMemoryType(int(kind)).name
+class _PointerAttributes(ctypes.Structure):  # cudaPointerAttributes of CUDA >= 11
+    _fields_ = [("type", ctypes.c_int), ("device", ctypes.c_int), ("devicePointer", ctypes.c_void_p),
+                ("hostPointer", ctypes.c_void_p)]
 
 
-def _read(cudart, ptr: int, shape) -> np.ndarray:
+_MEMORY_TYPES = {0: "cudaMemoryTypeUnregistered", 1: "cudaMemoryTypeHost", 2: "cudaMemoryTypeDevice",
+                 3: "cudaMemoryTypeManaged"}
+
+
+def _memory_type(cuda, ptr: int) -> str:
+    attributes = _PointerAttributes()
+    cuda.check(cuda.lib.cudaPointerGetAttributes(ctypes.byref(attributes), ctypes.c_void_p(ptr)),
+               "cudaPointerGetAttributes")
+    return _MEMORY_TYPES[attributes.type]
+
+
+def _memcpy(cuda, dst: int, src: int, nbytes: int, kind: int, what: str) -> None:
+    cuda.check(cuda.lib.cudaMemcpy(ctypes.c_void_p(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes), kind), what)
+
+
+def _read(cuda, ptr: int, shape) -> np.ndarray:
     out = np.empty(shape, np.float32)
-    kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-    check(cudart, cudart.cudaMemcpy(out.ctypes.data, ptr, out.nbytes, kind), "read back")
+    _memcpy(cuda, out.ctypes.data, ptr, out.nbytes, 2, "read back")
     return out
 
 
@@ -45,18 +59,17 @@ class DeviceContext(fake.TensorContext):
     """execute_async_v3 on real device pointers."""
 
     def __init__(self, cudart) -> None:
-        super().__init__()
+        super().__init__(fake.Spec())
         self.cudart = cudart
         self.memory_types: set[str] = set()
 
     def execute_async_v3(self, stream):
         cudart = self.cudart
-        check(cudart, cudart.cudaStreamSynchronize(stream), "sync before the fake engine")
+        cudart.stream_synchronize(stream)
         image = _read(cudart, self.addresses[C.IMAGE], self.shapes[C.IMAGE])
         mask = _read(cudart, self.addresses[C.MASK], self.shapes[C.MASK])
         out = np.ascontiguousarray(image * (1 - mask) + 0.25 * mask, dtype=np.float32)
-        kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(cudart, cudart.cudaMemcpy(self.addresses[C.OUTPUT], out.ctypes.data, out.nbytes, kind), "write")
+        _memcpy(cudart, self.addresses[C.OUTPUT], out.ctypes.data, out.nbytes, 1, "write")
         self.memory_types |= {_memory_type(cudart, ptr) for ptr in self.addresses.values()}
         return True
 

@@ -1,14 +1,18 @@
-"""The fp16 policies and the scope rule are declared once (the contract) and agree with lama_model."""
+"""The fp16 policies and the scope rule are declared once (the contract)."""
 
 from __future__ import annotations
 
 from lama_deploy import contract as C
 
 
-def test_fp16_policies_are_declared_alike_in_the_contract_and_the_model():
-    from lama_model.precision import FP16_POLICIES
+def test_fp16_policies_are_declared_in_the_contract_only():
+    """lama_model takes the policy's scale as an argument and declares no policy names of its own."""
+    import lama_model.precision
+    from lama_deploy.runtime.backends import torch_precision
 
-    assert C.FP16_POLICIES == FP16_POLICIES and C.DEFAULT_FP16_POLICY == FP16_POLICIES[0]
+    assert C.FP16_POLICIES == ("fourier-fp32", "fourier-scaled") and C.DEFAULT_FP16_POLICY == C.FP16_POLICIES[0]
+    assert not hasattr(lama_model.precision, "FP16_POLICIES")
+    assert torch_precision.fp16_policies() is C.FP16_POLICIES and torch_precision.DEFAULT_POLICY is C.DEFAULT_FP16_POLICY
 
 
 def test_fp16_scope_rule_follows_the_policy():

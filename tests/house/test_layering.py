@@ -28,10 +28,13 @@ ALLOWED = {
     "scripts": {"ground", "lama_model", "runtime", "export", "scripts"},
 }
 MAPPED = {"runtime", "export", "scripts"}   # installed as lama_deploy.<name>
+#: Launchers kept in a lower folder for a documented path (`python export/to_onnx.py`): command-layer files, so
+#: they sit on the top floor, and nothing may import them.
+LAUNCHERS = {"lama_deploy.export.to_onnx": "scripts"}
 #: Circles known and owned elsewhere; each entry must still be a circle (so a fixed one is removed here).
 #: triton <-> triton_repo arrived with the raw-image Triton repositories (lazy imports both ways): the shared
 #: helpers (NAME_RE, platform_for, write_triton_repo) want a module of their own below both.
-KNOWN_CIRCLES = [["lama_deploy.runtime.triton", "lama_deploy.runtime.triton_repo"]]
+KNOWN_CIRCLES: list = []
 
 
 def _module_name(path: Path) -> str:
@@ -96,8 +99,10 @@ def _project_edges() -> dict[str, set[str]]:
 def test_every_floor_imports_only_downwards() -> None:
     wrong = []
     for name, path in _MODULES.items():
-        here = floor_of(name)
+        here = LAUNCHERS.get(name, floor_of(name))
         for target, line, _ in imports_of(name, path):
+            if target in LAUNCHERS:
+                wrong.append(f"{path.relative_to(REPO)}:{line} imports the launcher {target}")
             there = floor_of(target)
             if there is not None and there not in ALLOWED[here]:
                 wrong.append(f"{path.relative_to(REPO)}:{line} ({here}) imports {target} ({there})")

@@ -55,14 +55,14 @@ def test_extra_output_is_refused_by_every_command_with_one_line(extra_output_onn
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(image)
     Image.fromarray(np.full((24, 24), 255, np.uint8)).save(mask)
     got = {
-        "inpaint": _error_line("lama_deploy.runtime.cli", [str(image), str(mask), "-o", str(tmp_path / "out.png"),
+        "inpaint": _error_line("lama_deploy.scripts.commands.inpaint", [str(image), str(mask), "-o", str(tmp_path / "out.png"),
                                                            "--model", str(extra_output_onnx)], capsys),
-        "validate": _error_line("lama_deploy.export.validate", [str(extra_output_onnx), "--out-dir",
+        "validate": _error_line("lama_deploy.scripts.commands.validate", [str(extra_output_onnx), "--out-dir",
                                                                 str(tmp_path / "val")], capsys),
-        "build": _error_line("lama_deploy.export.build_engine", [str(extra_output_onnx), "-o", str(tmp_path / "x.engine"),
+        "build": _error_line("lama_deploy.scripts.commands.build", [str(extra_output_onnx), "-o", str(tmp_path / "x.engine"),
                                                                  "--flavour", "tensorrt_rtx",
                                                                  "--compute-capability", "8.9"], capsys),
-        "triton-repo": _error_line("lama_deploy.runtime.triton", ["--model", str(extra_output_onnx), "--output",
+        "triton-repo": _error_line("lama_deploy.scripts.commands.triton_repo", ["--model", str(extra_output_onnx), "--output",
                                                                   str(tmp_path / "repo")], capsys),
     }
     assert got == dict.fromkeys(got, expected)
@@ -86,7 +86,7 @@ def test_engine_facts_come_from_the_sidecar_and_get_the_same_check(tmp_path: Pat
     facts = read_model_facts(engine)
     assert facts.kind == "engine" and sorted(facts.outputs) == ["extra", C.OUTPUT]
     assert C.is_random_weights(facts.metadata) and facts.inputs[C.MASK].dims == (-1, 1, -1, -1)
-    line = _error_line("lama_deploy.runtime.triton", ["--model", str(engine), "--output", str(tmp_path / "r")], capsys)
+    line = _error_line("lama_deploy.scripts.commands.triton_repo", ["--model", str(engine), "--output", str(tmp_path / "r")], capsys)
     assert line == C.io_problem(facts) and line.startswith("m.engine is not a lama-deploy inpainting model")
     del io["extra"]
     sidecar = json.loads(sidecar_path(engine).read_text())

@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FOLDERS = ("lama_model", "lama_deploy", "export", "runtime", "runtime/backends", "scripts")
+ROOTS = ("lama_model", "lama_deploy", "export", "runtime", "scripts")
+#: every package folder of the tree (sub-packages included), so a new one cannot hide from the table
+FOLDERS = sorted({init.parent.relative_to(REPO).as_posix() for root in ROOTS for init in (REPO / root).rglob("__init__.py")})
 
 
 def _table() -> str:

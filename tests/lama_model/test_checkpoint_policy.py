@@ -25,7 +25,7 @@ from hostile_checkpoints import (BUILD, EMPTY_DICT, MARK, NEWOBJ, PROTO2, PROTO4
                                  put, text, tuple_of)
 from lama_model import CheckpointError, InpaintingModel, UnsafeCheckpointError, load_inpainting_model
 from lama_model.checkpoint import read_checkpoint
-from lama_model.safe_pickle import Placeholder, unpickle
+from lama_model.checkpoint.unpickler import Placeholder, unpickle
 
 # --- a sentinel that sees anything run: every audit event raised while armed is recorded ----------------------
 _EVENTS: list[str] = []

@@ -3,7 +3,6 @@ checkpoint-error line, in a bounded time and memory, without a signal, a traceba
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import torch
 from hostile_checkpoints import (BUILD, EMPTY_DICT, EMPTY_LIST, MARK, NEWTRUE, POP, PROTO2, SETITEM, STOP, TUPLE1,
                                  TUPLE2,
                                  add_zero_bomb, call, dict_of, get, glob, integer, patch_central_header, put,
-                                 storage_ref, tensor, text, tuple_of, write_archive)
+                                 run_corpus, storage_ref, tensor, text, tuple_of, write_archive)
 from lama_model import CheckpointError, InpaintingModel, UnsafeCheckpointError, load_inpainting_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,35 +178,10 @@ HOSTILE = {
     "1d-anchor": (_one_d_anchor, "not a 4-D convolution weight"),
 }
 
-# Loads each file like a command does (lama_deploy.errors.cli_entry), under a 3 GB address-space limit, and
-# reports per file: exit code, stderr, seconds, peak RSS so far.
-RUNNER = r"""
-import io, json, resource, sys, time, contextlib
-resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-from lama_deploy.errors import cli_entry
-from lama_deploy.host import peak_rss_mb
-from lama_model import load_inpainting_model
-for path in sys.argv[1:]:
-    main = cli_entry("lama-deploy")(lambda argv, path=path: (load_inpainting_model(path), 0)[1])
-    err, start = io.StringIO(), time.time()
-    with contextlib.redirect_stderr(err):
-        try:
-            rc = main([])
-        except BaseException as exc:
-            rc, err = 99, io.StringIO(f"uncaught {type(exc).__name__}")
-    print(json.dumps({"path": path, "rc": rc, "stderr": err.getvalue()[:2000], "seconds": time.time() - start,
-                      "maxrss_mb": peak_rss_mb()}), flush=True)
-"""
-
-
 def test_hostile_checkpoints_end_in_one_line(tmp_path: Path) -> None:
     paths = {name: str(build(tmp_path)) for name, (build, _) in HOSTILE.items()}
     assert max(os.path.getsize(p) for p in paths.values()) < 1_200_000  # a few KB (the zip bombs: < 1.2 MB)
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", RUNNER, *paths.values()], capture_output=True, text=True,
-                          timeout=400, env=env)
-    assert proc.returncode == 0, f"runner died (signal {-proc.returncode}): {proc.stderr[-2000:]}"
-    results = {json.loads(line)["path"]: json.loads(line) for line in proc.stdout.splitlines()}
+    results = run_corpus(list(paths.values()), REPO, timeout=400)
     for name, path in paths.items():
         result = results[path]
         message = result["stderr"]

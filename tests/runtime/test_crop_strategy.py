@@ -67,7 +67,7 @@ def test_small_images_run_whole_and_strategy_names(tiny_model):
     small = RGB[:, :800]  # long side 800: not above the trigger
     with _inpainter(tiny_model) as auto:
         assert auto.inpaint(small, _mask((50, 100, 70, 120))[:, :800]).strategy == "direct"
-        assert auto.info()["strategy"] == "auto" and auto.info()["crop_trigger"] == 800
+        assert auto.info()["options"]["strategy"] == "auto" and auto.info()["options"]["crop_trigger"] == "800"
     with pytest.raises(ValueError, match="unknown strategy"):
         _inpainter(tiny_model, strategy="tiles")
 
@@ -84,8 +84,11 @@ def test_plans_for_each_strategy_on_a_photo_sized_mask():
     hole = _hole(3000, 4000, (1000, 500, 1100, 620), (2000, 3000, 2050, 3100))
     profile = Profile().usable()
     crop = plan_image(hole, profile)
-    assert crop.strategy == "crop" and [r.region for r in crop.runs] == [Box(872, 372, 1228, 748), Box(1872, 2872, 2178, 3228)]
-    assert [r.tensor_size for r in crop.runs] == [(360, 376), (312, 360)]
+    # IOPaint's crop boxes are what is pasted back; both are fed at one tensor size (the smaller crop takes
+    # more of the surrounding image as context) so they share one model call
+    assert crop.strategy == "crop" and [r.pasted for r in crop.runs] == [Box(872, 372, 1228, 748), Box(1872, 2872, 2178, 3228)]
+    assert [r.tensor_size for r in crop.runs] == [(360, 376), (360, 376)]
+    assert crop.runs[0].region == Box(870, 372, 1230, 748) and crop.runs[1].region == Box(1845, 2862, 2205, 3238)
     window = plan_image(hole, profile, StrategyOptions("window"))
     assert window.strategy == "window" and window.region == Box(872, 372, 2178, 3228)
     resize = plan_image(hole, profile, StrategyOptions("resize"))  # IOPaint: long side to 1280
@@ -93,15 +96,17 @@ def test_plans_for_each_strategy_on_a_photo_sized_mask():
     assert plan_image(hole, profile, StrategyOptions("original")).strategy == "direct"
 
 
-def test_pixel_budget_narrows_every_strategy():
+def test_a_narrowed_size_range_narrows_every_strategy():
+    """The one limit mechanism (`--max-side`, and the memory budget through it): the profile's range."""
     hole = _hole(3000, 4000, (1000, 500, 1100, 620), (2000, 3000, 2050, 3100))
-    budget = StrategyOptions("whole", pixel_budget=512 * 512)
-    plan = plan_image(hole, Profile().usable(), budget)  # the whole image is over the budget: crops
+    small = Profile().narrowed(max_side=512).usable()
+    plan = plan_image(hole, small, StrategyOptions("whole"))  # the whole image is over the range: crops
     assert plan.strategy == "crop" and [r.kind for r in plan.runs] == ["direct", "direct"]
-    one_hole = plan_image(hole[:1500], Profile().usable(), budget)  # a single region: a window within the limit
+    one_hole = plan_image(hole[:1500], small, StrategyOptions("whole"))  # a single region: a window within it
     assert one_hole.strategy == "window" and one_hole.tensor_size == (360, 376)  # hole + 2 x 128, size rule
-    crop = plan_image(hole, Profile().usable(), StrategyOptions(pixel_budget=320 * 360))
+    tighter = Profile().narrowed(max_side=360).usable()
+    crop = plan_image(hole, tighter, StrategyOptions())
     assert [r.kind for r in crop.runs] == ["window", "direct"]  # the 360x376 crop is cut down, 312x360 fits
-    assert all(r.tensor_size[0] * r.tensor_size[1] <= 320 * 360 for r in crop.runs)
-    assert batch_limit(Profile.ranges(max_batch=8), (256, 256), StrategyOptions(pixel_budget=3 * 256 * 256)) == 3
-    assert batch_limit(Profile(), (256, 256)) is None
+    assert all(max(r.tensor_size) <= 360 for r in crop.runs)
+    assert batch_limit(Profile.ranges(max_batch=8)) == 8
+    assert batch_limit(Profile()) is None

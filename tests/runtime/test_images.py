@@ -193,7 +193,7 @@ def test_soft_mask_warns_at_threshold_0_only():
     loaded = load_mask(soft, (64, 64))
     warnings = [n for n in loaded.notes if n.startswith("warning:")]
     assert len(warnings) == 1 and f"{between} pixels strictly between 0 and 255" in warnings[0]
-    assert "--threshold iopaint" in warnings[0]
+    assert "threshold iopaint" in warnings[0]
     assert loaded.hole.sum() == (soft > 0).sum()
     iopaint = load_mask(soft, (64, 64), "iopaint")
     assert iopaint.notes == [] and iopaint.hole.sum() == (soft > 127).sum() < loaded.hole.sum()

@@ -153,7 +153,7 @@ def _inpaint_cli(tiny_onnx: Path, tmp_path: Path, budget: int) -> tuple[subproce
 
 def test_cli_refuses_in_one_line_within_seconds(tiny_onnx: Path, tmp_path: Path) -> None:
     done, seconds = _inpaint_cli(tiny_onnx, tmp_path, _budget_for(1024, 8))
-    assert done.returncode == 1 and seconds < 60, done.stderr
+    assert done.returncode == 2 and seconds < 60, done.stderr
     lines = [line for line in done.stderr.splitlines() if "warning" not in line]
     assert len(lines) == 1 and "memory budget" in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "out.png").exists()

@@ -13,7 +13,8 @@ from PIL import Image
 httpx = pytest.importorskip("httpx", reason="the tests talk to the server with httpx")
 pytest.importorskip("fastapi", reason="the server needs fastapi (pip install 'lama-deploy[server]')")
 
-from lama_deploy.runtime import server, server_limits  # noqa: E402
+from lama_deploy.runtime.server import app as server, limits as server_limits  # noqa: E402
+from lama_deploy.scripts.commands import serve as serve_command  # noqa: E402
 from lama_deploy.runtime.inpainter import InpaintResult  # noqa: E402
 
 
@@ -24,7 +25,7 @@ class SlowEcho:
     def info(self) -> dict:
         return {"backend": "stub", "model": None, "weights": "stub weights", "profile": {"min": {"H": 16}}}
 
-    def inpaint(self, image: bytes, mask: bytes, threshold: float | None = None) -> InpaintResult:
+    def inpaint(self, image: bytes, mask: bytes, threshold: float | None = None, options: object = None) -> InpaintResult:
         time.sleep(self.delay)
         return InpaintResult(Image.open(io.BytesIO(image)).convert("RGB"), "stub", "stub", self.delay, [])
 
@@ -58,7 +59,7 @@ def test_requests_refused_at_the_door_count_as_bad_input() -> None:
     not_an_image = {"image": ("i.png", b"hello"), "mask": GOOD["mask"]}
     other_size = {"image": GOOD["image"], "mask": ("m.png", _png(np.zeros((16, 16), np.uint8)))}
     statuses = [r.status_code for r in asyncio.run(_post(app, [GOOD, not_an_image, other_size]))]
-    assert statuses == [200, 400, 400]
+    assert statuses == [200, 415, 400]  # not one of the accepted formats: 415
     counts = _requests(app)
     assert (counts["served"], counts["bad_input"], counts["failed"]) == (1, 2, 0)
 

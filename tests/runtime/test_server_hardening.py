@@ -23,7 +23,8 @@ pytest.importorskip("uvicorn", reason="the server needs uvicorn (pip install 'la
 from test_server import RunningServer, StubInpainter, _png, _post_many, _sample, _start_server  # noqa: E402
 
 from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.runtime import memory, server, server_limits  # noqa: E402
+from lama_deploy.runtime import memory  # noqa: E402
+from lama_deploy.runtime.server import app as server, limits as server_limits  # noqa: E402
 from lama_deploy.runtime.inpainter import InferenceError  # noqa: E402
 
 HEADER_TIMEOUT_S = 1.5
@@ -103,7 +104,7 @@ def test_slow_header_client_is_disconnected_within_the_timeout(guarded: RunningS
 def test_idle_connections_beyond_the_cap_are_closed_while_real_requests_work(guarded: RunningServer) -> None:
     sockets = [socket.create_connection(_address(guarded)) for _ in range(MAX_IDLE + 6)]
     try:
-        time.sleep(0.3)
+        time.sleep(server_limits.ServerLimits().min_idle_s + 0.3)  # only connections idle this long are evicted
         health = httpx.get(f"{guarded.url}/health", timeout=5)  # its own connection pushes out one more
         sample = _sample(96, 128, seed=21)
         response = httpx.post(f"{guarded.url}/inpaint", files=sample.files, timeout=60)

@@ -10,7 +10,7 @@ HEAVY = ("torch", "onnx", "lama_deploy.export", "lama_model", "tensorrt", "tenso
 SCRIPT = """
 import sys
 import numpy as np
-import lama_deploy.runtime, lama_deploy.runtime.inpainter, lama_deploy.runtime.cli, lama_deploy.runtime.backends.trt_backend, lama_deploy.runtime.backends.ort_backend
+import lama_deploy.runtime, lama_deploy.runtime.inpainter, lama_deploy.scripts.commands.inpaint, lama_deploy.runtime.backends.trt_backend, lama_deploy.runtime.backends.ort_backend
 from lama_deploy.runtime import Inpainter
 rgb = np.full((24, 40, 3), 120, np.uint8)
 mask = np.zeros((24, 40), np.uint8)

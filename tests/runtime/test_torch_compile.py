@@ -34,11 +34,20 @@ def test_compile_modes_are_validated_in_one_line_and_map_to_inductor_modes() -> 
 
 
 def test_cli_server_and_library_take_the_option(tmp_path) -> None:
-    from lama_deploy.runtime import cli, server
+    """One declaration (`runtime.options`): the same flag and choices in inpaint and serve, the library keyword,
+    and the backend mode it turns into."""
+    from lama_deploy.runtime.inpainter import torch_mode
+    from lama_deploy.runtime.options import InpaintOptions, OptionError
+    from lama_deploy.scripts.commands import inpaint, serve
+    from lama_deploy.scripts.commands.arguments import options_from_args
 
-    args = cli.build_parser().parse_args(["a.png", "m.png", "-o", "o.png", "--model", "m.pth", "--compile", "default"])
-    assert tp.mode_options(args) == {"precision": None, "cuda_graphs": None, "compile": "default"}
-    assert server.build_parser().parse_args(["--model", "m.pth", "--compile", "max-autotune"]).compile == "max-autotune"
+    args = inpaint.build_parser().parse_args(["a.png", "m.png", "-o", "o.png", "--model", "m.pth", "--compile", "default"])
+    assert options_from_args(args).compile == "default"
+    assert serve.build_parser().parse_args(["--model", "m.pth", "--compile", "max-autotune"]).compile == "max-autotune"
+    assert InpaintOptions().compile == "off" and torch_mode(InpaintOptions())["compile"] is None
+    assert torch_mode(InpaintOptions.create(compile="default"))["compile"] == "default"
+    with pytest.raises(OptionError, match="compile 'fast' is not one of off, default, max-autotune"):
+        InpaintOptions.create(compile="fast")
     path = tmp_path / "tiny.pth"
     torch.save(random_model("tiny", seed=0).state_dict(), path)
     assert create_backend(path, device="cpu", compile="default").mode.compile == "default"

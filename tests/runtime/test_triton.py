@@ -17,7 +17,8 @@ import pytest
 
 from lama_deploy import contract as C
 from lama_deploy.engine_sidecar import verify_sidecar
-from lama_deploy.runtime import triton, triton_repo
+from lama_deploy.runtime.triton import image_repos as triton_repo, pbtxt, repo as triton
+from lama_deploy.scripts.commands import triton_repo as triton_command
 
 # --- a minimal protobuf text-format reader ------------------------------------------------------------------
 
@@ -109,7 +110,7 @@ def _tensors(config: dict, kind: str) -> dict[str, dict]:
 
 def test_onnx_repository_declares_the_contract(tiny_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    code = triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--kind", "cpu",
+    code = triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--kind", "cpu",
                         "--max-batch", "8", "--instances", "2", "--preferred-batch", "4", "2",
                         "--max-queue-delay-us", "250"])
     assert code == 0
@@ -140,23 +141,23 @@ def test_no_dynamic_batching_and_defaults(tiny_onnx: Path, tmp_path: Path) -> No
 
 def test_existing_model_needs_force_and_is_replaced_whole(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
     repo = tmp_path / "repo"
-    assert triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "2"]) == 0
-    assert triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3"]) == 2
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "2"]) == 0
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert _config(repo)["max_batch_size"] == [2]
-    assert triton.main(["--backend", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3",
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tiny_onnx), "--output", str(repo), "--max-batch", "3",
                         "--force"]) == 0
     assert _config(repo)["max_batch_size"] == [3]
     assert sorted(p.name for p in repo.iterdir()) == ["lama"]  # no staging or retired folders left
 
 
 def test_onnx_with_fixed_batch_is_refused(tmp_path: Path, capsys) -> None:
-    from lama_deploy.export.onnx_export import export_inpainting_onnx
+    from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
     from lama_model import random_model
 
     static = tmp_path / "static.onnx"
-    export_inpainting_onnx(static, model=random_model("tiny", seed=0), config="tiny", dynamic_batch=False)
-    assert triton.main(["--backend", "raw", "--model", str(static), "--output", str(tmp_path / "repo")]) == 2
+    export_inpainting_onnx(static, model=random_model("tiny", seed=0), config="tiny", options=ExportOptions(batch=1))
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(static), "--output", str(tmp_path / "repo")]) == 2
     err = capsys.readouterr().err
     assert "fixed batch dim" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "repo" / "lama").exists()
@@ -196,7 +197,7 @@ def test_fp16_engine_io_is_declared_fp16(tmp_path: Path) -> None:
 
 def test_max_batch_beyond_engine_profile_is_refused(tmp_path: Path, capsys) -> None:
     engine = _fake_engine(tmp_path, max_n=2)
-    assert triton.main(["--backend", "raw", "--model", str(engine), "--output", str(tmp_path / "repo"),
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(engine), "--output", str(tmp_path / "repo"),
                         "--max-batch", "4"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("lama-deploy triton-repo: error: --max-batch 4 exceeds the engine's profile max batch 2; "
@@ -215,12 +216,12 @@ def _has_tensorrt_rtx() -> bool:
 @pytest.mark.skipif(not _has_tensorrt_rtx(), reason="needs tensorrt_rtx (its builder runs without a GPU)")
 def test_real_builder_sidecar(tiny_onnx: Path, tmp_path: Path) -> None:
     """The sidecar `lama-deploy build` really writes: read, RTX refused, the same engine as TensorRT accepted."""
-    from lama_deploy.export.build_engine import build_engine
+    from lama_deploy.export.build_engine import BuildOptions, build_engine
     from lama_deploy.profiles import Profile
 
     engine = tmp_path / "tiny.engine"
-    build_engine(tiny_onnx, engine, profiles=[Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))], flavour="tensorrt_rtx",
-                 compute_capability="8.9")  # no GPU here: say which GPU the engine is for
+    build_engine(tiny_onnx, engine, BuildOptions([Profile((1, 64, 64), (1, 128, 128), (2, 256, 256))],
+                                                 flavour="tensorrt_rtx", compute_capability="8.9"))  # no GPU here: say which GPU the engine is for
     sidecar = verify_sidecar(engine)
     assert triton.engine_batch_range(sidecar) == (1, 2)
     with pytest.raises(triton.UserError, match="TensorRT-RTX engine"):
@@ -248,9 +249,9 @@ def test_engine_refusals(tmp_path: Path, capsys, case: str, message: str) -> Non
         (tmp_path / "lama.engine.json").unlink()
     if case == "replaced_engine":
         engine.write_bytes(b"another engine of the same length!"[:10] * 100)
-    argv = ["--backend", "raw", "--model", str(engine), "--output", str(tmp_path / "repo")]
+    argv = ["--repo-kind", "raw", "--model", str(engine), "--output", str(tmp_path / "repo")]
     argv += {"cpu": ["--kind", "cpu"], "preferred": ["--preferred-batch", "8"]}.get(case, [])
-    assert triton.main(argv) == 2
+    assert triton_command.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "repo" / "lama").exists()
@@ -259,9 +260,9 @@ def test_engine_refusals(tmp_path: Path, capsys, case: str, message: str) -> Non
 def test_unknown_file_type_and_missing_model(tmp_path: Path, capsys) -> None:
     weird = tmp_path / "model.pt"
     weird.write_bytes(b"not a model")
-    assert triton.main(["--backend", "raw", "--model", str(weird), "--output", str(tmp_path / "repo")]) == 2
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(weird), "--output", str(tmp_path / "repo")]) == 2
     assert "cannot tell what model.pt is" in capsys.readouterr().err
-    assert triton.main(["--backend", "raw", "--model", str(tmp_path / "absent.onnx"),
+    assert triton_command.main(["--repo-kind", "raw", "--model", str(tmp_path / "absent.onnx"),
                         "--output", str(tmp_path / "repo")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "repo").exists()
@@ -277,17 +278,17 @@ def test_failed_copy_leaves_nothing_behind(tiny_onnx: Path, tmp_path: Path, monk
         Path(dst).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(triton_repo.shutil, "copyfile", broken_copy)
+    monkeypatch.setattr(pbtxt.shutil, "copyfile", broken_copy)
     with pytest.raises(OSError, match="disk full"):
         triton.write_triton_repo(tiny_onnx, tmp_path / "repo")
-    assert list((tmp_path / "repo").iterdir()) == []
+    assert not (tmp_path / "repo").exists() and list(tmp_path.iterdir()) == []  # not even the empty folder
 
 
 # --- the real tritonserver, where one is installed ----------------------------------------------------------
 
 def _tritonserver() -> str | None:
     """$LAMA_TRITONSERVER, PATH, or the nvidia-pytriton wheel's binary (as `lama-deploy triton-serve` finds it)."""
-    from lama_deploy.runtime.triton_serve import find_tritonserver
+    from lama_deploy.runtime.triton.serve import find_tritonserver
 
     try:
         return str(find_tritonserver()[0])

@@ -13,8 +13,11 @@ import pytest
 
 import lama_deploy
 from lama_deploy import contract as C
-from lama_deploy.runtime import Inpainter, triton, triton_repo, triton_serve, triton_steps
-from lama_deploy.runtime.triton_model import PATH_ENV, config_parameters, model_py
+from lama_deploy.runtime import Inpainter
+from lama_deploy.runtime.options import InpaintOptions
+from lama_deploy.runtime.triton import image_repos as triton_repo, repo as triton, serve as triton_serve, steps as triton_steps
+from lama_deploy.scripts.commands import triton_repo as triton_command
+from lama_deploy.runtime.triton.model import PATH_ENV, config_parameters, model_py
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_triton import _fake_engine, parse_pbtxt  # noqa: E402  (the text-format reader and fake engine)
@@ -40,22 +43,26 @@ RAW_OUT = {"inpainted": ("TYPE_UINT8", [-1, -1, 3])}
 
 def test_python_repository(tiny_onnx: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    argv = ["--model", str(tiny_onnx), "--output", str(repo), "--backend", "python", "--instances", "3",
+    argv = ["--model", str(tiny_onnx), "--output", str(repo), "--repo-kind", "python", "--instances", "3",
             "--threshold", "20", "--max-side", "256", "--margin", "64"]
-    assert triton.main(argv) == 0
+    assert triton_command.main(argv) == 0
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*")) == \
         ["lama", "lama/1", "lama/1/model.py", f"lama/1/{tiny_onnx.name}", "lama/config.pbtxt"]
     assert (repo / "lama/1" / tiny_onnx.name).read_bytes() == tiny_onnx.read_bytes()
     config = _config(repo, "lama")
     assert config["backend"] == ["python"] and config["max_batch_size"] == [0]
-    assert _io(config, "input") == RAW_IN and _io(config, "output") == RAW_OUT
+    # the arrays or the encoded files (each optional), the result as array and as PNG file
+    assert _io(config, "input") == {**RAW_IN, "image_file": ("TYPE_STRING", [1]), "mask_file": ("TYPE_STRING", [1])}
+    assert _io(config, "output") == {**RAW_OUT, "inpainted_file": ("TYPE_STRING", [1])}
     assert config["instance_group"] == [{"count": [3], "kind": ["KIND_CPU"]}]
-    assert _params(config) == {"model_file": tiny_onnx.name, "backend": "auto", "device": "", "threshold": "20.0",
-                               "margin": "64", "max_pixels": "40000000", "max_side": "256"}
+    # every option under its own name, as `InpaintOptions.as_text` writes and the model reads back
+    assert _params(config) == {"model_file": tiny_onnx.name, **InpaintOptions(threshold=20, max_side=256,
+                                                                              margin=64).as_text()}
+    assert _params(config)["threshold"] == "20" and _params(config)["backend"] == "auto"
     warmup = config["model_warmup"][0]
     assert warmup["batch_size"] == [1] and {i["key"][0] for i in warmup["inputs"]} == {"image", "mask"}
     assert "InpaintModel as TritonPythonModel" in (repo / "lama/1/model.py").read_text()
-    assert triton.main(argv) == 2  # exists: --force needed
+    assert triton_command.main(argv) == 2  # exists: --force needed
 
 
 def test_model_py_shim_honours_the_path_variable(tmp_path: Path, monkeypatch) -> None:
@@ -78,7 +85,7 @@ def test_model_py_shim_honours_the_path_variable(tmp_path: Path, monkeypatch) ->
 def test_ensemble_repository_for_an_engine(tmp_path: Path) -> None:
     engine = _fake_engine(tmp_path)  # profile 64..1024, opt 512, N 1..4
     repo = tmp_path / "repo"
-    assert triton.main(["--model", str(engine), "--output", str(repo), "--max-batch", "4", "--threshold", "10"]) == 0
+    assert triton_command.main(["--model", str(engine), "--output", str(repo), "--max-batch", "4", "--threshold", "10"]) == 0
     assert sorted(p.name for p in repo.iterdir()) == ["lama", "lama_model", "lama_post", "lama_pre"]
     ensemble = _config(repo, "lama")
     assert ensemble["platform"] == ["ensemble"] and ensemble["max_batch_size"] == [0]
@@ -99,7 +106,7 @@ def test_ensemble_repository_for_an_engine(tmp_path: Path) -> None:
     pre, post = _config(repo, "lama_pre"), _config(repo, "lama_post")
     assert _params(pre) == _params(post)
     assert {k: _params(pre)[k] for k in ("threshold", "min_height", "max_height", "max_width")} == \
-        {"threshold": "10.0", "min_height": "64", "max_height": "1024", "max_width": "1024"}
+        {"threshold": "10", "min_height": "64", "max_height": "1024", "max_width": "1024"}
     assert _io(pre, "output") == {"model_image": ("TYPE_FP32", [-1, 3, -1, -1]),
                                   "model_mask": ("TYPE_FP32", [-1, 1, -1, -1])}
     assert _io(post, "input")["model_output"] == ("TYPE_FP32", [-1, 3, -1, -1])
@@ -112,45 +119,25 @@ def test_auto_kind_and_refusals(tiny_onnx: Path, tmp_path: Path, capsys) -> None
     assert triton.repo_kind(Path("m.ckpt"), "auto", "gpu") == "python"
     engine = _fake_engine(tmp_path)
     for argv, message in [
-        (["--model", str(engine), "--backend", "python", "--kind", "cpu"], "runs on GPU only"),
-        (["--model", str(tiny_onnx), "--backend", "python", "--threshold", "300"], "threshold 300.0 is out of range"),
-        (["--model", str(tmp_path / "absent.onnx"), "--backend", "ensemble"], "does not exist"),
+        (["--model", str(engine), "--repo-kind", "python", "--kind", "cpu"], "runs on GPU only"),
+        (["--model", str(tiny_onnx), "--repo-kind", "python", "--threshold", "300"], "threshold 300.0 is out of range"),
+        (["--model", str(tmp_path / "absent.onnx"), "--repo-kind", "ensemble"], "does not exist"),
     ]:
-        assert triton.main(argv + ["--output", str(tmp_path / "repo")]) == 2
+        assert triton_command.main(argv + ["--output", str(tmp_path / "repo")]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
 
 
-@pytest.mark.parametrize("size, mask_box", [((37, 61), (5, 20, 10, 40)), ((48, 120), (10, 20, 90, 100)),
-                                            ((100, 90), (5, 95, 5, 85)), ((30, 30), None)])
-def test_steps_equal_the_inpainter(tiny_onnx: Path, size: tuple, mask_box: tuple | None) -> None:
-    """pre -> model -> post (the ensemble's python code) gives the Inpainter's bytes for every strategy."""
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-    mask = np.zeros(size, np.uint8)
-    if mask_box:
-        top, bottom, left, right = mask_box
-        mask[top:bottom, left:right] = rng.integers(0, 256, (bottom - top, right - left), dtype=np.uint8)
-    options = triton_steps.RuntimeOptions(threshold=30, max_side=64)
-    params = {**options.as_parameters(), **triton_steps.profile_parameters(triton_repo.Profile())}
-    profile = triton_steps.profile_from_parameters(params)
-    with Inpainter.from_path(tiny_onnx, threshold=30, max_side=64) as inpainter:
-        job = triton_steps.plan_request(image, mask, profile, triton_steps.runtime_options(params))
-        feed = triton_steps.model_feed(job, profile)
-        output = inpainter.backend.infer(feed)[C.OUTPUT]
-        again = triton_steps.plan_request(image, mask, profile, options)  # what the post step re-derives
-        assert np.array_equal(triton_steps.finish(again, output), inpainter.inpaint(image, mask).array)
-    with pytest.raises(triton_steps.InpaintInputError, match="send uint8 H x W"):
-        triton_steps.check_request(image, mask.astype(np.float32))
-
-
 def test_config_parameters_reader() -> None:
     config = json.loads('{"parameters": {"threshold": {"string_value": "5"}, "max_side": {"string_value": ""}}}')
     params = config_parameters(config)
-    assert triton_steps.runtime_options(params) == triton_steps.RuntimeOptions(threshold=5.0)
-    with pytest.raises(ValueError, match="config parameter margin='x' is not a int"):
-        triton_steps.runtime_options({"margin": "x"})
+    assert triton_steps.options_from_parameters(params) == InpaintOptions(threshold=5.0)
+    with pytest.raises(ValueError, match="margin 'x' is not a whole number"):
+        triton_steps.options_from_parameters({"margin": "x"})
+    with pytest.raises(ValueError, match="unknown request parameter 'max_side'"):  # start-up only, not per request
+        triton_steps.request_options(InpaintOptions(), '{"max_side": "64"}')
+    assert triton_steps.request_options(InpaintOptions(), '{"threshold": "iopaint"}').threshold == 127.0
 
 
 def test_launch_preparation(tmp_path: Path) -> None:
@@ -187,8 +174,76 @@ def test_triton_modules_import_thin() -> None:
     import subprocess
 
     heavy = ("torch", "onnx", "tritonclient", "pytriton", "onnxruntime", "tensorrt")
-    code = ("import sys\nimport lama_deploy.runtime.triton, lama_deploy.runtime.triton_repo, lama_deploy.runtime."
-            "triton_serve, lama_deploy.runtime.triton_model, lama_deploy.runtime.triton_steps\n"
+    code = ("import sys\nimport lama_deploy.runtime.triton.repo, lama_deploy.runtime.triton.image_repos, lama_deploy.runtime."
+            "triton.serve, lama_deploy.runtime.triton.model, lama_deploy.runtime.triton.steps\n"
             f"print(' '.join(sorted(n for n in {heavy!r} if n in sys.modules)) or '-')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "-", f"imported: {proc.stdout.strip()}"
+
+
+# --- what triton-serve can serve, and triton-repo failures that leave nothing ------------------------------
+
+def _fake_server(folder: Path, backends: tuple[str, ...]) -> Path:
+    """A tritonserver install stand-in: bin/tritonserver and backends/<name>/ folders (never executed)."""
+    binary = folder / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(0o755)
+    for name in backends:
+        (folder / "backends" / name).mkdir(parents=True)
+    return binary
+
+
+def test_serve_reads_each_models_backend(tiny_onnx: Path, tmp_path: Path) -> None:
+    triton_repo.write_ensemble_repo(tiny_onnx, tmp_path / "ensemble")
+    assert triton_serve.needed_backends(tmp_path / "ensemble") == {
+        "lama_model": "onnxruntime", "lama_pre": "python", "lama_post": "python"}
+    triton_repo.write_python_repo(tiny_onnx, tmp_path / "python")
+    assert triton_serve.needed_backends(tmp_path / "python") == {"lama": "python"}
+    engine_repo = tmp_path / "engine" / "m"
+    engine_repo.mkdir(parents=True)
+    (engine_repo / "config.pbtxt").write_text('name: "m"\nplatform: "tensorrt_plan"\ninput [\n  { backend: "x" }\n]\n')
+    assert triton_serve.needed_backends(tmp_path / "engine") == {"m": "tensorrt"}
+
+
+def test_serve_refuses_a_missing_backend_before_launching(tiny_onnx: Path, tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    from lama_deploy.scripts.commands import triton_serve as serve_command
+
+    monkeypatch.setenv(triton_serve.ENV_BINARY, str(_fake_server(tmp_path / "server", ("python",))))
+    triton_repo.write_ensemble_repo(tiny_onnx, tmp_path / "ensemble")
+    assert serve_command.main(["--repository", str(tmp_path / "ensemble"), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().splitlines() == [
+        f"lama-deploy triton-serve: error: {tmp_path / 'server' / 'bin' / 'tritonserver'} has no 'onnxruntime' "
+        f"backend (it has python), which model 'lama_model' needs; write the repository with `lama-deploy "
+        f"triton-repo --repo-kind python` (the python repository kind), or serve this one with the NGC container "
+        f"nvcr.io/nvidia/tritonserver"]
+    triton_repo.write_python_repo(tiny_onnx, tmp_path / "python")
+    assert serve_command.main(["--repository", str(tmp_path / "python"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith(str(tmp_path / "server" / "bin" / "tritonserver"))
+    monkeypatch.setenv(triton_serve.ENV_BINARY, str(_fake_server(tmp_path / "ngc", ("python", "onnxruntime"))))
+    assert serve_command.main(["--repository", str(tmp_path / "ensemble"), "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("args", [
+    ["--repo-kind", "ensemble", "--max-batch", "0"],
+    ["--repo-kind", "ensemble", "--preferred-batch", "9"],
+    ["--repo-kind", "raw", "--instances", "0"],
+    ["--repo-kind", "python", "--backend", "tensorrt"],
+])
+def test_failed_triton_repo_writes_nothing(tiny_onnx: Path, tmp_path: Path, capsys, args: list[str]) -> None:
+    output = tmp_path / "repo"
+    assert triton_command.main(["--model", str(tiny_onnx), "--output", str(output), *args]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not output.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_ensemble_keeps_an_existing_repository_as_it_was(tiny_onnx: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "repo"
+    triton_repo.write_python_repo(tiny_onnx, output, name="other")
+    before = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    assert triton_command.main(["--model", str(tiny_onnx), "--output", str(output), "--repo-kind", "ensemble",
+                                "--name", "other"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == before

@@ -13,7 +13,7 @@ from lama_deploy import contract as C
 from lama_deploy.runtime import Inpainter
 from lama_deploy.runtime.backends import BackendError
 from lama_deploy.runtime.backends import trt_backend as tb
-from lama_deploy.runtime.backends.cuda_memory import DeviceBuffer
+from lama_deploy.runtime.backends.cuda_memory import DeviceBuffer, load_cuda_runtime
 from lama_deploy.runtime.trt_import import TensorRTUnavailable, import_tensorrt, make_logger
 
 import fake_tensorrt as fake  # helper module beside these tests (pytest puts this folder on sys.path)
@@ -35,44 +35,57 @@ def _has_gpu() -> bool:
     return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
-def _has_cuda_python() -> bool:
+def _has_cudart() -> bool:
     try:
-        from lama_deploy.runtime.backends.cuda_memory import import_cudart
-
-        import_cudart()
+        load_cuda_runtime()
         return True
     except Exception:
         return False
 
 
 HAS_TRT = _importable("tensorrt") or _importable("tensorrt_rtx")
-CAN_RUN_TRT = HAS_TRT and _has_gpu() and _has_cuda_python()
+CAN_RUN_TRT = HAS_TRT and _has_gpu() and _has_cudart()
+
+
+class Stats:
+    """Reads the stand-in libcudart's counters."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __getattr__(self, name):
+        return fake.cuda_stats(self.path)[name]
 
 
 @pytest.fixture
-def fake_gpu(monkeypatch):
-    """Route the backend's TensorRT and cuda-python imports to the CPU fakes; returns a setter for the engine."""
-    cudart = fake.FakeCudart()
-    monkeypatch.setattr(tb, "import_cudart", lambda: cudart)
+def fake_gpu(monkeypatch, fake_cudart_path):
+    """The backend on a fake TensorRT (10.x API unless said) and the stand-in libcudart; returns a setter for
+    the engine that gives the library's counters."""
+    monkeypatch.setenv("LAMA_CUDART", str(fake_cudart_path))
 
-    def use(engine):
-        monkeypatch.setattr("lama_deploy.runtime.trt_import.import_tensorrt", lambda flavour=None: fake.make_trt(engine))
-        return cudart
+    def use(engine, generation="10"):
+        monkeypatch.setattr("lama_deploy.runtime.trt_import.import_tensorrt",
+                            lambda flavour=None: fake.make_trt(engine, generation))
+        return Stats(fake_cudart_path)
 
     return use
 
 
-def test_data_path_through_device_buffers(fake_gpu, tmp_path):
-    engine = fake.TensorEngine()
-    cudart = fake_gpu(engine)
+@pytest.mark.parametrize("generation", sorted(fake.GENERATIONS))
+def test_data_path_through_device_buffers(fake_gpu, tmp_path, generation):
+    """TensorRT 8.5 (JetPack 5), 10.x and 11.x API surfaces; libcudart through ctypes, no cuda-python."""
+    engine = fake.ENGINES[generation](fake.Spec(generation=generation))
+    cuda = fake_gpu(engine, generation)
+    before = fake.cuda_stats(cuda.path)
     path = tmp_path / "m.engine"
     path.write_bytes(b"serialized")
     backend = tb.TensorRTBackend(path, device="cuda:1")
     with backend:
-        assert cudart.device == 1
+        assert cuda.device == 1
         profile = backend.profile
         assert (profile.min_height, profile.max_height, profile.max_width, profile.max_batch) == (16, 64, 96, 4)
         assert (profile.opt_height, profile.opt_width) == (64, 64)
+        assert backend.describe()["device_memory_bytes"] == 3 << 20
         rng = np.random.default_rng(0)
         for shape in [(1, 16, 16), (2, 32, 48), (1, 16, 24)]:
             n, h, w = shape
@@ -80,12 +93,95 @@ def test_data_path_through_device_buffers(fake_gpu, tmp_path):
             mask = (rng.random((n, 1, h, w)) > 0.5).astype(np.float32)
             out = backend.infer({C.IMAGE: image, C.MASK: mask})[C.OUTPUT]
             np.testing.assert_array_equal(out, image * (1 - mask) + 0.25 * mask)
-        # buffers grew for the larger shape and were reused for the smaller one after it
-        assert cudart.mallocs == [3 * 16 * 16 * 4, 16 * 16 * 4, 3 * 16 * 16 * 4,
-                                  2 * 3 * 32 * 48 * 4, 2 * 32 * 48 * 4, 2 * 3 * 32 * 48 * 4]
+        # 3 tensors allocated for the first shape, grown once for the larger, reused for the smaller after it
+        assert cuda.mallocs - before["mallocs"] == 6 and cuda.last_malloc_bytes == 2 * 3 * 32 * 48 * 4
+        assert cuda.copies - before["copies"] == 3 * 3  # two uploads and one download per call
         with pytest.raises(BackendError, match="outside the engine's profile"):
             backend.infer({C.IMAGE: np.zeros((1, 3, 128, 128), np.float32), C.MASK: np.zeros((1, 1, 128, 128), np.float32)})
-    assert not cudart.allocations  # everything freed on deactivate
+    assert (cuda.live, cuda.host_live, cuda.streams) == (0, 0, 0)  # everything freed on deactivate
+
+
+def test_no_cuda_python_is_imported(fake_gpu, tmp_path, monkeypatch):
+    """The data path never touches cuda-python: with `cuda` unimportable it still runs."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        if name == "cuda" or name.startswith("cuda."):
+            raise ImportError("cuda-python is blocked in this test")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)
+    fake_gpu(fake.Engine11(fake.Spec(generation="11")), "11")
+    path = tmp_path / "m.engine"
+    path.write_bytes(b"serialized")
+    image = np.full((1, 3, 16, 16), 0.5, np.float32)
+    mask = np.ones((1, 1, 16, 16), np.float32)
+    with tb.TensorRTBackend(path) as backend:
+        out = backend.infer({C.IMAGE: image, C.MASK: mask})[C.OUTPUT]
+    assert float(out.max()) == 0.25 and float(out.min()) == 0.25
+
+
+def test_fp16_io_engine_is_fed_in_half_precision(fake_gpu, tmp_path):
+    spec = fake.Spec(generation="11", dtypes={C.IMAGE: "HALF", C.MASK: "HALF", C.OUTPUT: "HALF"})
+    cuda = fake_gpu(fake.Engine11(spec), "11")
+    path = tmp_path / "m.engine"
+    path.write_bytes(b"serialized")
+    image = np.full((1, 3, 16, 16), 0.5, np.float32)
+    mask = np.zeros((1, 1, 16, 16), np.float32)
+    with tb.TensorRTBackend(path) as backend:
+        out = backend.infer({C.IMAGE: image, C.MASK: mask})[C.OUTPUT]
+    assert out.dtype == np.float32 and float(out.mean()) == 0.5
+    assert cuda.last_malloc_bytes == 3 * 16 * 16 * 2  # half-precision output buffer
+
+
+def test_cuda_errors_are_one_line(fake_gpu, tmp_path):
+    cuda = fake_gpu(fake.Engine10(fake.Spec()), "10")
+    path = tmp_path / "m.engine"
+    path.write_bytes(b"serialized")
+    with tb.TensorRTBackend(path) as backend:
+        fake.fail_next_malloc(cuda.path)
+        with pytest.raises(RuntimeError) as excinfo:
+            backend.infer({C.IMAGE: np.zeros((1, 3, 16, 16), np.float32), C.MASK: np.zeros((1, 1, 16, 16), np.float32)})
+    assert str(excinfo.value) == "CUDA error during cudaMalloc(3072): cudaErrorMemoryAllocation (2)"
+
+
+def test_missing_libcudart_is_one_line(monkeypatch, tmp_path):
+    from lama_deploy.runtime.backends import cuda_memory
+
+    monkeypatch.setenv("LAMA_CUDART", str(tmp_path / "nowhere" / "libcudart.so"))
+    with pytest.raises(cuda_memory.CudaUnavailable) as excinfo:
+        load_cuda_runtime()
+    message = str(excinfo.value)
+    assert "\n" not in message and "libcudart" in message and "nvidia-cuda-runtime-cu12" in message
+
+
+def test_engine_older_than_8_5_is_refused_in_one_line(fake_gpu, tmp_path):
+    class Bindings84:  # what TensorRT 8.4 had: the bindings API only
+        num_bindings = 3
+        get_binding_name = binding_is_input = create_execution_context = None
+
+    fake_gpu(Bindings84(), "8.5")
+    path = tmp_path / "old.engine"
+    path.write_bytes(b"serialized")
+    with pytest.raises(BackendError, match="needs TensorRT 8.5 or newer") as excinfo:
+        tb.TensorRTBackend(path).load_engine()
+    assert "\n" not in str(excinfo.value)
+
+
+def test_real_tensorrt_rtx_has_every_call_the_backend_makes():
+    """The installed TensorRT-RTX module (no GPU needed): the classes have the methods/properties used."""
+    try:
+        trt = import_tensorrt("tensorrt_rtx")
+    except TensorRTUnavailable as exc:
+        pytest.skip(f"tensorrt_rtx not importable: {exc}")
+    engine_missing = [c for c in tb.ENGINE_CALLS if not hasattr(trt.ICudaEngine, c)]
+    context_missing = [c for c in tb.CONTEXT_CALLS if not hasattr(trt.IExecutionContext, c)]
+    assert engine_missing == [] and context_missing == []
+    assert hasattr(trt.ICudaEngine, "device_memory_size_v2") or hasattr(trt.ICudaEngine, "device_memory_size")
+    assert tb.numpy_dtype(trt.DataType.HALF) is np.float16 and tb.numpy_dtype(trt.DataType.FLOAT) is np.float32
+    assert trt.TensorIOMode.INPUT != trt.TensorIOMode.OUTPUT
 
 
 def test_engine_profile_drives_the_inpainter_strategy(fake_gpu, tmp_path):
@@ -160,15 +256,17 @@ def test_sidecar_weights_label_is_read_as_the_builder_writes_it(tmp_path):
     assert tb.read_sidecar(engine) == {}  # a broken sidecar is ignored, not fatal
 
 
-def test_device_buffer_grows_only_for_larger_tensors():
-    cudart = fake.FakeCudart()
-    buffer = DeviceBuffer(cudart)
+def test_device_buffer_grows_only_for_larger_tensors(fake_cudart_path, monkeypatch):
+    monkeypatch.setenv("LAMA_CUDART", str(fake_cudart_path))
+    before = fake.cuda_stats(fake_cudart_path)
+    buffer = DeviceBuffer(load_cuda_runtime())
     first = buffer.ensure(100)
     assert buffer.ensure(60) == first and buffer.ensure(100) == first
     buffer.ensure(400)
-    assert cudart.mallocs == [100, 400] and cudart.freed == [first]
+    after = fake.cuda_stats(fake_cudart_path)
+    assert after["mallocs"] - before["mallocs"] == 2 and after["last_malloc_bytes"] == 400
     buffer.free()
-    assert not cudart.allocations and buffer.nbytes == 0
+    assert fake.cuda_stats(fake_cudart_path)["live"] == before["live"] and buffer.nbytes == 0
 
 
 @pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT or TensorRT-RTX importable (pip install tensorrt-rtx-cu13)")

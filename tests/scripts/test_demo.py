@@ -14,7 +14,7 @@ from lama_deploy.scripts import demo
 @pytest.fixture(scope="module")
 def failed_engine_demo(tmp_path_factory) -> tuple[int, Path]:
     """The tiny demo with `--engine` whose build fails (exit 2 from `lama-deploy build`)."""
-    import lama_deploy.export.build_engine as build_engine
+    import lama_deploy.scripts.commands.build as build_engine
 
     out = tmp_path_factory.mktemp("demo")
     with pytest.MonkeyPatch.context() as patch:
@@ -41,7 +41,7 @@ def test_engine_without_tensorrt_fails_the_demo(monkeypatch, tmp_path: Path) -> 
 
 
 def test_demo_onnx_is_labelled_with_its_seed_and_validates(failed_engine_demo, tmp_path: Path, capsys) -> None:
-    from lama_deploy.export.validate import main as validate_main
+    from lama_deploy.scripts.commands.validate import main as validate_main
 
     _, out = failed_engine_demo
     metadata = {p.key: p.value for p in onnx.load(str(out / "tiny.onnx"), load_external_data=False).metadata_props}

@@ -23,7 +23,6 @@ from scripts.gpu_lane import lane as lane_module  # noqa: E402
 from scripts.gpu_lane import report as L  # noqa: E402
 from scripts.gpu_lane import wheelhouse as W  # noqa: E402
 
-LANE = REPO / "scripts" / "gpu_lane"
 #: Packages a bare GPU machine lacks: import fails and find_spec says "not installed", as for a real absence.
 BARE_SITE = """
 import sys
@@ -53,13 +52,13 @@ def _run_lane(out: Path, *args: str, env_path: Path | None = None, timeout: int 
     env.pop("PYTHONPATH", None)
     if env_path is not None:
         env["PYTHONPATH"] = str(env_path)
-    return subprocess.run([sys.executable, str(LANE), "--out", str(out), *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "scripts.gpu_lane", "--out", str(out), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
 def test_dry_run_on_a_bare_machine_runs_every_stage_with_a_wheelhouse(tmp_path):
-    """From another directory, `python3 scripts/gpu_lane --dry-run --wheelhouse W` on a machine without TensorRT:
+    """`python3 -m scripts.gpu_lane --dry-run --wheelhouse W` on a machine without TensorRT:
     the wheel (xz-compressed and split in two, as for a size-limited transfer) is installed into the lane's own
     folder and imports in its children, every GPU test skips, the engine stage records why TensorRT cannot run,
     the bench says why its rows are empty, and the whole lane fits the budget it planned."""
@@ -87,6 +86,13 @@ def test_dry_run_on_a_bare_machine_runs_every_stage_with_a_wheelhouse(tmp_path):
     page = (tmp_path / "lane" / "gpu_lane.md").read_text()
     assert page.startswith("# GPU lane: no NVIDIA GPU") and "Dry run" in page and "## Wheelhouse" in page
     assert "TensorRT not importable" in page and "Not measured: needs an NVIDIA GPU" in page
+
+
+def test_run_by_path_says_how_to_run_it(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_lane"), "--out", str(tmp_path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == ("gpu_lane: error: run it from the checkout root as "
+                                                           "`python3 -m scripts.gpu_lane --out DIR`")
 
 
 def test_budget_leaves_every_later_stage_its_minimum(monkeypatch):
