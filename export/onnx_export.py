@@ -28,6 +28,7 @@ from lama_deploy.host import peak_rss_mb
 from lama_deploy.model_facts import facts_from_proto
 from lama_model import InpaintingModel, describe_random_weights, load_inpainting_model, random_model, set_fourier_mode
 from lama_model.checkpoint import config_name
+from lama_model.fourier import set_spectrum_align
 from lama_model.precision import choose_fourier_scale, fold_fourier_scale
 
 #: Size used to trace; any multiple of 8 works, the graph does not depend on it (dims are symbolic).
@@ -65,13 +66,14 @@ def dynamic_axes(dynamic_batch: bool = True) -> dict[str, dict[int, str]]:
 
 
 def trace_to_onnx(model: InpaintingModel, path: Path, opset: int = C.DEFAULT_OPSET, dynamic_batch: bool = True,
-                  batch: int = 1, keep_fourier: bool = False, fourier: str = "matmul") -> onnx.ModelProto:
-    """Raw export of `model` (its Fourier units switched to `fourier` unless `keep_fourier`); returns the ModelProto."""
+                  batch: int = 1, keep_fourier: bool = False, fourier: str = "matmul", align: int = 1) -> onnx.ModelProto:
+    """Raw export of `model` (its Fourier units switched to `fourier`, spectrum width padded to a multiple of
+    `align`, unless `keep_fourier`); returns the ModelProto."""
     if opset < 13 or opset > C.MAX_TRT8_OPSET:
         raise UsageError(f"opset {opset} is not supported; use 13..{C.MAX_TRT8_OPSET} "
                          f"(TensorRT 8.5/8.6 on JetPack 5/6.0 import up to opset {C.MAX_TRT8_OPSET})")
     if not keep_fourier:
-        set_fourier_mode(model, fourier)
+        set_spectrum_align(set_fourier_mode(model, fourier), align)
     model.eval()
     with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
@@ -215,6 +217,7 @@ class ExportOptions:
     opset: int = C.DEFAULT_OPSET
     batch: int | None = None        # None: dynamic N; else N fixed to this size in the graph
     speedups: bool = True
+    fourier_align: int | None = None  # spectrum width padding; None: `contract.fourier_align` (8 for fp16 units)
 
     @property
     def dynamic_batch(self) -> bool:
@@ -225,6 +228,11 @@ class ExportOptions:
         """The fp16 policy in force: None for fp32, the default when fp16 names none."""
         return None if self.precision == "fp32" else self.fp16_policy or C.DEFAULT_FP16_POLICY
 
+    @property
+    def align(self) -> int:
+        """The DFT-as-matmul spectrum padding in force (metadata `lama.fourier_align`)."""
+        return C.fourier_align(self.precision, self.policy) if self.fourier_align is None else int(self.fourier_align)
+
     def check(self) -> "ExportOptions":
         """Refuse an illegal combination with the contract's one line (UsageError, exit 2)."""
         problem = C.precision_problem(self.precision, self.fp16_policy, self.fourier, "onnx")
@@ -232,6 +240,8 @@ class ExportOptions:
             raise UsageError(problem)
         if self.batch is not None and self.batch < 1:
             raise UsageError(f"--batch must be 'dynamic' or a positive integer, not {self.batch}")
+        if self.align < 1:
+            raise UsageError(f"the Fourier spectrum alignment must be a positive integer, not {self.fourier_align}")
         if self.fourier_scale is not None and self.policy != "fourier-scaled":
             raise UsageError("--fourier-scale applies to --fp16-policy fourier-scaled only; add "
                              "--precision fp16 --fp16-policy fourier-scaled or drop it")
@@ -289,7 +299,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             notes.append("graph uses ONNX DFT ops: ONNX Runtime runs it; TensorRT before 11.2 cannot parse it")
         else:
             onnx_model = trace_to_onnx(model, tmp, opset=opset, dynamic_batch=dynamic_batch, batch=options.batch or 1,
-                                       fourier=fourier)
+                                       fourier=fourier, align=options.align)
         name_output_dims(onnx_model, dynamic_batch)
         assert_dynamic_io(onnx_model, dynamic_batch)
         if precision == "fp16":
@@ -300,6 +310,7 @@ def export_inpainting_onnx(output: str | Path, checkpoint: str | None = None, co
             C.META_SIZE_RULE: C.SIZE_RULE, C.META_SIZE_MULTIPLE: str(C.SIZE_MULTIPLE), C.META_MIN_SIDE: str(C.MIN_SIDE),
             C.META_IO: "image [N,3,H,W] float32 0..1; mask [N,1,H,W] float32 (>0 = hole); inpainted [N,3,H,W] float32 0..1",
             C.META_SPEEDUPS: ",".join(applied) or "none", **random_weights, **precision_meta,
+            **({} if fourier == "dft" else {C.META_FOURIER_ALIGN: str(options.align)}),
         })
         onnx.checker.check_model(onnx_model, full_check=True)
         if fourier != "dft":

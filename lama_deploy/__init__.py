@@ -14,7 +14,7 @@ distribution adds are `lama_deploy` and `lama_model`. How each way of running fi
   `_extend_path_in_checkout` below appends the checkout root to this package's `__path__`, so
   `lama_deploy.export` resolves to `<root>/export`. This is the only code that maps folders to names.
 - A file of the checkout run by path (`python export/to_onnx.py` from any directory, Polygraphy loading
-  `export/polygraphy_hooks.py`, `python scripts/benchmark.py`): Python puts the file's folder, not the root,
+  `export/polygraphy_hooks.py`, `python scripts/trtexec_commands.py`): Python puts the file's folder, not the root,
   on `sys.path`, so such a file starts with `CHECKOUT_BOOTSTRAP` (two lines, verbatim; tests/house checks that
   no other file edits `sys.path` for this) and then imports `lama_deploy` as above. Imported as a module it does
   nothing (`__package__` is set), so an installed copy never adds its folders to `sys.path`.

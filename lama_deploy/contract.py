@@ -52,6 +52,9 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 #: Precisions the PyTorch backend runs in (autocast); fp16/bf16 keep the Fourier units safe (see
 #: runtime/backends/torch_precision.py). Exports and engines take the first two.
 TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+#: `torch.compile` modes of the PyTorch backend (`--compile`): off (default until GPU rows show a gain), inductor's
+#: default, max-autotune (a longer first call per input shape).
+TORCH_COMPILE_MODES: tuple[str, ...] = ("off", "default", "max-autotune")
 
 #: How fp16 keeps the Fourier units in range (`--fp16-policy`, metadata `lama.fp16_policy`): `fourier-fp32`
 #: runs them in fp32 islands, `fourier-scaled` folds an exact power-of-two scale into their weights
@@ -159,6 +162,8 @@ META_TRAINED_LIKE = "lama.trained_like"
 #: scale folded into their weights (`fourier-scaled`; "1" for `fourier-fp32`).
 META_FP16_POLICY = "lama.fp16_policy"
 META_FOURIER_SCALE = "lama.fourier_scale"
+#: DFT-as-matmul exports: the spectrum width's padding (`lama_model.fourier.spectrum_width`), see `fourier_align`.
+META_FOURIER_ALIGN = "lama.fourier_align"
 
 #: Exported node-name fragments (TorchScript exporter scopes): the generator, and the Fourier units that
 #: must stay fp32 (their spectrum passes fp16's range with trained weights). Read by the fp16 converter,
@@ -199,6 +204,20 @@ def runs_in_fp16(node_name: str, fp16_policy: str = DEFAULT_FP16_POLICY) -> bool
     in_fourier_unit = any(scope in node_name for scope in FP32_SCOPES)
     return (GENERATOR_SCOPE in node_name and not node_name.startswith(PARSER_HELPER_PREFIX)
             and not (in_fourier_unit and fp16_policy == "fourier-fp32"))
+
+
+#: Spectrum width multiple where the Fourier units' products run on tensor cores: fp16/bf16 GEMMs take their
+#: aligned kernels only for leading dimensions that are multiples of 8 (Wf = W/2+1 = 33 at 512x512 is not).
+TENSOR_CORE_ALIGN = 8
+
+
+def fourier_align(precision: str, fp16_policy: str | None) -> int:
+    """How far the DFT-as-matmul forms pad their spectrum width (zero columns, exact): `TENSOR_CORE_ALIGN` when
+    the Fourier units run in half precision (`fourier-scaled`), else 1. Elsewhere the units' products are fp32
+    (fp32 models, `fourier-fp32` islands, ONNX Runtime CPU), where padding is only more work: 10-17% of one
+    big-lama unit's ONNX Runtime CPU time at 64x64, 6-10% at 128x128 (docs/benchmarks.md). Read by the export
+    (metadata `lama.fourier_align`) and by the PyTorch backend."""
+    return TENSOR_CORE_ALIGN if precision in ("fp16", "bf16") and fp16_policy == "fourier-scaled" else 1
 
 
 def is_random_weights(metadata: Mapping[str, Any] | str | None) -> bool:

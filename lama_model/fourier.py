@@ -1,9 +1,10 @@
-"""The two interchangeable 2-D real Fourier transforms of the FFC Fourier unit.
+"""The three interchangeable 2-D real Fourier transforms of the FFC Fourier unit.
 
 `TorchFFT` is the reference: `torch.fft.rfftn` / `irfftn` with `norm="ortho"`, as in the official code.
 
-`MatmulDFT` computes the same numbers with matrix products only, so that the exported ONNX graph holds
-no `DFT` op (TensorRT before 11.2 cannot parse one). Its bases are built from the tensor's *runtime*
+`MatmulDFT` (factorised) and `DenseMatmulDFT` compute the same numbers with matrix products only, so that
+the exported ONNX graph holds no `DFT` op (TensorRT before 11.2 cannot parse one). Their bases are built from
+the tensor's *runtime*
 shape with tensor ops (Range, Mul, Mod, Cos, Sin), never from Python ints, so the exported graph stays
 dynamic in H and W. Angles are reduced exactly in integers, `(k * n) mod N`, before the float
 multiply, which keeps them accurate for any N; the ortho scale `1/sqrt(N)` is folded into each basis so
@@ -11,8 +12,14 @@ spectrum magnitudes stay within `sqrt(HW) * max|x|` (fp16 headroom). For sides w
 factor the complex pass along H is factorised Cooley-Tukey style (`factorized_complex_dft`); the
 choice of factors is integer arithmetic on the runtime size, so one graph still serves every H.
 
-Both return / take the spectrum as real tensors with real and imaginary parts stacked the way the
-official Fourier unit stacks them: `(B, C, 2, H, W//2+1)` (dim 2 = real, imaginary).
+All return / take the spectrum as real tensors with real and imaginary parts stacked the way the
+official Fourier unit stacks them: `(B, C, 2, H, Wf)` (dim 2 = real, imaginary). Wf is W//2+1, or, with
+`align` (DFT-as-matmul forms, `set_spectrum_align`), that width rounded up to a multiple of `ALIGN` with
+columns that are exactly zero (`spectrum_width`): fp16 tensor cores take their aligned path only for products
+whose leading dimensions are multiples of 8 (Wf = 33 at 512x512 is not). The Fourier unit's 1x1 convolution
+sees the zero columns (and writes its bias there), the inverse basis has zero rows there, so the output is
+the same. Off by default: where the products do not run on tensor cores (fp32, ONNX Runtime CPU) the padding
+is only more work (10-17% of a unit's ONNX Runtime CPU time at 64x64, 6-10% at 128x128, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ def end_shared_bases(token: contextvars.Token) -> None:
 _EAGER_BASES: OrderedDict = OrderedDict()
 _EAGER_LOCK = threading.Lock()
 EAGER_CACHE_ENTRIES = 64
+#: False: every eager forward rebuilds its bases, as before the cache (the benchmark's `no basis cache` rows).
+EAGER_CACHE = True
 
 
 def _tracing() -> bool:
@@ -64,6 +73,15 @@ def _tracing() -> bool:
     a computation on the runtime size rather than a constant from an earlier call."""
     return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
             or bool(getattr(torch.compiler, "is_exporting", lambda: False)()))
+
+
+#: Bases read while a CUDA graph was being captured: the graph keeps their device addresses, so they are
+#: never evicted (a freed basis would be reused memory under a replayed graph). Small: a few per shape.
+_CAPTURED_BASES: dict = {}
+
+
+def _capturing(like: Tensor) -> bool:
+    return like.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor | None = None):
@@ -77,7 +95,7 @@ def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor |
     if torch.compiler.is_compiling():
         return build()
     cache = _SHARED_BASES.get()
-    if cache is None and (like is None or _tracing()):
+    if cache is None and (like is None or _tracing() or not EAGER_CACHE):
         return build()
     key = (name,) + tuple(int(size) for size in sizes)
     if like is not None:
@@ -87,14 +105,18 @@ def _cached(name: str, sizes: tuple, build: Callable[[], object], like: Tensor |
             cache[key] = build()
         return cache[key]
     with _EAGER_LOCK:  # server threads share the cache
-        value = _EAGER_BASES.get(key)
-        if value is not None:
-            _EAGER_BASES.move_to_end(key)
-            return value
-    # Plain tensors without autograd history, usable inside and outside inference mode.
-    with torch.inference_mode(False), torch.no_grad():
-        value = build()
+        value = _CAPTURED_BASES.get(key)
+        if value is None:
+            value = _EAGER_BASES.get(key)
+            if value is not None:
+                _EAGER_BASES.move_to_end(key)
+    if value is None:
+        # Plain tensors without autograd history, usable inside and outside inference mode.
+        with torch.inference_mode(False), torch.no_grad():
+            value = build()
     with _EAGER_LOCK:
+        if _capturing(like):
+            _CAPTURED_BASES[key] = value
         _EAGER_BASES[key] = value
         while len(_EAGER_BASES) > EAGER_CACHE_ENTRIES:
             _EAGER_BASES.popitem(last=False)
@@ -131,26 +153,55 @@ def _index(n: int | Tensor, device: Device = None) -> Tensor:
     return torch.arange(n, dtype=torch.float32, device=device)
 
 
-def rfft_basis(width: int | Tensor, device: Device = None) -> tuple[Tensor, Tensor]:
-    """(cos, sin) of shape (W, W//2+1), scaled by 1/sqrt(W)."""
+#: The DFT-as-matmul forms' default padding of the spectrum width: fp16 GEMMs on tensor cores need leading
+#: dimensions that are multiples of 8 elements (16 bytes) for their aligned kernels.
+ALIGN = 8
+
+
+def spectrum_width(width: int | Tensor, align: int = 1) -> int | Tensor:
+    """Columns of the one-sided spectrum: W//2+1 rounded up to a multiple of `align` (integer ops only, so a
+    traced W keeps the padding a computation on the runtime size)."""
+    if align == 1:  # no rounding ops in the graph
+        return width // 2 + 1
+    return (width // 2 + align) // align * align
+
+
+def _real_bins(width: int | Tensor, align: int, device: Device) -> tuple[Tensor, Tensor | None]:
+    """Bin indices 0..Wp-1 and, when padded, 1.0 for the W//2+1 real bins and 0.0 for the padding.
+
+    The mask is `clamp(Wf - k, 0, 1)` on exact integers in float: no comparison op on a shape value.
+    """
+    bins = _index(spectrum_width(width, align), device)
+    if align == 1:
+        return bins, None
+    return bins, torch.clamp(_length_tensor(width // 2 + 1, device) - bins, 0.0, 1.0)
+
+
+def rfft_basis(width: int | Tensor, device: Device = None, align: int = 1) -> tuple[Tensor, Tensor]:
+    """(cos, sin) of shape (W, Wp), scaled by 1/sqrt(W); Wp = `spectrum_width(W, align)`, padding columns 0."""
     length = _length_tensor(width, device)
-    angles = dft_angles(_index(width, device), _index(width // 2 + 1, device), length)
+    bins, real = _real_bins(width, align, device)
+    angles = dft_angles(_index(width, device), bins, length)
     scale = torch.rsqrt(length)
+    if real is not None:
+        scale = scale * real
     return torch.cos(angles) * scale, torch.sin(angles) * scale
 
 
-def irfft_basis(width: int | Tensor, device: Device = None) -> tuple[Tensor, Tensor]:
-    """(cos, sin) of shape (W//2+1, W) for the one-sided inverse, scaled by 1/sqrt(W).
+def irfft_basis(width: int | Tensor, device: Device = None, align: int = 1) -> tuple[Tensor, Tensor]:
+    """(cos, sin) of shape (Wp, W) for the one-sided inverse, scaled by 1/sqrt(W); padding rows 0.
 
     Bins strictly between DC and Nyquist stand for themselves and their conjugate mirror, so they count
     twice; DC and (for even W) Nyquist count once, and their imaginary parts are ignored exactly, as
     `irfftn` ignores them.
     """
     length = _length_tensor(width, device)
-    bins = _index(width // 2 + 1, device)
+    bins, real = _real_bins(width, align, device)
     angles = dft_angles(bins, _index(width, device), length)
     twice = bins * 2.0
     weight = 2.0 - (bins == 0).to(torch.float32) - (twice == length).to(torch.float32)
+    if real is not None:
+        weight = weight * real
     scale = torch.rsqrt(length)
     cos = torch.cos(angles) * (weight * scale)[:, None]
     sin = torch.sin(angles) * (weight * scale)[:, None]
@@ -159,14 +210,14 @@ def irfft_basis(width: int | Tensor, device: Device = None) -> tuple[Tensor, Ten
     return cos, sin * keep_imag[:, None]
 
 
-def _rfft_pair(width: int | Tensor, device: Device = None) -> tuple[Tensor, Tensor]:
-    cos, sin = rfft_basis(width, device)
+def _rfft_pair(width: int | Tensor, device: Device = None, align: int = 1) -> tuple[Tensor, Tensor]:
+    cos, sin = rfft_basis(width, device, align)
     return cos, -sin
 
 
-def irfft_matrix(width: int | Tensor, device: Device = None) -> Tensor:
-    """(2*Wf, W) one-sided inverse `[cos; -sin]`, for rows laid out [re | im]."""
-    cos, sin = irfft_basis(width, device)
+def irfft_matrix(width: int | Tensor, device: Device = None, align: int = 1) -> Tensor:
+    """(2*Wp, W) one-sided inverse `[cos; -sin]`, for rows laid out [re | im]."""
+    cos, sin = irfft_basis(width, device, align)
     return torch.cat([cos, -sin], dim=0)
 
 
@@ -279,15 +330,22 @@ def factorized_complex_dft(stacked: Tensor, length: int | Tensor, cols: int | Te
     return z.transpose(1, 2).reshape(-1, 2 * length, cols)
 
 
-def real_dft_along_w(x: Tensor) -> Tensor:
-    """Ortho real DFT of (B, C, H, W) along W, stacked along H as (B, C, 2H, Wf): rows [re; im]."""
+def real_dft_along_w(x: Tensor, align: int = 1) -> Tensor:
+    """Ortho real DFT of (B, C, H, W) along W as (B, C, 2, H, Wp): real and imaginary parts, one product.
+
+    x (B, C, 1, H, W) times the stacked bases (2, W, Wp) broadcasts into both halves at once: one MatMul
+    in the graph instead of two and a Concat.
+    """
     width = x.shape[-1]
-    cos_w, minus_sin_w = _cached("rfft", (width,), lambda: [_as_dtype(b, x.dtype) for b in _rfft_pair(width, x.device)], x)
-    return torch.cat([torch.matmul(x, cos_w), torch.matmul(x, minus_sin_w)], dim=2)
+    basis = _cached("rfft-stacked", (width, align),
+                    lambda: _as_dtype(torch.stack(_rfft_pair(width, x.device, align)), x.dtype), x)
+    return torch.matmul(x.unsqueeze(2), basis)
 
 
 class TorchFFT(nn.Module):
-    """Reference transform: torch.fft with norm='ortho'."""
+    """Reference transform: torch.fft with norm='ortho' (spectrum width W//2+1, never padded)."""
+
+    align = 1
 
     def forward(self, x: Tensor) -> Tensor:
         spectrum = torch.fft.rfftn(x, dim=(-2, -1), norm="ortho")
@@ -306,27 +364,37 @@ class MatmulDFT(nn.Module):
     and H >= FACTORIZE_FROM, which cuts its cost per column from O(H^2) to O(H (H1 + H2)); other sides
     run the dense transform through the same graph. Inside a `begin_shared_bases` scope the bases are
     built once per size.
+
+    Args:
+        align: the spectrum's width is padded with zero columns to a multiple of this (`spectrum_width`).
     """
+
+    def __init__(self, align: int = 1) -> None:
+        super().__init__()
+        self.align = int(align)
 
     def forward(self, x: Tensor) -> Tensor:
         _, channels, height, width = x.shape
-        stacked = real_dft_along_w(x).flatten(0, 1)          # (B*C, 2H, Wf)
-        spectrum = factorized_complex_dft(stacked, height, width // 2 + 1, inverse=False)
+        freqs = spectrum_width(width, self.align)
+        stacked = real_dft_along_w(x, self.align).reshape(-1, 2 * height, freqs)     # (B*C, 2H, Wp)
+        spectrum = factorized_complex_dft(stacked, height, freqs, inverse=False)
         # Channels are static, so -1 is the batch (the exporter would pin a batch size read here).
-        return spectrum.reshape(-1, channels, 2, height, width // 2 + 1)   # (B, C, 2, H, Wf)
+        return spectrum.reshape(-1, channels, 2, height, freqs)   # (B, C, 2, H, Wp)
 
     def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
-        freqs = width // 2 + 1
-        stacked = spectrum.reshape(-1, 2 * height, freqs)     # (B*C, 2H, Wf)
-        rows = factorized_complex_dft(stacked, height, freqs, inverse=True, parts_inner=True)   # (B*C, H, 2*Wf)
-        basis = _cached("irfft", (width,), lambda: _as_dtype(irfft_matrix(width, rows.device), rows.dtype), rows)
+        freqs = spectrum_width(width, self.align)
+        stacked = spectrum.reshape(-1, 2 * height, freqs)     # (B*C, 2H, Wp)
+        rows = factorized_complex_dft(stacked, height, freqs, inverse=True, parts_inner=True)   # (B*C, H, 2*Wp)
+        align = self.align
+        basis = _cached("irfft", (width, align), lambda: _as_dtype(irfft_matrix(width, rows.device, align), rows.dtype),
+                        rows)
         image = torch.matmul(rows, basis)                                                     # (B*C, H, W)
         return image.unflatten(0, (-1, spectrum.shape[1]))
 
 
-def rfft_row_matrix(width: int | Tensor, device: Device = None) -> Tensor:
-    """(W, 2*Wf) `[cos | -sin]`, scaled: one product gives each row's one-sided spectrum as [re | im]."""
-    cos, minus_sin = _rfft_pair(width, device)
+def rfft_row_matrix(width: int | Tensor, device: Device = None, align: int = 1) -> Tensor:
+    """(W, 2*Wp) `[cos | -sin]`, scaled: one product gives each row's one-sided spectrum as [re | im]."""
+    cos, minus_sin = _rfft_pair(width, device, align)
     return torch.cat([cos, minus_sin], dim=1)
 
 
@@ -334,7 +402,7 @@ def interleaved_dft_block(height: int | Tensor, inverse: bool, device: Device = 
     """`complex_dft_block` with the real/imaginary parts of the H axis interleaved on its spatial side.
 
     Forward: columns (h, part) -> rows (part, k), so it reads the (B*C, H, [re | im]) rows that the product
-    along W leaves (viewed as (B*C, 2H, Wf)) and writes the (B, C, 2, H, Wf) spectrum the Fourier unit's
+    along W leaves (viewed as (B*C, 2H, Wp)) and writes the (B, C, 2, H, Wp) spectrum the Fourier unit's
     1x1 conv reads. Inverse: columns (part, k) -> rows (h, part), which the product with the stacked
     one-sided inverse along W reads as (B*C, H, [re | im]). No Transpose or Concat of the spectrum.
     """
@@ -347,31 +415,40 @@ def interleaved_dft_block(height: int | Tensor, inverse: bool, device: Device = 
 class DenseMatmulDFT(nn.Module):
     """DFT-as-matmul with a dense (2H, 2H) transform along H: two products per direction, nothing else.
 
-    Forward: (B*C*H, W) x (W, 2Wf) gives every row's one-sided spectrum as [re | im]; viewed as
-    (B*C, 2H, Wf) its rows are (h, part), and one (2H, 2H) product along H (`interleaved_dft_block`)
-    writes rows (part, k): the (B, C, 2, H, Wf) spectrum, with no Transpose, Concat or slice between the
+    Forward: (B*C*H, W) x (W, 2Wp) gives every row's one-sided spectrum as [re | im]; viewed as
+    (B*C, 2H, Wp) its rows are (h, part), and one (2H, 2H) product along H (`interleaved_dft_block`)
+    writes rows (part, k): the (B, C, 2, H, Wp) spectrum, with no Transpose, Concat or slice between the
     stages (on a GPU each would be a kernel and a copy of the spectrum). The inverse mirrors it.
     O(H^2) per column instead of `MatmulDFT`'s O(H (H1 + H2)), so slower at large H on ONNX Runtime
     CPU, but fewer, larger products: TensorRT builds it several times faster (`--fft matmul-dense`).
+
+    Args:
+        align: the spectrum's width is padded with zero columns to a multiple of this (`spectrum_width`).
     """
+
+    def __init__(self, align: int = 1) -> None:
+        super().__init__()
+        self.align = int(align)
 
     def forward(self, x: Tensor) -> Tensor:
         _, channels, height, width = x.shape
-        freqs = width // 2 + 1
-        along_w = _cached("rfft-rows", (width,), lambda: _as_dtype(rfft_row_matrix(width, x.device), x.dtype), x)
+        align = self.align
+        freqs = spectrum_width(width, align)
+        along_w = _cached("rfft-rows", (width, align),
+                          lambda: _as_dtype(rfft_row_matrix(width, x.device, align), x.dtype), x)
         block = _cached("dense-forward", (height,),
                         lambda: _as_dtype(interleaved_dft_block(height, False, x.device), x.dtype), x)
-        rows = torch.matmul(x, along_w).reshape(-1, 2 * height, freqs)             # (B*C, [h, part], Wf)
+        rows = torch.matmul(x, along_w).reshape(-1, 2 * height, freqs)             # (B*C, [h, part], Wp)
         # Channels are static, so -1 is the batch (the exporter would pin a batch size read here).
-        return torch.matmul(block, rows).reshape(-1, channels, 2, height, freqs)   # (B, C, 2, H, Wf)
+        return torch.matmul(block, rows).reshape(-1, channels, 2, height, freqs)   # (B, C, 2, H, Wp)
 
     def inverse(self, spectrum: Tensor, height: int, width: int) -> Tensor:
-        device, dtype = spectrum.device, spectrum.dtype
-        freqs = width // 2 + 1
+        device, dtype, align = spectrum.device, spectrum.dtype, self.align
+        freqs = spectrum_width(width, align)
         block = _cached("dense-inverse", (height,),
                         lambda: _as_dtype(interleaved_dft_block(height, True, device), dtype), spectrum)
-        basis = _cached("irfft", (width,), lambda: _as_dtype(irfft_matrix(width, device), dtype), spectrum)
-        rows = torch.matmul(block, spectrum.reshape(-1, 2 * height, freqs))         # (B*C, [h, part], Wf)
+        basis = _cached("irfft", (width, align), lambda: _as_dtype(irfft_matrix(width, device, align), dtype), spectrum)
+        rows = torch.matmul(block, spectrum.reshape(-1, 2 * height, freqs))         # (B*C, [h, part], Wp)
         image = torch.matmul(rows.reshape(-1, height, 2 * freqs), basis)            # (B*C, H, W)
         return image.unflatten(0, (-1, spectrum.shape[1]))
 
@@ -381,8 +458,23 @@ _TRANSFORMS: dict[str, type[nn.Module]] = {"torch": TorchFFT, "matmul": MatmulDF
 FOURIER_MODES = tuple(_TRANSFORMS)
 
 
-def make_fourier_transform(mode: str) -> nn.Module:
+def make_fourier_transform(mode: str, align: int = 1) -> nn.Module:
+    """The transform of `mode`; `align` pads the spectrum width of the DFT-as-matmul forms (torch.fft: ignored)."""
     try:
-        return _TRANSFORMS[mode]()
+        transform = _TRANSFORMS[mode]
     except KeyError:
         raise ValueError(f"unknown Fourier mode {mode!r}; choose one of {FOURIER_MODES}") from None
+    return transform() if transform is TorchFFT else transform(align)
+
+
+def set_spectrum_align(module: nn.Module, align: int) -> nn.Module:
+    """Pad the spectrum width of every DFT-as-matmul transform in `module` to a multiple of `align`, in place.
+
+    Exact either way; worth it where the Fourier units' products run on tensor cores (fp16).
+    """
+    if align < 1:
+        raise ValueError(f"the spectrum alignment must be a positive integer, not {align}")
+    for sub in module.modules():
+        if isinstance(sub, (MatmulDFT, DenseMatmulDFT)):
+            sub.align = int(align)
+    return module

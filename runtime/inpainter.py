@@ -201,7 +201,8 @@ class Inpainter:
 
 def torch_mode(options: InpaintOptions) -> Dict[str, Any]:
     """The PyTorch backend's mode keywords from the options (None: the backend's default)."""
-    return {"precision": options.precision, "cuda_graphs": None if options.cuda_graphs == "auto" else options.cuda_graphs}
+    return {"precision": options.precision, "cuda_graphs": None if options.cuda_graphs == "auto" else options.cuda_graphs,
+            "compile": None if options.compile == "off" else options.compile}
 
 
 def create_model_backend(path: Union[str, Path], options: InpaintOptions) -> Backend:

@@ -2,7 +2,7 @@
 
 A LaMa forward pass needs memory proportional to the tensor's pixel count (full-resolution activations,
 ConvTranspose column buffers), on top of a fixed part (weights, session, Python). The constants below were
-measured (peak RSS of one image in a fresh process, `python -m lama_deploy.scripts.bench_memory`, big-lama
+measured (peak RSS of one image in a fresh process, `python -m lama_deploy.scripts.bench.memory`, big-lama
 fp32, random weights) and are declared once here; the Inpainter turns a budget into the largest tensor it may
 feed, so an image that would not fit is cropped or downscaled by the size strategy, or refused in one line
 before anything large is allocated. GPU backends use device memory, which this host budget does not govern.

@@ -32,6 +32,7 @@ from .strategy import (ALIASES, DEFAULT_CONTEXT_MARGIN, DEFAULT_CROP_TRIGGER, DE
 #: Runtime backends (`--backend`): `auto` picks by the model file's suffix.
 BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
 CUDA_GRAPH_CHOICES = ("auto", "on", "off")
+COMPILE_CHOICES = C.TORCH_COMPILE_MODES
 
 
 class OptionError(UsageError):
@@ -194,6 +195,9 @@ OPTIONS: Tuple[OptionSpec, ...] = (
                     "kept in fp32; engines and ONNX models run at the precision they were built/exported with"),
     OptionSpec("cuda_graphs", _choice("cuda_graphs", CUDA_GRAPH_CHOICES), "auto", choices=CUDA_GRAPH_CHOICES,
                help="PyTorch backend: replay captured CUDA graphs per input shape (auto: on when the device is CUDA)"),
+    OptionSpec("compile", _choice("compile", COMPILE_CHOICES), "off", choices=COMPILE_CHOICES,
+               help="PyTorch backend: torch.compile the model (off by default until GPU rows show a gain); the "
+                    "first call of each input shape compiles (seconds to minutes)"),
     OptionSpec("providers", _providers, None, metavar="EP[,EP...]",
                help="ONNX Runtime backend: execution providers in order of preference, e.g. CUDA,CPU or "
                     "TensorRT,CUDA,CPU (CUDA, TensorRT, OpenVINO, DirectML, CoreML, CPU where the installed "
@@ -224,6 +228,7 @@ class InpaintOptions:
     device: Optional[str] = None
     precision: Optional[str] = None
     cuda_graphs: str = "auto"
+    compile: str = "off"
     providers: Optional[Tuple[str, ...]] = None
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lama_deploy.scripts.commands.serve", "serve POST /inpaint over HTTP"),
     "triton-repo": ("lama_deploy.scripts.commands.triton_repo", "write a Triton Inference Server model repository"),
     "triton-serve": ("lama_deploy.scripts.commands.triton_serve", "run tritonserver on a repository (python backend ready)"),
-    "bench": ("lama_deploy.scripts.benchmark", "benchmark the deployment paths side by side"),
+    "bench": ("lama_deploy.scripts.bench", "benchmark the deployment paths side by side"),
     "fourier-report": ("lama_deploy.scripts.commands.fourier_report", "count nodes and FLOPs per Fourier unit of exports"),
     "check-engine": ("lama_deploy.scripts.commands.check_engine", "check an engine on this device against reference files (numpy + TensorRT only)"),
 }

@@ -16,8 +16,9 @@ OTHER_TOOLS = {
     "lama_deploy/polygraphy_json.py": "`polygraphy run --load-inputs/--save-inputs` in its docs",
     "scripts/commands/check_engine.py": "`polygraphy run --load-outputs` in its docs",
     "export/polygraphy_hooks.py": "`polygraphy convert` flags in its usage line",
-    "scripts/gpu_lane.py": "pytest flags of the GPU lane's child runs",
-    "scripts/gpu_lane_report.py": "the `nvidia-smi` query",
+    "scripts/gpu_lane/lane.py": "pytest flags of the GPU lane's child runs",
+    "scripts/gpu_lane/report.py": "the `nvidia-smi` query",
+    "scripts/gpu_lane/wheelhouse.py": "pip and zstd flags of the wheelhouse install",
 }
 OTHER_FLAGS = {"--help", "--index-url", "--no-deps", "--model-repository"}  # pip, tritonserver
 

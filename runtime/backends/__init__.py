@@ -40,11 +40,13 @@ def create_backend(path: str | Path, backend: str = "auto", device: str | None =
                    providers: Sequence[Any] | None = None, **torch_mode: Any) -> Backend:
     """An (inactive) backend for `path`; importing its framework happens here, not at package import.
 
-    `torch_mode` (precision=, fp16_policy=, cuda_graphs=) configures the PyTorch backend; None values are
-    the defaults, and other backends refuse anything else (their precision is fixed at export/build).
+    `torch_mode` (precision=, fp16_policy=, cuda_graphs=, compile=, cudnn_benchmark=) configures the PyTorch
+    backend; None values (and compile="off") are the defaults, and other backends refuse anything else (their
+    precision is fixed at export/build).
     """
     name = backend_for_path(path, backend)
-    torch_mode = {key: value for key, value in torch_mode.items() if value is not None}
+    torch_mode = {key: value for key, value in torch_mode.items()
+                  if value is not None and (key, value) != ("compile", "off")}
     if torch_mode and name != "torch" and torch_mode != {"precision": "fp32"}:
         options = ", ".join(f"{key}={value}" for key, value in sorted(torch_mode.items()))
         raise BackendError(f"{options} applies to the PyTorch backend (.ckpt/.pt/.pth) only; for the {name} "

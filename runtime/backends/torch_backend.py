@@ -2,11 +2,14 @@
 
 This is the only backend that imports torch and lama_model, and it does so when it is created, so the
 edge runtime (ONNX Runtime / TensorRT) never pays for them. Precision (fp32 / fp16 / bf16 with the Fourier
-units kept safe) is `torch_precision`; on CUDA, pinned staging and CUDA graphs are `torch_cuda`.
+units kept safe) and the execution options (`torch.compile`, cuDNN autotuning) are `torch_precision`; on
+CUDA, pinned staging and CUDA graphs are `torch_cuda`. With `compile` on, the first call of each input shape
+compiles; its time is reported apart (`describe()["first_call_s"]`), as it is not the steady state.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,8 @@ import numpy as np
 from lama_deploy import contract as C
 from lama_deploy.errors import InputNotFound, missing_dependency
 
-from .base import Backend, BackendError, Profile
-from .torch_precision import TorchMode, apply_policy, autocast_context, resolve_mode
+from .base import Backend, BackendError, InferenceCancelled, Profile
+from .torch_precision import TorchMode, apply_policy, autocast_context, cudnn_scope, resolve_mode
 
 
 def import_torch():
@@ -46,15 +49,19 @@ class TorchBackend(Backend):
 
     def __init__(self, model: Any, device: str | None = None, weights: str | None = None,
                  path: str | Path | None = None, precision: str | None = None, fp16_policy: str | None = None,
-                 cuda_graphs: bool | str | None = None, graph_cache: int = 8) -> None:
+                 cuda_graphs: bool | str | None = None, graph_cache: int = 8, compile: str | None = None,
+                 cudnn_benchmark: bool | None = None) -> None:
         super().__init__()
         self.torch = import_torch()
         self.model = model
         self.path = Path(path) if path is not None else None
         self._weights = weights
         self.device = resolve_device(device)
-        self.mode: TorchMode = resolve_mode(self.device, precision, fp16_policy, cuda_graphs, graph_cache)
+        self.mode: TorchMode = resolve_mode(self.device, precision, fp16_policy, cuda_graphs, graph_cache, compile,
+                                            cudnn_benchmark)
         self.executor: Any = None
+        self._run: Any = self._eager_forward     # the model's forward, or its torch.compile'd version
+        self.first_call_s: dict[str, float] = {}  # input shape -> seconds of its first forward (compile included)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None, config: str | None = None,
@@ -81,17 +88,44 @@ class TorchBackend(Backend):
 
     def activate_impl(self) -> None:
         self.model = apply_policy(self.model.to(self.device).eval(), self.mode)
-        self._cancel_hooks = [module.register_forward_pre_hook(self._stop_if_cancelled)
-                              for module in self.model.modules()]  # a forward stops at its next layer
+        options = self.mode.compile_kwargs
+        # The autocast scope is compiled with the model, so the compiled graph carries the precision policy.
+        self._run = self._eager_forward if options is None else self.torch.compile(self._eager_forward, **options)
+        # A forward stops at its next layer when cancelled; compiled, at its end (a hook per layer would break
+        # the compiled graph into hundreds of pieces).
+        self._cancel_hooks = [] if options is not None else [
+            module.register_forward_pre_hook(self._stop_if_cancelled) for module in self.model.modules()]
         if self.device.startswith("cuda"):
             from .torch_cuda import CudaExecutor
 
             self.executor = CudaExecutor(self.torch, self._forward, self.device, self.mode.cuda_graphs,
                                          self.mode.graph_cache)
 
-    def _forward(self, image: Any, mask: Any) -> Any:
+    def _eager_forward(self, image: Any, mask: Any) -> Any:
         with autocast_context(self.mode):
             return self.model(image, mask).float()
+
+    def _forward(self, image: Any, mask: Any) -> Any:
+        """One forward; the first of each input shape is timed (with compile on, that is the compile)."""
+        shape = "x".join(str(d) for d in image.shape)
+        with cudnn_scope(self.mode):
+            if shape in self.first_call_s:
+                return self._run(image, mask)
+            start = time.perf_counter()
+            try:
+                output = self._run(image, mask)
+            except Exception as exc:
+                # Not the compile's fault: a cancel, a user error, the GPU out of memory.
+                if self.mode.compile == "off" or isinstance(exc, (InferenceCancelled, BackendError,
+                                                                  self.torch.cuda.OutOfMemoryError)):
+                    raise
+                line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise BackendError(f"--compile {self.mode.compile} failed on the first call ({type(exc).__name__}: "
+                                   f"{line}); run with --compile off") from exc
+            if image.is_cuda and not self.torch.cuda.is_current_stream_capturing():
+                self.torch.cuda.synchronize(image.device)
+        self.first_call_s[shape] = round(time.perf_counter() - start, 3)
+        return output
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.executor is not None:
@@ -122,7 +156,8 @@ class TorchBackend(Backend):
         return self._weights
 
     def describe(self) -> dict[str, Any]:
-        facts = {"device": self.device, "torch": self.torch.__version__, **self.mode.describe()}
+        facts = {"device": self.device, "torch": self.torch.__version__, **self.mode.describe(),
+                 "first_call_s": dict(self.first_call_s)}
         if self.executor is not None:
             facts.update(self.executor.stats())
         return facts
@@ -130,7 +165,8 @@ class TorchBackend(Backend):
 
 def _mode_args(mode: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of `resolve_mode` among a backend's mode options."""
-    names = {"precision": "precision", "fp16_policy": "policy", "cuda_graphs": "cuda_graphs", "graph_cache": "graph_cache"}
+    names = {"precision": "precision", "fp16_policy": "policy", "cuda_graphs": "cuda_graphs", "graph_cache": "graph_cache",
+             "compile": "compile", "cudnn_benchmark": "cudnn_benchmark"}
     unknown = set(mode) - set(names)
     if unknown:
         raise TypeError(f"unknown PyTorch backend option(s): {', '.join(sorted(unknown))}")

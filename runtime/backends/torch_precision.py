@@ -11,6 +11,10 @@ Which precision and policy may combine (and with which Fourier form) is judged b
 `lama_deploy.contract.precision_problem`, the same function the exporter and the engine builder ask.
 
 fp16 needs a GPU (CPU autocast supports bfloat16 only); bf16 runs on both.
+
+Execution options beside precision: CUDA graphs (`torch_cuda`), `torch.compile` (`compile`: off by default,
+"default" or "max-autotune"; to be chosen by GPU measurement, docs/gpu.md) and, unmeasured, cuDNN's
+autotuner for the fp32 batch anomaly (`cudnn_benchmark`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ PRECISIONS = C.TORCH_PRECISIONS
 DEFAULT_POLICY = C.DEFAULT_FP16_POLICY
 #: CUDA-graph switch values of the CLI / server ("auto": on for CUDA, off for CPU).
 GRAPH_CHOICES = ("auto", "on", "off")
+COMPILE_CHOICES = C.TORCH_COMPILE_MODES
 
 
 def fp16_policies() -> tuple[str, ...]:
@@ -43,6 +48,8 @@ class TorchMode:
     cuda_graphs: bool = False
     graph_cache: int = 8            # graphs kept (one per padded batch/shape), least recently used evicted
     note: str | None = None         # a one-line remark for the user (graphs ignored on CPU, ...)
+    compile: str = "off"            # torch.compile mode (COMPILE_CHOICES)
+    cudnn_benchmark: bool | None = None  # cuDNN autotuner around each forward (None: torch's global setting)
 
     @property
     def autocast_dtype(self) -> Any:
@@ -50,15 +57,30 @@ class TorchMode:
 
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
 
+    @property
+    def compile_kwargs(self) -> dict[str, Any] | None:
+        """`torch.compile` arguments, or None when off. One graph per input shape (dynamic=False): the shapes
+        are the padded sizes the CUDA graphs are captured for. With our CUDA graphs inductor must not add its
+        own (they would be captured inside ours), hence max-autotune's no-cudagraphs variant."""
+        if self.compile == "off":
+            return None
+        mode = None if self.compile == "default" else self.compile
+        if mode == "max-autotune" and self.cuda_graphs:
+            mode = "max-autotune-no-cudagraphs"
+        return {"mode": mode, "dynamic": False, "fullgraph": False}
+
     def describe(self) -> dict[str, Any]:
-        facts: dict[str, Any] = {"precision": self.precision, "cuda_graphs": self.cuda_graphs}
+        facts: dict[str, Any] = {"precision": self.precision, "cuda_graphs": self.cuda_graphs, "compile": self.compile}
         if self.policy:
             facts["fp16_policy"] = self.policy
+        if self.cudnn_benchmark is not None:
+            facts["cudnn_benchmark"] = self.cudnn_benchmark
         return facts
 
 
 def resolve_mode(device: str, precision: str | None = None, policy: str | None = None,
-                 cuda_graphs: bool | str | None = None, graph_cache: int = 8) -> TorchMode:
+                 cuda_graphs: bool | str | None = None, graph_cache: int = 8, compile: str | None = None,
+                 cudnn_benchmark: bool | None = None) -> TorchMode:
     """Check the combination and fill the defaults; every refusal is one line naming the way out."""
     precision = precision or "fp32"
     problem = C.precision_problem(precision, policy, None, "torch")
@@ -72,7 +94,12 @@ def resolve_mode(device: str, precision: str | None = None, policy: str | None =
     graphs, note = _resolve_graphs(cuda_graphs, on_cuda, device)
     if graph_cache < 1:
         raise BackendError("the CUDA-graph cache must hold at least 1 graph")
-    return TorchMode(device, precision, policy, graphs, graph_cache, note)
+    compile = compile or "off"
+    if compile not in COMPILE_CHOICES:
+        raise BackendError(f"--compile takes {', '.join(COMPILE_CHOICES)}, not {compile!r}")
+    if cudnn_benchmark is not None and not isinstance(cudnn_benchmark, bool):
+        raise BackendError(f"cudnn_benchmark takes True, False or None, not {cudnn_benchmark!r}")
+    return TorchMode(device, precision, policy, graphs, graph_cache, note, compile, cudnn_benchmark)
 
 
 def _resolve_graphs(value: bool | str | None, on_cuda: bool, device: str) -> tuple[bool, str | None]:
@@ -128,6 +155,10 @@ def apply_policy(model: Any, mode: TorchMode) -> Any:
 
         result = fold_fourier_scale(model, choose_fourier_scale())  # the export's default scale
         model = result if result is not None else model
+    if mode.policy is not None:
+        from lama_model.fourier import set_spectrum_align
+
+        set_spectrum_align(model, C.fourier_align(mode.precision, mode.policy))  # the export's padding rule
     return model
 
 
@@ -143,3 +174,29 @@ def autocast_context(mode: TorchMode) -> Any:
     # No weight-cast cache: CUDA-graph capture requires it off (PyTorch's CUDA-graph notes), and one
     # inference reuses a weight only once anyway.
     return torch.autocast(device_type, dtype=mode.autocast_dtype, cache_enabled=False)
+
+
+def cudnn_scope(mode: TorchMode) -> Any:
+    """cuDNN's autotuner on or off for one forward (`mode.cudnn_benchmark`; None leaves torch's setting).
+
+    Only the benchmark flag changes (`torch.backends.cudnn.flags()` would reset every other flag to its
+    default). It is process-wide while the forward runs: backends with different settings in concurrent
+    threads see each other's value.
+    """
+    import contextlib
+
+    import torch
+
+    if mode.cudnn_benchmark is None:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def scope() -> Any:
+        saved = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = mode.cudnn_benchmark
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = saved
+
+    return scope()

@@ -18,7 +18,7 @@ from lama_deploy.runtime.options import OPTIONS, REQUEST_OPTIONS, SPECS, Inpaint
 #: The groups, by what they govern (names of `OPTIONS` fields).
 INPUT_OPTIONS = REQUEST_OPTIONS  # threshold, exif, strategy, margin, crop_trigger, resize_limit
 LIMIT_OPTIONS = ("max_side", "max_pixels", "max_memory")
-BACKEND_OPTIONS = ("backend", "device", "precision", "cuda_graphs", "providers")
+BACKEND_OPTIONS = ("backend", "device", "precision", "cuda_graphs", "compile", "providers")
 GROUP_TITLES = {
     INPUT_OPTIONS: "inputs and large images (also per request: HTTP form fields, Triton parameters)",
     LIMIT_OPTIONS: "limits",

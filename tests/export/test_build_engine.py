@@ -110,6 +110,7 @@ def test_every_exported_form_builds_ahead_of_time(fourier: str, precision: str, 
     build_engine(onnx_path, engine, BuildOptions([PROFILE], precision=precision, compute_capability="8.9"))
     lama = _check_sidecar(engine, onnx_path, precision, [PROFILE])["lama"]
     assert lama[C.META_FOURIER] == fourier
+    assert lama[C.META_FOURIER_ALIGN] == str(C.fourier_align(precision, policy))  # 8: padded spectrum under fp16 units
     if policy:
         assert lama[C.META_FP16_POLICY] == policy and float(lama[C.META_FOURIER_SCALE]) > 1
 

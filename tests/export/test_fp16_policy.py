@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from lama_deploy import contract as C
-from lama_deploy.export.fp16 import emulated_session
 from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 from lama_model import random_model
 from lama_model.synthetic import sample_batch
+
+from fp16_emulation import emulated_session
 
 
 def _hole_error(model, onnx_model: onnx.ModelProto, size: int) -> tuple[float, float]:

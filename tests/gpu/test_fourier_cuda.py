@@ -72,3 +72,47 @@ def test_fourier_unit_compiles_on_cuda(form):
     compiled = torch.compile(unit, fullgraph=True, dynamic=False)
     with torch.no_grad():
         assert (compiled(x) - unit(x)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_padded_spectrum_matches_cufft_and_its_fp16_products_stay_close(form):
+    """Spectrum width padded to a multiple of 8 (zero columns): fp32 parity with cuFFT on the real bins, padding
+    exactly zero, and fp16 (tensor cores, aligned path) within fp16 rounding of the unpadded fp16 result."""
+    from lama_model.fourier import ALIGN
+
+    x = torch.randn(2, 8, 64, 64, generator=torch.Generator().manual_seed(5)).cuda()
+    padded, plain = make_fourier_transform(form, ALIGN), make_fourier_transform(form)
+    spectrum = padded(x)
+    assert spectrum.shape[-1] == 40 and spectrum[..., 33:].abs().max().item() == 0.0
+    assert (spectrum[..., :33] - TorchFFT()(x)).abs().max().item() <= 2e-5
+    half = x.half()
+    error = (padded.inverse(padded(half), 64, 64).float() - plain.inverse(plain(half), 64, 64).float()).abs().max()
+    assert error.item() <= 2e-2, error.item()
+
+
+def test_bases_read_during_capture_survive_cache_eviction():
+    """A captured graph keeps the device addresses of the DFT bases it read: filling the eager cache past its size
+    afterwards must not free them (a replay would read reused memory)."""
+    from lama_model import fourier
+
+    unit = _unit("matmul-dense")
+    static = torch.randn(1, 4, 40, 48, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode():
+        with torch.cuda.stream(side):
+            unit(static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = unit(static)
+        for side_length in range(8, 8 + 2 * fourier.EAGER_CACHE_ENTRIES, 2):  # evicts every uncaptured entry
+            unit(torch.randn(1, 4, side_length, side_length, device="cuda"))
+        # Reuse whatever blocks were freed, at every size a basis of this unit can have (2 KB .. 128 KB).
+        garbage = [torch.full((512 * k,), float("nan"), device="cuda") for k in range(1, 65) for _ in range(2)]
+        fresh = torch.randn(1, 4, 40, 48, generator=torch.Generator().manual_seed(2)).cuda()
+        static.copy_(fresh)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.isfinite(out).all() and (out - unit(fresh)).abs().max().item() <= 1e-6
+    del garbage

@@ -11,8 +11,9 @@ import torch
 from lama_deploy.runtime.backends.torch_backend import TorchBackend
 from lama_deploy.runtime.backends.torch_precision import fp16_policies
 from lama_deploy.runtime.inpainter import Inpainter
-from lama_deploy.scripts.bench_gpu import cached_random_model, hole_error
+from lama_deploy.scripts.bench.gpu import hole_error
 from lama_model.synthetic import sample_batch
+from model_cache import cached_random_model
 
 pytestmark = pytest.mark.gpu
 MODES = [(p, g) for p in ("fp32", "fp16", "bf16") for g in (True, False)]
@@ -34,9 +35,10 @@ def _feed(batch, size, seed=0):
 @pytest.mark.parametrize("precision, graphs", MODES)
 def test_every_mode_keeps_outside_pixels_and_stays_close(precision, graphs):
     rgb, mask = _pair(90, 130)
-    with Inpainter.from_random_weights("tiny", device="cuda", cuda_graphs=False) as reference:
+    with Inpainter.from_random_weights("tiny", device="cuda", cuda_graphs="off") as reference:
         expected = np.asarray(reference.inpaint(rgb, mask).image).astype(int)
-    with Inpainter.from_random_weights("tiny", device="cuda", precision=precision, cuda_graphs=graphs) as inpainter:
+    with Inpainter.from_random_weights("tiny", device="cuda", precision=precision,
+                                       cuda_graphs="on" if graphs else "off") as inpainter:
         first = np.asarray(inpainter.inpaint(rgb, mask).image)
         again = np.asarray(inpainter.inpaint(rgb, mask).image)
         facts = inpainter.backend.describe()
@@ -123,3 +125,34 @@ def test_hot_weights_fp16_policies_finite_and_within_one_level(hot_big_lama, siz
         assert error["non_finite"] == 0.0, (policy, error)
         assert error["hole_mean_255"] <= 1.0, (policy, error)
         assert np.array_equal(output[outside], feed["image"][outside]), policy
+
+
+def test_cudnn_autotuner_candidate_gives_the_same_answer():
+    """The unmeasured fix candidate for the fp32 batch anomaly: cuDNN's autotuner around each forward. Same
+    output (fp32, TF32 off) and the process-wide flag restored after each call."""
+    feed = _feed(4, 64)
+    saved = torch.backends.cudnn.benchmark
+    with TorchBackend(cached_random_model("tiny", seed=0), device="cuda") as plain:
+        expected = plain.infer(feed)["inpainted"]
+    with TorchBackend(cached_random_model("tiny", seed=0), device="cuda", cudnn_benchmark=not saved) as tuned:
+        got = tuned.infer(feed)["inpainted"]
+        assert tuned.describe()["cudnn_benchmark"] is (not saved)
+    assert torch.backends.cudnn.benchmark is saved
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("graphs", [True, False])
+def test_compiled_backend_matches_eager_with_and_without_cuda_graphs(graphs):
+    """torch.compile (inductor default) inside the backend, alone and captured in its CUDA graphs: fp32 output
+    within 1e-4 of eager, the compile counted in the first call of the shape."""
+    torch._dynamo.reset()
+    feed = _feed(1, 64)
+    with TorchBackend(cached_random_model("tiny", seed=0), device="cuda", cuda_graphs=False) as eager:
+        expected = eager.infer(feed)["inpainted"]
+    with TorchBackend(cached_random_model("tiny", seed=0), device="cuda", cuda_graphs=graphs, compile="default") as backend:
+        got = backend.infer(feed)["inpainted"]
+        again = backend.infer(feed)["inpainted"]
+        facts = backend.describe()
+    assert facts["compile"] == "default" and facts["first_call_s"]["1x3x64x64"] > 0
+    assert facts.get("captures", 0) == (1 if graphs else 0)
+    assert np.abs(got - expected).max() <= 1e-4 and np.array_equal(got, again)

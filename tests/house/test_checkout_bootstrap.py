@@ -14,9 +14,9 @@ import lama_deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Files run by path (python FILE, Polygraphy's script hooks); each starts with the bootstrap.
-RUN_BY_PATH = {"export/to_onnx.py", "export/polygraphy_hooks.py", "scripts/benchmark.py", "scripts/trtexec_commands.py"}
-#: Left to another branch: the GPU lane's own root line (branch gpu).
-ELSEWHERE = {"scripts/gpu_lane.py"}
+RUN_BY_PATH = {"export/to_onnx.py", "export/polygraphy_hooks.py", "scripts/trtexec_commands.py"}
+#: Exceptions: none (the bench and the GPU lane run with `-m`).
+ELSEWHERE: set[str] = set()
 
 
 def _sources() -> dict[str, str]:

@@ -15,6 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "lama_deploy", "lama_model", "export", "runtime", "scripts")
 MAPPED = {"export": "lama_deploy/export", "runtime": "lama_deploy/runtime", "scripts": "lama_deploy/scripts"}
+#: Checkout folders that are tooling, not product: never in the wheel.
+NOT_SHIPPED = ("scripts/gpu_lane",)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +52,24 @@ def test_every_checkout_module_is_in_the_wheel_under_its_mapped_name(wheel: zipf
     expected = set()
     for folder in ("lama_deploy", "lama_model", *MAPPED):
         for path in (REPO / folder).rglob("*.py"):
+            if any(path.relative_to(REPO).as_posix().startswith(f"{tool}/") for tool in NOT_SHIPPED):
+                continue
             relative = path.relative_to(REPO / folder).as_posix()
             expected.add(f"{MAPPED.get(folder, folder)}/{relative}")
     assert expected - names == set()
     assert {"lama_deploy/export/polygraphy_hooks.py", "lama_deploy/runtime/backends/trt_backend.py",
-            "lama_deploy/scripts/cli.py", "lama_deploy/profiles.py"} <= names
+            "lama_deploy/scripts/cli.py", "lama_deploy/profiles.py", "lama_deploy/scripts/bench/command.py",
+            "lama_deploy/scripts/bench/gpu.py"} <= names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "lama-deploy = lama_deploy.scripts.cli:main" in wheel.read(entry_points).decode()
+
+
+def test_the_wheel_ships_no_gpu_lane_or_other_tooling(wheel: zipfile.ZipFile) -> None:
+    """The GPU lane (scripts/gpu_lane/: stages, pytest plugin, wheelhouse, engine check) exists in the checkout and
+    nowhere in the wheel; the benchmark (`lama-deploy bench`, a user feature) is in it."""
+    names = wheel.namelist()
+    lane_files = sorted(p.name for p in (REPO / "scripts" / "gpu_lane").glob("*.py"))
+    assert {"lane.py", "plugin.py", "wheelhouse.py", "engine_check.py"} <= set(lane_files)
+    assert [n for n in names if "gpu_lane" in n or "lane_plugin" in n] == []
+    assert not any(n.endswith(("/plugin.py", "/wheelhouse.py", "/engine_check.py")) for n in names)
+    assert "lama_deploy/scripts/bench/__main__.py" in names

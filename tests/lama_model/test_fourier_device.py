@@ -67,7 +67,7 @@ def test_bases_follow_the_input_dtype(layout, dtype) -> None:
     restored = layout().inverse(spectrum, 24, 20)
     assert spectrum.dtype == dtype and restored.dtype == dtype
     tolerance = 1e-5 if dtype == torch.float64 else 5e-2
-    assert (spectrum.float() - TorchFFT()(x)).abs().max().item() <= tolerance
+    assert (spectrum[..., :20 // 2 + 1].float() - TorchFFT()(x)).abs().max().item() <= tolerance
     assert (restored.float() - x).abs().max().item() <= tolerance * 4
 
 

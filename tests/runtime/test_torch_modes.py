@@ -143,7 +143,7 @@ def test_hot_weights_bf16_policy_is_finite_on_cpu():
     big-lama at 512 takes minutes): autocast bf16 with fp32 Fourier units stays finite, keeps the outside
     pixels and lands within bf16's rounding of fp32. Real fp16 (<= 1/255 with big-lama at 512..2048) is
     checked on a GPU by the GPU lane."""
-    from lama_deploy.scripts.bench_gpu import hole_error
+    from lama_deploy.scripts.bench.gpu import hole_error
 
     model = random_model("tiny", seed=0, trained_like=True).eval()
     rng = np.random.default_rng(5)

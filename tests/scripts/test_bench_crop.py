@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lama_deploy.scripts.bench_crop import main, scene
+from lama_deploy.scripts.bench.crop import main, scene
 
 
 def test_scene_has_two_small_holes():

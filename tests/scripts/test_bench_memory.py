@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lama_deploy.scripts import bench_memory
+from lama_deploy.scripts.bench import memory as bench_memory
 
 
 def test_table_has_a_measured_row_per_case(tiny_onnx: Path) -> None:

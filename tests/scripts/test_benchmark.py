@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lama_deploy.scripts import bench_report as R
-from lama_deploy.scripts.benchmark import estimate_seconds, main, plan_cells
+from lama_deploy.scripts.bench import report as R
+from lama_deploy.scripts.bench.command import estimate_seconds, main, plan_cells
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,7 +66,7 @@ def test_quick_run_writes_png_markdown_and_prints_table(quick_run) -> None:
 
 
 def test_rerender_keeps_hand_written_notes(quick_run, tmp_path: Path) -> None:
-    from lama_deploy.scripts.bench_report import NOTES_MARKER
+    from lama_deploy.scripts.bench.report import NOTES_MARKER
 
     _, out, _ = quick_run
     page = tmp_path / "benchmarks.md"
@@ -293,7 +293,7 @@ def test_factorised_dft_stays_dynamic_in_onnx(tmp_path: Path) -> None:
 
 
 def test_fp16_dft_error_is_fp16_sized_and_finite_on_trained_like_input() -> None:
-    from lama_deploy.scripts.bench_fp16 import fp16_dft_error
+    from lama_deploy.scripts.bench.fp16 import fp16_dft_error
 
     result = fp16_dft_error("tiny", 128, seed=0)
     assert result["fourier_input_absmax"] > 100  # trained-like activations, not unit-scale random ones

@@ -23,11 +23,11 @@ GOOD = {"threshold": ["auto", "0", "127", "iopaint", "lama", "30.5"], "exif": ["
         "max_pixels": ["1000000"], "max_memory": ["auto", "none", "4GB", "512MiB"],
         "backend": ["auto", "onnxruntime", "tensorrt", "torch"], "device": ["cpu", "cuda", "cuda:1"],
         "precision": ["auto", "fp32", "fp16", "bf16"], "cuda_graphs": ["auto", "on", "off"],
-        "providers": ["CUDA,CPU", "auto"]}
+        "compile": ["off", "default", "max-autotune"], "providers": ["CUDA,CPU", "auto"]}
 BAD = {"threshold": ["300", "soft", "-1"], "exif": ["rotate"], "strategy": ["tiles"], "margin": ["-1", "x"],
        "crop_trigger": ["1.5"], "resize_limit": ["8"], "max_side": ["8"], "max_pixels": ["0"],
        "max_memory": ["lots"], "backend": ["tflite"], "device": ["gpu0"], "precision": ["fp8"],
-       "cuda_graphs": ["maybe"], "providers": [","]}
+       "cuda_graphs": ["maybe"], "compile": ["fast"], "providers": [","]}
 
 
 def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

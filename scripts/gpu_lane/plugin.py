@@ -1,6 +1,6 @@
 """pytest plugin of the GPU lane: one JSON line per test event, and a per-test watchdog.
 
-Loaded with `-p lama_deploy.scripts.gpu_lane_plugin` by scripts/gpu_lane.py (pytest-timeout may be missing
+Loaded with `-p scripts.gpu_lane.plugin` by the GPU lane (scripts/gpu_lane/lane.py; pytest-timeout may be missing
 on a bare GPU machine). Every event is flushed as it happens, so a crash or a kill loses nothing already
 reported. The watchdog is `faulthandler.dump_traceback_later(exit=True)`: a test that outlives
 $LAMA_LANE_TEST_TIMEOUT seconds gets every thread's traceback written to $LAMA_LANE_TRACES and the process

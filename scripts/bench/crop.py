@@ -1,7 +1,7 @@
 """Crop strategy vs whole-image inference on a large photo with small holes: time and peak memory.
 
-    python -m lama_deploy.scripts.bench_crop --model big-lama.onnx               # 4000x3000, two holes
-    python -m lama_deploy.scripts.bench_crop --model tiny.onnx --size 960x640    # a quick check
+    python -m lama_deploy.scripts.bench.crop --model big-lama.onnx               # 4000x3000, two holes
+    python -m lama_deploy.scripts.bench.crop --model tiny.onnx --size 960x640    # a quick check
 
 Each strategy runs once in a fresh process (spawned, so its peak RSS is its own): load the model through
 `Inpainter` exactly as `lama-deploy inpaint` does, inpaint a seeded photo-like scene
@@ -119,7 +119,7 @@ def markdown(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lama_deploy.scripts.bench_crop", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lama_deploy.scripts.bench.crop", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="ONNX model, engine or checkpoint (as `inpaint --model`)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--size", default="4000x3000", help="WxH of the photo (default 4000x3000)")
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.model).is_file():
         print(f"bench_crop: error: --model {args.model} does not exist", file=sys.stderr)
         return 2
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     rows = []
     for name in [s.strip() for s in args.strategies.split(",") if s.strip()]:
         job = {"repo": repo, "model": str(args.model), "backend": args.backend, "strategy": name,

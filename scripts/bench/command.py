@@ -1,9 +1,10 @@
-"""Benchmark the deployment paths side by side: `lama-deploy bench` or `python scripts/benchmark.py`.
+"""Benchmark the deployment paths side by side: `lama-deploy bench` (or `python3 -m lama_deploy.scripts.bench`).
 
-    python scripts/benchmark.py                                  # big-lama, 256..2048, every backend here
-    python scripts/benchmark.py --sizes 512 --backends torch-fft,ort-cpu --repeats 5
-    python scripts/benchmark.py --quick --out /tmp/bench         # tiny model, seconds (tests)
-    python scripts/benchmark.py --docs docs/benchmarks.md        # also rewrite the docs page
+    lama-deploy bench                                  # big-lama, 256..2048, every backend here
+    lama-deploy bench --sizes 512 --backends torch-fft,ort-cpu --repeats 5
+    lama-deploy bench --quick --out /tmp/bench         # tiny model, seconds (tests)
+    lama-deploy bench --docs docs/benchmarks.md        # also rewrite the docs page
+    lama-deploy bench --device cuda --gpu-quick        # the GPU rows (gpu.py)
 
 Every backend runs each (batch, size) cell in a fresh child process: warm-up, timed repeats (median,
 p90, images/s), peak RSS of that process, then extra profiled runs for the share of time in the Fourier
@@ -22,17 +23,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run by path from a checkout: see lama_deploy/__init__.py
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lama_deploy import contract as C
+from lama_deploy.errors import InputNotFound, UserError, cli_entry, missing_dependency
+from lama_deploy.files import atomic_output
 
-from lama_deploy import contract as C  # noqa: E402
-from lama_deploy.errors import InputNotFound, UserError, cli_entry, missing_dependency  # noqa: E402
-from lama_deploy.files import atomic_output  # noqa: E402
-from lama_deploy.scripts import bench_report as R  # noqa: E402
-from lama_deploy.scripts.bench_backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason  # noqa: E402
+from . import report as R
+from .backends import BACKENDS, BASELINE, BackendSpec, cpu_threads, run_cell_in_child, unavailable_reason
 
 PROG = "lama-deploy bench"
-REPO = Path(__file__).resolve().parent.parent
+#: The checkout root (installed: the lama_deploy package folder): cells' child processes import from here.
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SIZES = "256,512,1024,2048"
 QUICK = {"config": "tiny", "sizes": "64,128", "batch_at": 64, "repeats": 1, "warmup": 1, "budget_s": 60.0,
          "backends": "torch-fft,torch-matmul,ort-cpu,ort-cpu-plain,ort-cpu-dense,ort-cpu-dft"}
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny model, sizes 64,128, batch 2 at 64, 1 repeat (tests, smoke runs)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: the deployment backends "
                         "(default); cuda: the GPU rows (Fourier forms x fp16 policies, PyTorch backend modes)")
-    parser.add_argument("--gpu-quick", action="store_true", help="with --device cuda: big-lama at 512, batch 1 and 4, "
-                        "5 repeats (the GPU lane)")
+    parser.add_argument("--gpu-quick", action="store_true", help="with --device cuda: the GPU lane's plan: big-lama, "
+                        "every form at 512 and the compared ones at 1024/2048, backend rows at batch 1/2/4/8, 5 repeats")
     return parser
 
 
@@ -315,18 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         report["fp16_error"] = {"skipped": "--quick"}
     else:
-        from lama_deploy.scripts.bench_fp16 import fp16_dft_error
+        from .fp16 import fp16_dft_error
 
         report["fp16_error"] = fp16_dft_error(args.config, min(1024, max(sizes)), args.seed)
     report["load_average"]["end"] = R.load_average()
     argv = sys.argv[1:] if argv is None else argv
-    report["command"] = " ".join(["python scripts/benchmark.py"] + [shlex.quote(a) for a in argv])
+    report["command"] = " ".join([PROG] + [shlex.quote(a) for a in argv])
     return _write_outputs(report, out, args)
 
 
 def _gpu_main(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """The GPU rows (scripts/bench_gpu.py); without CUDA the files say why they are empty."""
-    from lama_deploy.scripts.bench_gpu_report import GPU_QUICK, run_gpu_command
+    """The GPU rows (gpu.py); without CUDA the files say why they are empty."""
+    from .gpu_report import GPU_QUICK, run_gpu_command
 
     if args.gpu_quick:
         for key, value in GPU_QUICK.items():
@@ -342,7 +342,7 @@ def _render_existing(path: Path, out: Path, args: argparse.Namespace) -> int:
     """Targets and pages again from a finished run (the measurements are not touched)."""
     report = json.loads(path.read_text())
     if "forms" in report:  # a bench_gpu.json (e.g. from the GPU lane): its section goes into --docs
-        from lama_deploy.scripts.bench_gpu_report import write_gpu_outputs
+        from .gpu_report import write_gpu_outputs
 
         return write_gpu_outputs(report, out, args.docs, report.get("command", "lama-deploy bench --device cuda"))
     report["targets"] = R.evaluate_targets(report["rows"], BASELINE)
@@ -374,7 +374,3 @@ def _write_outputs(report: dict[str, Any], out: Path, args: argparse.Namespace) 
     print(f"\nwrote {out / 'bench.json'}, {out / 'bench.png'}, {out / 'benchmarks.md'}"
           + (f", {args.docs}" if args.docs else ""))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -57,12 +57,21 @@ except Exception:
 facts["onnxruntime_gpu"] = "CUDAExecutionProvider" in facts["onnxruntime_providers"]
 for name in ("numpy", "PIL", "onnx", "pytest", "fastapi", "polygraphy", "pytest_timeout"):
     facts[name] = module(name)
+import os
+wheel_modules = [m for m in os.environ.get("LAMA_LANE_WHEEL_MODULES", "").split(",") if m]
+facts["wheelhouse_imports"] = {}
+for name in wheel_modules:
+    try:
+        m = __import__(name)
+        facts["wheelhouse_imports"][name] = f"{getattr(m, '__version__', 'imported')} from {getattr(m, '__file__', '?')}"
+    except Exception as exc:
+        facts["wheelhouse_imports"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 json.dump(facts, open(sys.argv[1], "w"), indent=2)
 '''
 
 #: What each optional package enables in the lane (shown when it is missing).
 NEEDS = {"cuda_python": "TensorRT backend device-memory tests (tests/gpu/test_trt_device_memory.py)",
-         "tensorrt": "TensorRT engine tests (marked `tensorrt`): skipped with their reason",
+         "tensorrt": "TensorRT engine tests (marked `tensorrt`) need it or `tensorrt_rtx` (`--wheelhouse`)",
          "onnxruntime_gpu": "ONNX Runtime CUDA rows: not part of this lane"}
 
 
@@ -124,7 +133,8 @@ def _environment_lines(env: dict[str, Any]) -> list[str]:
     keys = ["gpu", "gpu_count", "compute_capability", "gpu_memory_gib", "driver", "torch", "torch_cuda", "cudnn",
             "cuda_python", "tensorrt", "tensorrt_rtx", "onnxruntime", "onnxruntime_providers", "python", "platform"]
     lines = ["| fact | value |", "|---|---|"] + [f"| {k} | {_cell(env.get(k))} |" for k in keys]
-    missing = [f"- `{name}` missing: {what}" for name, what in NEEDS.items() if not env.get(name)]
+    missing = [f"- `{name}` missing: {what}" for name, what in NEEDS.items()
+               if not env.get(name) and not (name == "tensorrt" and env.get("tensorrt_rtx"))]
     return lines + ([""] + missing if missing else [])
 
 
@@ -132,15 +142,67 @@ def render_markdown(summary: dict[str, Any]) -> str:
     env = summary.get("environment", {})
     where = env.get("gpu") or "no NVIDIA GPU"
     lines = [f"# GPU lane: {where}", "", f"`{summary.get('command')}` started {summary.get('started_utc')}, "
-             f"status **{summary.get('status')}**" + (f", {summary['seconds']} s" if "seconds" in summary else "") + ".", ""]
+             f"status **{summary.get('status')}**" + (f", {summary['seconds']} s" if "seconds" in summary else "") + ".",
+             "", "Rerun from a checkout: `python3 -m scripts.gpu_lane --out DIR [--wheelhouse WHEELS]` (docs/gpu.md).", ""]
     if summary.get("dry_run"):
-        lines += [f"Dry run ({summary.get('dry_run_reason')}): every GPU test is skipped; this checks collection "
-                  "and the summary files only.", ""]
-    lines += ["## Environment", ""] + _environment_lines(env) + [""]
+        lines += [f"Dry run ({summary.get('dry_run_reason')}): every GPU test is skipped, engines are built ahead of "
+                  "time and not run, the GPU rows say why they are empty; this checks the plan end to end.", ""]
+    lines += _plan_lines(summary) + ["## Environment", ""] + _environment_lines(env) + [""]
     if env.get("error"):
         lines += [f"Probe: {env['error']}", ""]
-    lines += _test_lines(summary.get("pytest")) + _bench_lines(summary.get("bench"))
+    lines += _wheelhouse_lines(summary.get("wheelhouse"), env)
+    lines += _test_lines(summary.get("pytest")) + _engine_lines(summary.get("engine")) + _bench_lines(summary.get("bench"))
     return "\n".join(lines) + "\n"
+
+
+def _plan_lines(summary: dict[str, Any]) -> list[str]:
+    plan = summary.get("plan")
+    if not plan:
+        return []
+    took = {"tests": (summary.get("pytest") or {}).get("limit_s"), "engine": (summary.get("engine") or {}).get("limit_s"),
+            "bench": (summary.get("bench") or {}).get("limit_s")}
+    cells = [f"{s['stage']} (cap {s['cap_s']:.0f} s" + (f", given {took[s['stage']]:.0f} s" if took.get(s["stage"]) else "")
+             + ")" for s in plan["stages"]]
+    return [f"Time budget {plan['budget_s']:.0f} s: " + ", ".join(cells) + ".", ""]
+
+
+def _wheelhouse_lines(wheels: dict[str, Any] | None, env: dict[str, Any]) -> list[str]:
+    if not wheels:
+        return []
+    lines = ["## Wheelhouse", "", f"`{wheels.get('folder')}` -> `{wheels.get('target')}`: "
+             + (f"**error**: {wheels['error']}" if wheels.get("error") else f"{wheels.get('method')}, {wheels.get('seconds')} s"),
+             ""]
+    lines += [f"- `{name}`" for name in wheels.get("wheels", [])]
+    imports = env.get("wheelhouse_imports") or {}
+    lines += [f"- import `{name}` in a lane child: {_cell(outcome)}" for name, outcome in sorted(imports.items())]
+    return lines + [""]
+
+
+def _engine_lines(engine: dict[str, Any] | None) -> list[str]:
+    lines = ["## TensorRT engine on this GPU", ""]
+    if not engine:
+        return lines + ["Not run.", ""]
+    if engine.get("skipped"):
+        return lines + [engine["skipped"], ""]
+    status = "timed out" if engine.get("timed_out") else f"exit {engine.get('exit_code')}"
+    check = engine.get("check") or {}
+    lines += [f"`python3 -m scripts.gpu_lane.engine_check`: {status} in {engine.get('seconds')} s"
+              + (f"; {check['tensorrt']}" if check.get("tensorrt") else "") + ".", ""]
+    if check.get("error"):
+        return lines + ["```", check["error"], "```", ""]
+    body = []
+    for row in check.get("rows", []):
+        what = f"{row['config']} {row['fourier']} {row['precision']}" + (f" ({row['fp16_policy']})" if row.get("fp16_policy") else "")
+        errors = [f"{key}: {row[key]}" for key in ("export_error", "build_error", "run_error") if row.get(key)]
+        run = row.get("run") if isinstance(row.get("run"), str) else ""
+        checks = "; ".join(f"{c['shape']}: max abs {c['max_abs']:.2e}, hole {c['hole_mean_255']:.3f}/255, "
+                           f"{c['latency_ms']:.2f} ms, {'pass' if c['passed'] else 'FAIL'}" for c in row.get("checks", []))
+        body.append(f"| {what} | {_cell(row.get('build_s'))} | {_cell(row.get('engine_mb'))} | "
+                    f"{_cell(row.get('compute_capability'))} | {_cell(checks or run or row.get('skipped'))} | "
+                    f"{_cell(' / '.join(errors))} |")
+    lines += ["| engine | build s | MB | for CC | vs PyTorch (Polygraphy-style, max statistic) | error |",
+              "|---|---|---|---|---|---|"] + body
+    return lines + [""]
 
 
 def _test_lines(pytest_result: dict[str, Any] | None) -> list[str]:
@@ -166,7 +228,7 @@ def _bench_lines(bench: dict[str, Any] | None) -> list[str]:
         return lines + ["Not run.", ""]
     if bench.get("skipped"):
         return lines + [bench["skipped"], ""]
-    status = "timed out" if bench.get("timed_out") else f"exit {bench.get('exit_code')}"
+    status = "stopped at the stage's time limit" if bench.get("timed_out") else f"exit {bench.get('exit_code')}"
     lines += [f"`{bench.get('command')}`: {status} in {bench.get('seconds')} s.", ""]
     markdown = bench.get("markdown")
     return lines + ([markdown.replace("## GPU rows", "### GPU rows"), ""] if markdown else ["No table written; see bench.log.", ""])

@@ -1,6 +1,6 @@
 """Peak host memory of one inference, each case in a fresh process (peak RSS: the process's VmHWM).
 
-    python -m lama_deploy.scripts.bench_memory --model big-lama.onnx [--sizes 1024 2048] [--big 6000]
+    python -m lama_deploy.scripts.bench.memory --model big-lama.onnx [--sizes 1024 2048] [--big 6000]
 
 Rows: ONNX Runtime CPU with its default session options ("before") and with the runtime's memory-lean
 options ("after", what `OnnxRuntimeBackend` uses), per image size; then `lama-deploy inpaint` on a
@@ -83,7 +83,7 @@ def measure_cli(model: str, side: int, max_memory: str) -> dict:
 
 def _in_child(case: dict) -> dict:
     """Run one case in a fresh interpreter, so each peak RSS is that case's alone."""
-    done = subprocess.run([sys.executable, "-m", "lama_deploy.scripts.bench_memory", "--child", json.dumps(case)],
+    done = subprocess.run([sys.executable, "-m", "lama_deploy.scripts.bench.memory", "--child", json.dumps(case)],
                           capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -117,7 +117,7 @@ def table(model: str, sizes: list[int], big: int, max_memory: str, variants: lis
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lama_deploy.scripts.bench_memory", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lama_deploy.scripts.bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="an exported big-lama .onnx (fp32)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048])
     parser.add_argument("--variants", nargs="*", default=["before", "after"], choices=["before", "after"])

@@ -1,0 +1,179 @@
+"""Markdown of the GPU rows (`lama-deploy bench --device cuda`) and their place in docs/benchmarks.md.
+
+The GPU section sits between two markers after the page's notes marker, so a CPU run that rewrites
+the measured part of the page keeps it, and a GPU run replaces only it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .report import NOTES_MARKER
+
+BEGIN = "<!-- gpu rows: written by `lama-deploy bench --device cuda` -->"
+#: Rows so far of a GPU run, rewritten after every cell (what a killed run leaves; the GPU lane reads it).
+PARTIAL = "bench_gpu.partial.json"
+END = "<!-- gpu rows: end -->"
+
+
+def _value(row: dict, key: str, fmt: str = "{:.2f}") -> str:
+    value = row.get(key)
+    return "" if value is None else fmt.format(value)
+
+
+def _status(row: dict) -> str:
+    return row.get("skipped") or row.get("error") or row.get("note") or ""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
+
+
+def _form_label(row: dict) -> str:
+    label = "no Fourier units (floor)" if row["form"] == "none" else row["form"]
+    return label + (f", {row['variant']}" if row.get("variant") else "")
+
+
+def forms_table(rows: list[dict]) -> list[str]:
+    body = []
+    for row in rows:
+        hot = row.get("hot_error") or {}
+        precision = row["precision"] + (f" ({row['policy']})" if row.get("policy") else "")
+        body.append([str(row["size"]), precision, _form_label(row), _value(row, "align", "{}"),
+                     _value(row, "graph_ms"), _value(row, "eager_ms"), _value(row, "fourier_share", "{:.0%}"),
+                     _value(hot, "hole_mean_255", "{:.3f}"), _value(hot, "non_finite", "{:.2%}"),
+                     _value(row, "peak_gpu_mb", "{:.0f}"), _status(row)])
+    header = ["size", "precision", "Fourier form", "Wf align", "graph ms", "eager ms", "FU share", "hot fp16 err /255",
+              "non-finite", "peak GPU MiB", "note"]
+    return _table(header, body)
+
+
+def backend_table(rows: list[dict]) -> list[str]:
+    body = [[row.get("purpose", ""), f"{row['batch']}x{row['size']}", row["mode"], _value(row, "latency_ms"),
+             _value(row, "p90_ms"), _value(row, "runs", "{}"), _value(row, "images_per_s"),
+             _value(row, "first_call_ms", "{:.0f}"), _value(row, "first_forward_s", "{:.1f}"),
+             _value(row, "peak_gpu_mb", "{:.0f}"), _value(row, "peak_reserved_mb", "{:.0f}"), _status(row)]
+            for row in rows]
+    header = ["rows", "batch x size", "mode", "latency ms", "p90 ms", "runs", "images/s", "first call ms",
+              "first forward s", "peak GPU MiB", "reserved MiB", "note"]
+    return _table(header, body)
+
+
+#: The same H200 before this work's Fourier changes (docs/benchmarks.md, CUDA-graph replay, median of 3-30):
+#: what "1024/2048 no slower" compares with. Size -> (form, fp16 policy) -> ms.
+BEFORE_H200 = {512: {("matmul-dense", "fourier-scaled"): 14.04, ("matmul", "fourier-scaled"): 17.70},
+               1024: {("matmul-dense", "fourier-scaled"): 30.64, ("matmul", "fourier-scaled"): 34.24},
+               2048: {("matmul-dense", "fourier-scaled"): 101.42, ("matmul", "fourier-scaled"): 98.07}}
+
+
+def targets_table(gpu: dict[str, Any]) -> list[str]:
+    """The exported form against the cuFFT model per size, and against the earlier H200 numbers."""
+    body = []
+    for target in gpu.get("targets") or []:
+        before = BEFORE_H200.get(target["size"], {}).get((target["form"], target["policy"]))
+        body.append([str(target["size"]), f"{target['form']} ({target['policy']})", f"{target['ms']:.2f}",
+                     f"{target['cufft_ms']:.2f}", f"{target['ratio']:.2f}x", _value(target, "fourier_share", "{:.0%}"),
+                     "yes" if target["met"] else "no", "" if before is None else f"{before:.2f}"])
+    header = ["size", "best exported form (fp16 policy)", "ms", "cuFFT model ms", "ratio", "FU share",
+              "met (<= 1.25x, <= 35%)", "before, H200 ms"]
+    return _table(header, body)
+
+
+def scaling_lines(gpu: dict[str, Any]) -> list[str]:
+    lines = []
+    for entry in gpu.get("batch_scaling") or []:
+        per_batch = ", ".join(f"batch {b}: {v:.1f}" for b, v in sorted((int(k), v) for k, v in entry["images_per_s"].items()))
+        lines.append(f"- {entry['mode']} images/s: {per_batch} (grows from batch 1 to 4: "
+                     f"{'yes' if entry['grows_1_to_4'] else 'NO'}).")
+    return lines
+
+
+def gpu_markdown(gpu: dict[str, Any], command: str) -> str:
+    """The GPU section: where it ran, the tables, the targets."""
+    lines = [BEGIN, "", "## GPU rows (PyTorch on CUDA)", ""]
+    if gpu.get("skipped"):
+        return "\n".join(lines + [f"Not measured: {gpu['skipped']} (`{command}`).", "", END, ""])
+    partial = " **Partial: the run stopped before its last cell** (rows so far)." if gpu.get("partial") else ""
+    lines += [f"Generated by `{command}` on **{gpu['gpu']}** (torch {gpu['torch']}, CUDA {gpu['cuda']}, cuDNN "
+              f"{gpu.get('cudnn', '?')}), {gpu['config']} with seeded random weights (trained-like activation scale), "
+              f"TF32 off unless a row says TF32, median of {gpu['repeats']} runs.{partial}", "",
+              "### Fourier forms and precision policies", "",
+              "GPU time (CUDA events) of one CUDA-graph replay and of one eager forward, batch 1. FU share = "
+              "(form - floor) / form of the graph time. Wf align: the spectrum width's padding (8: zero columns up to "
+              "a multiple of 8, `contract.fourier_align`). Variants: `unpadded` (align 1), `no basis cache` (the "
+              "DFT bases rebuilt in every forward). Hot fp16 error: hole mean |fp16 - fp32 torch.fft| in levels of "
+              "1/255 (target <= 1).", ""]
+    lines += forms_table(gpu["forms"]) + [""]
+    if gpu.get("targets"):
+        lines += ["### Exported form vs the cuFFT model", ""] + targets_table(gpu) + [""]
+    lines += ["### PyTorch backend (`lama-deploy inpaint --model x.ckpt`)", "",
+              "End-to-end `infer` (host copies included), torch.fft form. first call: the first `infer` of the "
+              "cell (CUDA-graph capture, cuDNN autotuning, compile); first forward: its model forward alone "
+              "(the compile). runs: timed runs (fewer when a cell passes its time cap). Rows: batch scaling; the "
+              "fp32 batch diagnosis (cuDNN autotuner and TF32 on/off, eager and graphs); the fix candidate "
+              "(`cudnn_benchmark=True`); torch.compile.", ""]
+    lines += backend_table(gpu["backend"]) + [""]
+    lines += scaling_lines(gpu) + ([""] if gpu.get("batch_scaling") else [])
+    target = gpu.get("speedup_graphs_fp16_vs_eager_fp32")
+    if target:
+        verdict = "met" if target["met"] else "NOT met"
+        lines += [f"Graph-replayed fp16 vs eager fp32 at batch 1, {target['size']}x{target['size']}: "
+                  f"{target['ratio']:.2f}x (target >= {target['target']:.0f}x: {verdict}).", ""]
+    return "\n".join(lines + [END, ""])
+
+
+def with_gpu_section(page: str, section: str) -> str:
+    """`page` with its GPU section replaced (or added after the notes marker, which CPU runs keep)."""
+    if BEGIN in page and END in page:
+        start, stop = page.index(BEGIN), page.index(END) + len(END)
+        return page[:start] + section.rstrip("\n") + page[stop:]
+    if NOTES_MARKER in page:
+        at = page.index(NOTES_MARKER) + len(NOTES_MARKER)
+        return page[:at] + "\n\n" + section + page[at:]
+    return page.rstrip("\n") + "\n\n" + NOTES_MARKER + "\n\n" + section
+
+
+#: `--gpu-quick`: the GPU lane's configuration (big-lama; every form at 512, the compared ones at 1024 and 2048;
+#: the backend rows at batch 1/2/4/8; 5 repeats; about 3-4 min on an H100/H200, estimated, not yet measured).
+GPU_QUICK = {"sizes": "512,1024,2048", "batch": "1,2,4,8", "batch_at": 512, "repeats": 5, "budget_s": 240.0}
+
+
+def run_gpu_command(args: Any, sizes: list[int], batches: list[int], command: str) -> int:
+    """`lama-deploy bench --device cuda`: measure, write bench_gpu.json / bench_gpu.md (and the docs section)."""
+    from pathlib import Path
+
+    from .gpu import run_gpu_bench
+    from .report import created_utc
+
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    gpu = run_gpu_bench(args.config, sizes, batches, args.batch_at, args.repeats, args.seed, budget_s=args.budget_s,
+                        grid="quick" if args.gpu_quick else "full", checkpoint=Path(args.out) / PARTIAL)
+    gpu.update(created_utc=created_utc(), command=command)
+    return write_gpu_outputs(gpu, args.out, args.docs, command)
+
+
+def write_gpu_outputs(gpu: dict[str, Any], out: Any, docs: str | None, command: str) -> int:
+    """bench_gpu.json / bench_gpu.md in `out`, and the GPU section of `docs` (only when measured)."""
+    import json
+    from pathlib import Path
+
+    from lama_deploy.files import atomic_output
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    section = gpu_markdown(gpu, command)
+    with atomic_output(out / "bench_gpu.json") as tmp:
+        tmp.write_text(json.dumps(gpu, indent=2) + "\n")
+    with atomic_output(out / "bench_gpu.md") as tmp:
+        tmp.write_text(section)
+    if not gpu.get("partial"):
+        (out / PARTIAL).unlink(missing_ok=True)  # the complete file supersedes the rows-so-far file
+    write_docs = bool(docs) and not gpu.get("skipped")
+    if write_docs:
+        page = Path(docs).read_text() if Path(docs).is_file() else "# Benchmarks\n"
+        with atomic_output(Path(docs)) as tmp:
+            tmp.write_text(with_gpu_section(page, section))
+    print(section)
+    print(f"wrote {out / 'bench_gpu.json'}, {out / 'bench_gpu.md'}" + (f", {docs}" if write_docs else ""))
+    return 0
