@@ -7,8 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
-if ! command -v chromium >/dev/null || ! command -v npm >/dev/null || ! command -v gs >/dev/null; then
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium npm ghostscript
+# Only what is missing: machines that ship Node.js (with its own npm) refuse Debian's npm package.
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v npm >/dev/null || missing="$missing npm"
+command -v gs >/dev/null || missing="$missing ghostscript"
+if [ -n "$missing" ]; then
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq $missing
 fi
 [ -f .cache/web-ui/node_modules/axe-core/axe.min.js ] ||
     npm install --prefix .cache/web-ui --no-save --no-audit --no-fund axe-core@4.14.1
