@@ -324,18 +324,24 @@ def test_cli_names_the_install_when_fastapi_is_missing(monkeypatch, capsys) -> N
                                                "`pip install 'lama-deploy[server]'`")
 
 
+def _post_in_flight(running: RunningServer, sample: Sample) -> tuple[dict, threading.Thread]:
+    """POST `sample` from a thread and return once the server runs it: (where the response lands, the thread)."""
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.setdefault(
+        "response", httpx.post(f"{running.url}/inpaint", files=sample.files, timeout=120)))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{running.url}/health").json()["requests"]["running"] == 0:
+        assert time.monotonic() < deadline, "the request never started"
+        time.sleep(0.02)
+    return result, worker
+
+
 def test_graceful_shutdown_finishes_the_request_in_flight(tiny_onnx: Path, tmp_path: Path) -> None:
     running = _start_server(tiny_onnx, tmp_path / "server.log")
     sample = _sample(768, 768, seed=8)  # ~1 s on the tiny model: long enough to signal mid-request
-    result = {}
-    worker = threading.Thread(target=lambda: result.setdefault(
-        "response", httpx.post(f"{running.url}/inpaint", files=sample.files, timeout=60)))
-    worker.start()
+    result, worker = _post_in_flight(running, sample)
     try:
-        deadline = time.monotonic() + 20
-        while httpx.get(f"{running.url}/health").json()["requests"]["running"] == 0:
-            assert time.monotonic() < deadline, "the request never started"
-            time.sleep(0.02)
         code = running.stop(signal.SIGTERM)
     finally:
         worker.join(60)
@@ -353,15 +359,8 @@ def test_ctrl_c_stops_the_inference_in_flight_within_seconds(tiny_onnx: Path, tm
     and the process ends within seconds, not after the inference (here ~10 s: a 3000x2000 whole-image run)."""
     running = _start_server(tiny_onnx, tmp_path / "server.log", "--strategy", "whole", "--max-memory", "none")
     sample = _sample(2000, 3000, seed=9)
-    result = {}
-    worker = threading.Thread(target=lambda: result.setdefault(
-        "response", httpx.post(f"{running.url}/inpaint", files=sample.files, timeout=120)))
-    worker.start()
+    result, worker = _post_in_flight(running, sample)
     try:
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{running.url}/health").json()["requests"]["running"] == 0:
-            assert time.monotonic() < deadline, "the request never started"
-            time.sleep(0.05)
         time.sleep(1.0)  # well inside the inference
         signalled = time.monotonic()
         code = running.stop(signal.SIGINT, timeout=30)
