@@ -122,11 +122,10 @@ def _check_target(target: Target, profiles: list[Profile], precision: str, facts
         raise UserError(f"{target.label} trtexec builds one optimisation profile; give one --min/--opt/--max")
     if precision == "fp16" and facts is None:
         raise UserError("fp16 command lines need the ONNX (--onnx) to read its precision and layer names")
-    if precision == "fp16" and not target.weak_typing and facts.precision != "fp16":
-        raise UserError(f"{target.label} is strongly typed: fp16 needs the fp16 ONNX "
-                        f"(`lama-deploy export --precision fp16`); this one is {facts.precision}")
-    if precision == "fp32" and facts is not None and facts.precision == "fp16":
-        raise UserError("this ONNX is the fp16 export; ask for --precision fp16 or use the fp32 ONNX")
+    problem = C.precision_problem(precision, target=target.key,  # the one judge of legal combinations
+                                  onnx_precision=facts.precision if facts is not None else None)
+    if problem:
+        raise UserError(problem)
 
 
 def _layer_flags(facts: OnnxFacts) -> list[str]:

@@ -77,7 +77,7 @@ def test_fp16_onnx_on_10x_builds_strongly_typed_and_on_11x_needs_no_flags() -> N
     assert "--stronglyTyped" in argv10 and "--fp16" not in argv10
     argv11 = trtexec_command(TARGETS["trt11"], [PROFILE], "fp16", facts=FP16_ONNX)
     assert not set(_flags(argv11)) & set(REMOVED_FLAGS["trt11"])
-    with pytest.raises(UserError, match="strongly typed: fp16 needs the fp16 ONNX"):
+    with pytest.raises(UserError, match="strongly typed: --precision fp16 needs the fp16 ONNX"):
         trtexec_command(TARGETS["trt11"], [PROFILE], "fp16", facts=OnnxFacts("fp32", ["x"], "tiny"))
 
 
