@@ -57,21 +57,15 @@ def _child(job: dict[str, Any], results: mp.Queue) -> None:
         seconds = time.perf_counter() - start
         out = result.array
         outside_kept = bool(np.array_equal(out[mask == 0], rgb[mask == 0]))
+        planned = inpainter.prepare(rgb, mask).plan.runs  # the pipeline's own plan step, as inpaint ran it
         inpainter.close()
-        runs = [f"{r.tensor_size[1]}x{r.tensor_size[0]}" for r in _plan_runs(inpainter, mask)]
+        runs = [f"{r.tensor_size[1]}x{r.tensor_size[0]}" for r in planned]
         results.put(("ok", {"seconds": seconds, "load_s": load_s, "peak_rss_mb": peak_rss_mb(),
                             "ran": result.strategy, "runs": runs, "backend": result.backend,
                             "outside_kept": outside_kept, "checksum": int(out.astype(np.int64).sum())}))
     except BaseException as exc:  # one line to the parent, whatever happened
         line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         results.put(("error", f"{type(exc).__name__}: {line}"))
-
-
-def _plan_runs(inpainter: Any, mask: np.ndarray) -> list[Any]:
-    """The model inputs the inpainter planned for this mask (for the table)."""
-    from lama_deploy.runtime.strategy import plan_image
-
-    return plan_image(mask > inpainter.threshold, inpainter.profile, inpainter.strategy).runs
 
 
 def measure(job: dict[str, Any], timeout_s: float, rss_cap_mb: float) -> dict[str, Any]:
