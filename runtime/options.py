@@ -284,8 +284,8 @@ def _checked(spec: OptionSpec, value: Any) -> Any:
         raise OptionError(f"{spec.name} takes {spec.metavar or 'a value'}, not {value}")
     if isinstance(value, (int, float)) and spec.name != "threshold" and spec.name != "max_memory":
         return spec.parse(str(int(value)) if float(value).is_integer() else str(value))
-    if spec.name == "max_memory" and isinstance(value, int):
-        return str(value)
+    if spec.name == "max_memory" and isinstance(value, (int, float)):
+        return spec.parse(str(int(value)))  # a byte count
     if spec.name == "threshold":
         return spec.parse(str(float(value)))
     if spec.name == "providers" and isinstance(value, (tuple, list)):
