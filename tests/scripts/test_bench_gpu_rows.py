@@ -111,7 +111,7 @@ def test_floor_and_forms_run_on_cpu_and_errors_are_measured_in_levels():
 def test_repeats_stop_at_the_cell_cap():
     calls = []
     times = G.wall_times_ms(lambda: calls.append(1) or __import__("time").sleep(0.02), repeats=50, cap_s=0.05)
-    assert 1 <= len(times) == len(calls) < 10
+    assert 0 < len(times) == len(calls) < 10
 
 
 def test_bench_device_cuda_without_a_gpu_writes_why(tmp_path):

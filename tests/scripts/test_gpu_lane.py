@@ -170,7 +170,7 @@ def test_watchdog_records_hangs_and_crashes_and_runs_the_rest(tmp_path):
         def test_a_passes(): pass
         def test_b_hangs(): time.sleep(600)
         def test_c_kills_the_process(): os._exit(3)
-        def test_d_fails(): assert 1 == 2, "one is not two"
+        def test_d_fails(): raise AssertionError("a stand-in failure the lane must record")
         @pytest.mark.skip(reason="needs an NVIDIA GPU (stand-in)")
         def test_e_skips(): pass
         def test_f_passes(): pass
@@ -185,7 +185,7 @@ def test_watchdog_records_hangs_and_crashes_and_runs_the_rest(tmp_path):
         "test_d_fails": "failed", "test_e_skips": "skipped", "test_f_passes": "passed"}
     assert outcome["test_b_hangs"]["message"].startswith("timed out: no result within 4 s")
     assert "died (exit 3)" in outcome["test_c_kills_the_process"]["message"]
-    assert outcome["test_d_fails"]["message"] == "AssertionError: one is not two"
+    assert outcome["test_d_fails"]["message"] == "AssertionError: a stand-in failure the lane must record"
     assert summary["counts"] == {"passed": 2, "failed": 3, "skipped": 1}
     assert "test_b_hangs" in (tmp_path / "lane" / "pytest_tracebacks.txt").read_text()
 
