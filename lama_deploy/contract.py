@@ -50,7 +50,7 @@ DEFAULT_FOURIER = "matmul"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 
 #: Precisions the PyTorch backend runs in (autocast); fp16/bf16 keep the Fourier units safe (see
-#: runtime/backends/torch_precision.py). Exports and engines take the first two.
+#: runtime/backends/pytorch/precision.py). Exports and engines take the first two.
 TORCH_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 #: `torch.compile` modes of the PyTorch backend (`--compile`): off (default until GPU rows show a gain), inductor's
 #: default, max-autotune (a longer first call per input shape).

@@ -82,7 +82,7 @@ class Inpainter:
     def from_random_weights(cls, config: str = "tiny", seed: int = 0, options: Optional[InpaintOptions] = None,
                             **changes: Any) -> "Inpainter":
         """Seeded random weights on the PyTorch backend: a plumbing demo, not trained LaMa (it says so)."""
-        from .backends.torch_backend import TorchBackend
+        from .backends.pytorch.backend import TorchBackend
 
         options = (options or InpaintOptions()).replace(**changes)
         backend = TorchBackend.from_random_weights(config, seed, options.device, **torch_mode(options))

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from lama_deploy.runtime.backends.torch_cuda import CudaExecutor
+from lama_deploy.runtime.backends.pytorch.cuda import CudaExecutor
 
 
 class FakeGraph:

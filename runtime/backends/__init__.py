@@ -62,6 +62,6 @@ def create_backend(path: str | Path, backend: str = "auto", device: str | None =
         from .ort_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, device=device, providers=providers)
-    from .torch_backend import TorchBackend
+    from .pytorch.backend import TorchBackend
 
     return TorchBackend.from_checkpoint(path, device=device, **torch_mode)

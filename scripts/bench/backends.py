@@ -139,7 +139,7 @@ class TorchRunner(Runner):
     def __init__(self, spec: BackendSpec, job: dict[str, Any]) -> None:
         import torch
 
-        from lama_deploy.runtime.backends.torch_backend import TorchBackend
+        from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
         from lama_model import InpaintingModel, build_generator, set_fourier_mode
 
         torch.set_num_threads(job["threads"])

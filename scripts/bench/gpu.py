@@ -83,7 +83,7 @@ def cuda_skip_reason() -> str | None:
 
 def precisions() -> list[tuple[str, str | None]]:
     """(precision, policy): fp32, then fp16 under every policy this lama_model offers."""
-    from lama_deploy.runtime.backends.torch_precision import fp16_policies
+    from lama_deploy.runtime.backends.pytorch.precision import fp16_policies
 
     return [("fp32", None)] + [("fp16", policy) for policy in fp16_policies()]
 
@@ -137,7 +137,7 @@ def remove_fourier_units(model: Any) -> Any:
     """The floor: every FourierUnit returns zeros of its input's shape (the rest of the model unchanged)."""
     import torch
 
-    from lama_deploy.runtime.backends.torch_precision import fourier_units
+    from lama_deploy.runtime.backends.pytorch.precision import fourier_units
 
     def zeros(x: Any) -> Any:
         return torch.zeros_like(x)
@@ -159,7 +159,7 @@ def model_variant(base: Any, form: str) -> Any:
 
 
 def make_backend(model: Any, device: str, precision: str, policy: str | None, graphs: bool, **options: Any) -> Any:
-    from lama_deploy.runtime.backends.torch_backend import TorchBackend
+    from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
 
     backend = TorchBackend(model, device=device, weights="bench", precision=precision, fp16_policy=policy,
                            cuda_graphs=graphs, graph_cache=2, **options)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lama_deploy.runtime.backends.torch_backend import TorchBackend
-from lama_deploy.runtime.backends.torch_precision import fp16_policies
+from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
+from lama_deploy.runtime.backends.pytorch.precision import fp16_policies
 from lama_deploy.runtime.inpainter import Inpainter
 from lama_deploy.scripts.bench.gpu import hole_error
 from lama_model.synthetic import sample_batch

@@ -8,7 +8,7 @@ from lama_deploy import contract as C
 def test_fp16_policies_are_declared_in_the_contract_only():
     """lama_model takes the policy's scale as an argument and declares no policy names of its own."""
     import lama_model.precision
-    from lama_deploy.runtime.backends import torch_precision
+    from lama_deploy.runtime.backends.pytorch import precision as torch_precision
 
     assert C.FP16_POLICIES == ("fourier-fp32", "fourier-scaled") and C.DEFAULT_FP16_POLICY == C.FP16_POLICIES[0]
     assert not hasattr(lama_model.precision, "FP16_POLICIES")

@@ -13,7 +13,7 @@ from lama_deploy.export.build_engine import resolve_precision
 from lama_deploy.export.onnx_export import ExportOptions, export_inpainting_onnx
 from lama_deploy.export.trt_builder import Features, precision_target
 from lama_deploy.runtime.backends import BackendError
-from lama_deploy.runtime.backends import torch_precision as tp
+from lama_deploy.runtime.backends.pytorch import precision as tp
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 POLICIES = (None, "fourier-fp32", "fourier-scaled", "fp16-everywhere")

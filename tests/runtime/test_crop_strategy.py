@@ -8,7 +8,7 @@ import pytest
 from lama_deploy import contract as C
 from lama_deploy.runtime import Inpainter
 from lama_deploy.runtime.backends.base import Profile
-from lama_deploy.runtime.backends.torch_backend import TorchBackend
+from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
 from lama_deploy.runtime.strategy import Box, StrategyOptions, batch_limit, plan_image
 from lama_model.synthetic import synthetic_image
 

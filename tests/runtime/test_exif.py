@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from lama_deploy.runtime import Inpainter
-from lama_deploy.runtime.backends.torch_backend import TorchBackend
+from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
 from lama_deploy.runtime.images import InpaintInputError, load_image, upright_size
 
 ORIENTATION = 0x0112

@@ -8,7 +8,7 @@ import torch
 
 from lama_deploy import contract as C
 from lama_deploy.runtime import Inpainter, InpaintResult
-from lama_deploy.runtime.backends.torch_backend import TorchBackend
+from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
 
 RNG = np.random.default_rng(0)
 

@@ -85,7 +85,7 @@ def test_onnxruntime_run_is_terminated_from_another_thread(tiny_onnx: Path) -> N
 
 def test_torch_forward_stops_at_the_next_layer() -> None:
     pytest.importorskip("torch")
-    from lama_deploy.runtime.backends.torch_backend import TorchBackend
+    from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
 
     with TorchBackend.from_random_weights("tiny", device="cpu") as backend:
         start = time.monotonic()

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lama_deploy.runtime.backends import BackendError, create_backend
-from lama_deploy.runtime.backends import torch_precision as tp
-from lama_deploy.runtime.backends.torch_backend import TorchBackend
+from lama_deploy.runtime.backends.pytorch import precision as tp
+from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
 from lama_model import random_model
 from lama_model.synthetic import sample_batch
 

@@ -141,7 +141,7 @@ def test_gpu_bench_flow_runs_end_to_end_on_cpu_stand_ins(monkeypatch, tmp_path):
     error, verdict and the rows-so-far checkpoint are filled."""
     from cuda_stubs import stub_executor
 
-    from lama_deploy.runtime.backends.torch_backend import TorchBackend
+    from lama_deploy.runtime.backends.pytorch.backend import TorchBackend
 
     def make_backend(model, device, precision, policy, graphs, **options):
         options["compile"] = "off"  # inductor on CPU takes minutes; tests/runtime/test_torch_compile.py covers it

@@ -12,7 +12,7 @@ Which precision and policy may combine (and with which Fourier form) is judged b
 
 fp16 needs a GPU (CPU autocast supports bfloat16 only); bf16 runs on both.
 
-Execution options beside precision: CUDA graphs (`torch_cuda`), `torch.compile` (`compile`: off by default,
+Execution options beside precision: CUDA graphs (`cuda`), `torch.compile` (`compile`: off by default,
 "default" or "max-autotune"; to be chosen by GPU measurement, docs/gpu.md) and, unmeasured, cuDNN's
 autotuner for the fp32 batch anomaly (`cudnn_benchmark`).
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from lama_deploy import contract as C
 
-from .base import BackendError
+from ..base import BackendError
 
 PRECISIONS = C.TORCH_PRECISIONS
 DEFAULT_POLICY = C.DEFAULT_FP16_POLICY

@@ -2,8 +2,8 @@
 
 This is the only backend that imports torch and lama_model, and it does so when it is created, so the
 edge runtime (ONNX Runtime / TensorRT) never pays for them. Precision (fp32 / fp16 / bf16 with the Fourier
-units kept safe) and the execution options (`torch.compile`, cuDNN autotuning) are `torch_precision`; on
-CUDA, pinned staging and CUDA graphs are `torch_cuda`. With `compile` on, the first call of each input shape
+units kept safe) and the execution options (`torch.compile`, cuDNN autotuning) are `precision`; on
+CUDA, pinned staging and CUDA graphs are `cuda`. With `compile` on, the first call of each input shape
 compiles; its time is reported apart (`describe()["first_call_s"]`), as it is not the steady state.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 from lama_deploy import contract as C
 from lama_deploy.errors import InputNotFound, missing_dependency
 
-from .base import Backend, BackendError, InferenceCancelled, Profile
-from .torch_precision import TorchMode, apply_policy, autocast_context, cudnn_scope, resolve_mode
+from ..base import Backend, BackendError, InferenceCancelled, Profile
+from .precision import TorchMode, apply_policy, autocast_context, cudnn_scope, resolve_mode
 
 
 def import_torch():
@@ -96,7 +96,7 @@ class TorchBackend(Backend):
         self._cancel_hooks = [] if options is not None else [
             module.register_forward_pre_hook(self._stop_if_cancelled) for module in self.model.modules()]
         if self.device.startswith("cuda"):
-            from .torch_cuda import CudaExecutor
+            from .cuda import CudaExecutor
 
             self.executor = CudaExecutor(self.torch, self._forward, self.device, self.mode.cuda_graphs,
                                          self.mode.graph_cache)
